@@ -1,0 +1,68 @@
+# brainbench — run `make help` for the list of targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= synthetic
+PROFILE ?= quick
+IBSR18_ROOT ?= ../shared/data/ibsr18
+SPLIT ?= paper
+EXTRA ?=
+SYNTH_DIR := runs/data/synthetic
+SYNTH_SUBJECTS ?= 7
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all lint reproduce-table1 report bench ui clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@echo "  variables: DATA=synthetic|ibsr18  IBSR18_ROOT=path  SPLIT=paper|holdout|course  PROFILE=smoke|quick|full  EXTRA='hydra overrides'"
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (brainbench needs Python 3.11)"; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv from pyproject.toml (a second call does nothing)
+
+test: $(STAMP) ## Run the fast test suite (excludes tests marked slow)
+	$(BIN)/python -m pytest -m "not slow" -q --timeout=600
+
+test-all: $(STAMP) ## Run every test, slow ones included
+	$(BIN)/python -m pytest -q --timeout=1800
+
+lint: $(STAMP) ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy bench adapters
+
+$(SYNTH_DIR)/.done: | $(STAMP)
+	$(BIN)/bench synth --out $(SYNTH_DIR) --subjects $(SYNTH_SUBJECTS) --seed 0
+	@touch $@
+
+ifeq ($(DATA),synthetic)
+DATA_ARGS := data=synthetic data.root=$(SYNTH_DIR)
+DATA_DEP := $(SYNTH_DIR)/.done
+else
+DATA_ARGS := data=ibsr18 data.root=$(IBSR18_ROOT) data.split=$(SPLIT)
+DATA_DEP :=
+endif
+
+reproduce-table1: $(STAMP) $(DATA_DEP) ## Run the Table 1 sweep and write Table 1 / Table 2 (DATA=, PROFILE=, EXTRA=)
+	$(BIN)/python -m bench.run --multirun +sweep=table1 $(DATA_ARGS) profile=$(PROFILE) $(EXTRA)
+	$(BIN)/bench report
+
+report: $(STAMP) ## Rebuild runs/reports/ from MLflow
+	$(BIN)/bench report
+
+bench: $(STAMP) ## Run the performance benchmark suite (writes runs/bench/)
+	$(BIN)/python -m benchmarks.suite
+
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 against runs/mlflow.db (HOST= to change)
+	$(BIN)/mlflow ui --host $${HOST:-127.0.0.1} --port $${PORT:-5000} \
+	  --backend-store-uri sqlite:///runs/mlflow.db --default-artifact-root runs/artifacts
+
+clean: ## Remove runs/ outputs (keeps .venv)
+	rm -rf runs/mlflow.db runs/artifacts runs/reports runs/cache runs/outputs runs/bench

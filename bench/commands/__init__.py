@@ -1,0 +1,1 @@
+"""Subcommands of the ``bench`` CLI, one module each (see ``bench.cli``)."""

@@ -1,0 +1,240 @@
+"""The framework-neutral contract between bench/ and the adapters (no torch, no tensorflow here).
+
+Arrays cross the boundary as channels-first numpy: ``float32[B, C, X, Y, Z]`` images in,
+softmax probabilities ``float32[B, K, X, Y, Z]`` out, ``int64[B, X, Y, Z]`` labels for training.
+Every hyperparameter is explicit in these specs: framework defaults (Keras Adadelta lr=0.001 vs torch
+lr=1.0, Adam eps 1e-7 vs 1e-8, ...) must never leak into results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, Self, runtime_checkable
+
+import numpy as np
+
+from bench.errors import ConfigError
+from bench.types import FloatArray
+
+OptimizerName = Literal["adam", "adadelta", "sgd"]
+LossName = Literal["dice", "ce", "dice_ce"]
+
+
+@dataclass(frozen=True)
+class PatchBatch:
+    """One training batch.
+
+    Attributes:
+        image: ``float32[B, C, X, Y, Z]`` intensities.
+        label: ``int64[B, X, Y, Z]`` class indices in ``0..K-1``.
+    """
+
+    image: FloatArray
+    label: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 5 or self.label.ndim != 4:
+            raise ValueError(f"PatchBatch needs image [B,C,X,Y,Z] and label [B,X,Y,Z], got "
+                             f"{self.image.shape} and {self.label.shape}")
+        if self.image.shape[0] != self.label.shape[0] or self.image.shape[2:] != self.label.shape[1:]:
+            raise ValueError(f"PatchBatch image {self.image.shape} and label {self.label.shape} disagree")
+
+
+@runtime_checkable
+class PatchSource(Protocol):
+    """A seeded, re-iterable stream of training (or validation) batches.
+
+    ``batches(epoch)`` yields the same batches for the same (seed, epoch), whichever framework consumes
+    them, so the framework is a fair factor of a comparison.
+    """
+
+    patch_size: tuple[int, int, int]
+    batch_size: int
+
+    def batches(self, epoch: int) -> Iterator[PatchBatch]: ...
+
+    def __len__(self) -> int:
+        """Number of batches one call to ``batches`` yields."""
+        ...
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """Optimizer with every hyperparameter explicit.
+
+    ``betas`` are used by Adam; ``rho`` by Adadelta; ``momentum`` by SGD. ``eps`` is used as given.
+    """
+
+    name: OptimizerName = "adam"
+    lr: float = 1e-3
+    eps: float = 1e-8
+    betas: tuple[float, float] = (0.9, 0.999)
+    rho: float = 0.9
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in ("adam", "adadelta", "sgd"):
+            raise ConfigError(f"optimizer.name={self.name!r} is unknown", fix="use adam, adadelta or sgd")
+        if not self.lr > 0:
+            raise ConfigError(f"optimizer.lr={self.lr} must be > 0")
+        if not self.eps > 0:
+            raise ConfigError(f"optimizer.eps={self.eps} must be > 0")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optimizer.weight_decay={self.weight_decay} must be >= 0")
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """ReduceLROnPlateau on the validation loss (training loss when there is no validation source).
+
+    ``factor=1.0`` or ``patience<=0`` disables it.
+    """
+
+    factor: float = 0.5
+    patience: int = 5
+    min_lr: float = 1e-6
+    threshold: float = 1e-4
+
+    @property
+    def enabled(self) -> bool:
+        return self.factor < 1.0 and self.patience > 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.factor <= 1:
+            raise ConfigError(f"scheduler.factor={self.factor} must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class EarlyStoppingSpec:
+    """Stop when the monitored loss has not improved by ``min_delta`` for ``patience`` epochs.
+
+    The best weights are restored at the end of training. ``patience<=0`` disables stopping (the best
+    weights are still restored when there is a validation source).
+    """
+
+    patience: int = 10
+    min_delta: float = 0.0
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Training loss.
+
+    ``dice`` is the paper's Eq. 2: per sample b and class c (background included)
+    ``d_bc = (2 Σ p g + smooth) / (Σ p² + Σ g² + smooth)`` over voxels, loss ``1 - mean_{b,c} d_bc``.
+    ``ce`` is the mean voxel-wise cross-entropy of the logits. ``dice_ce`` is
+    ``dice_weight * dice + ce_weight * ce``.
+    """
+
+    name: LossName = "dice"
+    smooth: float = 1e-5
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in ("dice", "ce", "dice_ce"):
+            raise ConfigError(f"loss.name={self.name!r} is unknown", fix="use dice, ce or dice_ce")
+        if self.smooth < 0:
+            raise ConfigError(f"loss.smooth={self.smooth} must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """How to train, identical in meaning for every framework.
+
+    Attributes:
+        epochs: Maximum number of epochs.
+        steps_per_epoch: Batches per epoch; ``None`` uses one full pass of the train source.
+        optimizer, scheduler, loss, early_stopping: See their specs.
+        seed: Seeds Python, numpy and the framework.
+        device: ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``.
+        num_threads: CPU threads for the framework; ``0`` uses all cores.
+        deterministic: Ask the framework for deterministic kernels where it has them.
+        progress: Show a progress bar per epoch (it stays quiet when output is not a terminal).
+    """
+
+    epochs: int = 10
+    steps_per_epoch: int | None = None
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    loss: LossSpec = field(default_factory=LossSpec)
+    early_stopping: EarlyStoppingSpec = field(default_factory=EarlyStoppingSpec)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = 0
+    deterministic: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs={self.epochs} must be >= 1")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ConfigError(f"train.steps_per_epoch={self.steps_per_epoch} must be >= 1 or null")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"train.device={self.device!r} is unknown", fix="use auto, cpu or cuda")
+        if self.num_threads < 0:
+            raise ConfigError(f"train.num_threads={self.num_threads} must be >= 0")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one epoch produced (``val_*`` are ``None`` without a validation source)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    val_dice: dict[str, float] | None
+    lr: float
+    seconds: float
+    patches_per_s: float
+
+
+@dataclass
+class TrainHistory:
+    """All epochs of one fit, and which epoch's weights were kept."""
+
+    epochs: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    fit_seconds: float = 0.0
+
+
+class RunLogger(Protocol):
+    """Receives progress from a fit (implemented by bench.tracking; a no-op logger is below)."""
+
+    def log_epoch(self, record: EpochRecord) -> None: ...
+
+
+class NullLogger:
+    """A RunLogger that drops everything."""
+
+    def log_epoch(self, record: EpochRecord) -> None:
+        return None
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """A trainable patch-based segmenter (one architecture in one framework)."""
+
+    name: str
+    framework: str
+
+    def fit(
+        self, train: PatchSource, val: PatchSource | None, spec: TrainSpec, log: RunLogger
+    ) -> TrainHistory: ...
+
+    def predict_patches(self, batch: FloatArray) -> FloatArray:
+        """``float32[B, C, X, Y, Z]`` -> softmax ``float32[B, K, X, Y, Z]``."""
+        ...
+
+    def save(self, directory: Path) -> None: ...
+
+    @classmethod
+    def load(cls, directory: Path) -> Self: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Parameter count, framework and library versions, constructor parameters."""
+        ...

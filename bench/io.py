@@ -1,0 +1,139 @@
+"""Reading and writing NIfTI volumes with their geometry (SimpleITK).
+
+A :class:`Volume` holds the voxel array indexed ``[x, y, z]`` (NIfTI voxel order, see ``bench.types``),
+``spacing_mm`` along those axes, the world origin in mm and the 3×3 direction cosines (row-major, as
+SimpleITK gives them). A trailing singleton axis (IBSR's ``256×128×256×1``) is dropped; a real 4D image
+is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import SimpleITK as sitk
+
+from bench.errors import DataError
+from bench.types import Spacing
+
+IDENTITY_DIRECTION: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3D image or label map with its physical geometry.
+
+    Attributes:
+        array: Voxel values indexed ``[x, y, z]``.
+        spacing_mm: Voxel size in mm along the array axes.
+        origin_mm: World position of voxel ``[0, 0, 0]`` in mm.
+        direction: Direction cosines, 9 numbers row-major (SimpleITK convention).
+    """
+
+    array: npt.NDArray[Any]
+    spacing_mm: Spacing
+    origin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = field(default=IDENTITY_DIRECTION)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        x, y, z = self.array.shape
+        return int(x), int(y), int(z)
+
+    def with_array(self, array: npt.NDArray[Any]) -> Volume:
+        """The same geometry with another array of the same shape."""
+        if tuple(array.shape) != self.shape:
+            raise ValueError(f"array shape {tuple(array.shape)} differs from volume shape {self.shape}")
+        return replace(self, array=array)
+
+    def same_grid(self, other: Volume, tol_mm: float = 1e-3) -> bool:
+        """Whether both volumes have the same shape and spacing (within ``tol_mm``)."""
+        return self.shape == other.shape and bool(
+            np.allclose(self.spacing_mm, other.spacing_mm, rtol=0.0, atol=tol_mm)
+        )
+
+    def to_sitk(self) -> sitk.Image:
+        """A SimpleITK image with this geometry (SimpleITK arrays are ``[z, y, x]``)."""
+        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array.transpose(2, 1, 0)))
+        image.SetSpacing(tuple(float(s) for s in self.spacing_mm))
+        image.SetOrigin(tuple(float(o) for o in self.origin_mm))
+        image.SetDirection(tuple(float(d) for d in self.direction))
+        return image
+
+    @classmethod
+    def from_sitk(cls, image: sitk.Image, *, source: str | Path = "<image>") -> Volume:
+        """Build a volume from a SimpleITK image, dropping a trailing singleton 4th axis."""
+        dim = image.GetDimension()
+        if dim == 4:
+            size = image.GetSize()
+            if size[3] != 1:
+                raise DataError(
+                    f"4D image with {size[3]} volumes (size {size}); brainbench needs one 3D volume",
+                    path=source,
+                    fix="split the series and pass a single volume",
+                )
+            image = image[:, :, :, 0]
+            dim = 3
+        if dim != 3:
+            raise DataError(f"{dim}D image (size {image.GetSize()}); a 3D volume is required", path=source)
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise DataError("vector-valued image; a scalar 3D volume is required", path=source)
+        array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+        sx, sy, sz = (float(s) for s in image.GetSpacing())
+        ox, oy, oz = (float(o) for o in image.GetOrigin())
+        return cls(
+            array=np.ascontiguousarray(array),
+            spacing_mm=(sx, sy, sz),
+            origin_mm=(ox, oy, oz),
+            direction=tuple(float(d) for d in image.GetDirection()),
+        )
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a NIfTI (or any SimpleITK-readable) 3D volume.
+
+    Raises:
+        DataError: The file is missing, empty, unreadable, corrupt, not an image, 2D or truly 4D.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file does not exist", path=path)
+    if path.is_dir():
+        raise DataError("is a folder, expected an image file", path=path)
+    if not os.access(path, os.R_OK):
+        raise DataError("file is not readable (permission denied)", path=path)
+    if path.stat().st_size == 0:
+        raise DataError("file is empty", path=path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()
+        detail = next((line for line in reason if "rror" in line), reason[-1] if reason else "")
+        raise DataError(
+            f"cannot read image (not a NIfTI, or truncated/corrupt): {detail.strip()[:200]}", path=path
+        ) from exc
+    return Volume.from_sitk(image, source=path)
+
+
+def write_volume(volume: Volume, path: str | Path) -> Path:
+    """Write a volume atomically (temporary name in the same folder, then rename).
+
+    A reader never sees a half-written file, even if the process is killed while writing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".nii.gz"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(volume.to_sitk(), tmp_name, useCompression=suffix.endswith(".gz"))
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,242 @@
+"""Plain, frozen run specifications built from a resolved config dict (Hydra stays in bench/run.py).
+
+``run_spec_from_config(cfg)`` validates every value at the edge and raises ``ConfigError`` naming the
+setting, the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench.contract import EarlyStoppingSpec, LossSpec, OptimizerSpec, SchedulerSpec, TrainSpec
+from bench.errors import ConfigError
+
+ARCHITECTURES = ("unet3d", "vnet", "neuronet", "atlas")
+FRAMEWORKS = ("torch", "tf")
+SAMPLING_MODES = ("grid", "random_subset", "random")
+HASH_EXCLUDED = ("paths", "tracking", "force", "label")
+"""Top-level keys that do not change a run's result, left out of its identity hash."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str
+    root: str
+    split: str | dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    name: str
+    steps: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    architecture: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """Training patch sampling (see bench.patches.PatchSampler); sizes in voxels."""
+
+    mode: str
+    patch_size: tuple[int, int, int]
+    step: tuple[int, int, int]
+    batch_size: int
+    patches_per_epoch: int
+    oversample_class: int | None
+    oversample_factor: int
+    val_batches: int | None
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    overlap: float = 0.5
+    blending: str = "gaussian"
+    batch_size: int = 8
+    skip_background: bool = True
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    uri: str | None
+    experiment: str
+    sweep: str
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one run needs; ``config`` is the resolved config it came from (for params/hash)."""
+
+    data: DataSpec
+    preprocess: PreprocessSpec
+    model: ModelSpec
+    framework: str
+    train: TrainSpec
+    sampling: SamplingSpec
+    inference: InferenceSpec
+    tracking: TrackingSpec
+    seed: int
+    row: int | None
+    label: str
+    force: bool
+    profile: str
+    cache_dir: str
+    outputs_dir: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+    @property
+    def name(self) -> str:
+        row = f"row{self.row}-" if self.row is not None else ""
+        fw = "" if self.model.architecture == "atlas" else f"-{self.framework}"
+        return f"{row}{self.model.architecture}{fw}-{self.preprocess.name}-seed{self.seed}"
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Identity of a run: sha256 of the canonical JSON of the config without paths/tracking/force."""
+    kept = {k: v for k, v in config.items() if k not in HASH_EXCLUDED}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _triple(value: Any, setting: str) -> tuple[int, int, int]:
+    items = [value] * 3 if isinstance(value, int) else list(value)
+    if len(items) != 3 or not all(isinstance(v, int) and v > 0 for v in items):
+        raise ConfigError(f"{setting}={value!r} must be one positive integer or three", fix="e.g. [32, 32, 32]")
+    return items[0], items[1], items[2]
+
+
+def _positive(value: Any, setting: str, *, integer: bool = False) -> Any:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or not value > 0:
+        kind = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{setting}={value!r} must be {kind}")
+    return value
+
+
+def _choice(value: Any, options: tuple[str, ...], setting: str) -> str:
+    if value not in options:
+        raise ConfigError(f"{setting}={value!r} is unknown", fix=f"use one of {', '.join(options)}")
+    return str(value)
+
+
+def _optimizer(cfg: Mapping[str, Any]) -> OptimizerSpec:
+    name = _choice(cfg.get("name"), ("adam", "adadelta", "sgd"), "optimizer.name")
+    lr = _positive(cfg.get("lr"), "optimizer.lr")
+    betas = tuple(cfg.get("betas", (0.9, 0.999)))
+    return OptimizerSpec(
+        name=name,  # type: ignore[arg-type]
+        lr=float(lr),
+        eps=float(_positive(cfg.get("eps", 1e-8), "optimizer.eps")),
+        betas=(float(betas[0]), float(betas[1])),
+        rho=float(cfg.get("rho", 0.9)),
+        momentum=float(cfg.get("momentum", 0.0)),
+        weight_decay=float(cfg.get("weight_decay", 0.0)),
+    )
+
+
+def _loss(cfg: Mapping[str, Any]) -> LossSpec:
+    name = _choice(cfg.get("name"), ("dice", "ce", "dice_ce"), "loss.name")
+    return LossSpec(
+        name=name,  # type: ignore[arg-type]
+        smooth=float(cfg.get("smooth", 1e-5)),
+        dice_weight=float(cfg.get("dice_weight", 1.0)),
+        ce_weight=float(cfg.get("ce_weight", 1.0)),
+    )
+
+
+def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
+    """Validate a resolved config dict (as composed from conf/) and build the RunSpec."""
+    profile = cfg["profile"]
+    model_cfg = cfg["model"]
+    architecture = _choice(model_cfg.get("architecture"), ARCHITECTURES, "model.architecture")
+    framework = _choice(cfg["framework"]["name"], FRAMEWORKS, "framework")
+    params = dict(model_cfg.get("params") or {})
+    params.update((profile.get("model_overrides") or {}).get(architecture) or {})
+    seed = cfg.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"seed={seed!r} must be an integer")
+
+    batch_size = _positive(profile.get("batch_size"), "profile.batch_size", integer=True)
+    sampling_cfg = cfg["sampling"]
+    mode = _choice(sampling_cfg.get("mode"), SAMPLING_MODES, "sampling.mode")
+    oversample_class = sampling_cfg.get("oversample_class")
+    if oversample_class is not None and oversample_class not in (1, 2, 3):
+        raise ConfigError(f"sampling.oversample_class={oversample_class!r} must be 1 (CSF), 2 (GM), 3 (WM) or null")
+    sampling = SamplingSpec(
+        mode=mode,
+        patch_size=_triple(profile.get("patch_size"), "profile.patch_size"),
+        step=_triple(profile.get("patch_step"), "profile.patch_step"),
+        batch_size=batch_size,
+        patches_per_epoch=_positive(profile.get("patches_per_epoch"), "profile.patches_per_epoch", integer=True),
+        oversample_class=oversample_class,
+        oversample_factor=_positive(sampling_cfg.get("oversample_factor", 1), "sampling.oversample_factor",
+                                    integer=True),
+        val_batches=profile.get("val_batches"),
+    )
+    steps = profile.get("steps_per_epoch")
+    if steps is not None:
+        _positive(steps, "profile.steps_per_epoch", integer=True)
+    sched = profile.get("scheduler") or {}
+    train = TrainSpec(
+        epochs=_positive(profile.get("epochs"), "profile.epochs", integer=True),
+        steps_per_epoch=steps,
+        optimizer=_optimizer(cfg["optimizer"]),
+        scheduler=SchedulerSpec(factor=float(sched.get("factor", 0.5)), patience=int(sched.get("patience", 5)),
+                                min_lr=float(sched.get("min_lr", 1e-6))),
+        loss=_loss(cfg["loss"]),
+        early_stopping=EarlyStoppingSpec(patience=int(profile.get("early_stopping_patience", 0))),
+        seed=seed,
+        num_threads=int(profile.get("num_threads", 0)),
+    )
+    inf = cfg.get("inference") or {}
+    overlap = float(inf.get("overlap", 0.5))
+    if not 0 <= overlap < 1:
+        raise ConfigError(f"inference.overlap={overlap} must be in [0, 1)")
+    inference = InferenceSpec(
+        overlap=overlap,
+        blending=_choice(inf.get("blending", "gaussian"), ("gaussian", "mean"), "inference.blending"),
+        batch_size=_positive(inf.get("batch_size", 8), "inference.batch_size", integer=True),
+        skip_background=bool(inf.get("skip_background", True)),
+    )
+    data = cfg["data"]
+    if not data.get("root"):
+        raise ConfigError("data.root is empty", fix="set data.root=/path/to/dataset")
+    steps_cfg = cfg["preprocess"].get("steps") or []
+    tracking = cfg.get("tracking") or {}
+    paths = cfg.get("paths") or {}
+    return RunSpec(
+        data=DataSpec(name=str(data.get("name")), root=str(data["root"]), split=data.get("split", "paper")),
+        preprocess=PreprocessSpec(name=str(cfg["preprocess"].get("name")), steps=tuple(dict(s) for s in steps_cfg)),
+        model=ModelSpec(architecture=architecture, params=params),
+        framework=framework,
+        train=train,
+        sampling=sampling,
+        inference=inference,
+        tracking=TrackingSpec(uri=tracking.get("uri"), experiment=str(tracking.get("experiment", "brainbench")),
+                              sweep=str(tracking.get("sweep", "brainbench"))),
+        seed=seed,
+        row=cfg.get("row"),
+        label=str(cfg.get("label") or ""),
+        force=bool(cfg.get("force", False)),
+        profile=str(profile.get("name")),
+        cache_dir=str(paths.get("cache", "runs/cache")),
+        outputs_dir=str(paths.get("outputs", "runs/outputs")),
+        config=dict(cfg),
+    )
+
+
+def spec_summary(spec: RunSpec) -> dict[str, Any]:
+    """A JSON-able view of the spec (for summary.json)."""
+    out = asdict(spec)
+    out.pop("config", None)
+    return out

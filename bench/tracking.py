@@ -1,0 +1,284 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+Default store: sqlite at ``runs/mlflow.db`` with artifacts under ``runs/artifacts`` (set explicitly, so
+MLflow never writes ``./mlruns``); ``MLFLOW_TRACKING_URI`` overrides the store. One experiment per sweep
+name; under it one parent run per sweep and one child run per configuration, identified by its config
+hash. A child that raises is marked FAILED with the error as a tag; a child left RUNNING by a killed
+process is marked KILLED when the sweep is started again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from bench.contract import EpochRecord
+from bench.errors import BenchError
+
+DEFAULT_ROOT = Path("runs")
+TAG_KIND = "brainbench.kind"
+TAG_SWEEP = "brainbench.sweep"
+TAG_HASH = "brainbench.config_hash"
+TAG_PID = "brainbench.pid"
+TAG_HOST = "brainbench.host"
+TAG_ERROR = "brainbench.error"
+PARENT_ID_TAG = "mlflow.parentRunId"
+T = TypeVar("T")
+
+
+def default_uri(root: Path = DEFAULT_ROOT) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else sqlite at ``<root>/mlflow.db`` (30 s lock timeout)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}?timeout=30"
+
+
+def _retry(call: Callable[[], T], attempts: int = 8) -> T:
+    """Retry an MLflow call that failed because sqlite was locked by another worker."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except MlflowException as exc:
+            if "locked" not in str(exc).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten a nested mapping to ``{"a.b.c": "value"}`` strings (lists as JSON) for MLflow params."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = json.dumps(list(value))
+        else:
+            out[name] = str(value)
+    return out
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A configuration that already FINISHED in this experiment."""
+
+    run_id: str
+    name: str
+
+
+class Tracker:
+    """An MLflow experiment for one sweep.
+
+    Args:
+        experiment: Experiment name (one per sweep name).
+        uri: Tracking URI; ``None`` uses :func:`default_uri`.
+        artifact_root: Folder for artifacts of a new experiment (default ``runs/artifacts``).
+    """
+
+    def __init__(self, experiment: str, uri: str | None = None, artifact_root: Path | None = None) -> None:
+        self.uri = uri or default_uri()
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.root = DEFAULT_ROOT
+        artifacts = (artifact_root or self.root / "artifacts").resolve()
+        with self._lock():
+            found = _retry(lambda: self.client.get_experiment_by_name(experiment))
+            if found is None:
+                artifacts.mkdir(parents=True, exist_ok=True)
+                self.experiment_id = _retry(
+                    lambda: self.client.create_experiment(
+                        experiment, artifact_location=(artifacts / experiment).as_uri()
+                    )
+                )
+            else:
+                self.experiment_id = found.experiment_id
+        self.experiment = experiment
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """A file lock so parallel workers don't race creating the experiment or the parent run."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".tracking.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _search(self, filter_string: str) -> list[Any]:
+        return list(_retry(lambda: self.client.search_runs([self.experiment_id], filter_string, max_results=5000)))
+
+    def parent_run(self, sweep: str, params: Mapping[str, str] | None = None) -> str:
+        """The sweep's parent run id, created (and immediately terminated as FINISHED) when missing."""
+        with self._lock():
+            runs = self._search(f"tags.`{TAG_KIND}` = 'parent' and tags.`{TAG_SWEEP}` = '{sweep}'")
+            if runs:
+                return str(runs[0].info.run_id)
+            run = _retry(
+                lambda: self.client.create_run(
+                    self.experiment_id, run_name=f"sweep:{sweep}", tags={TAG_KIND: "parent", TAG_SWEEP: sweep}
+                )
+            )
+            if params:
+                self._log_params(run.info.run_id, params)
+            _retry(lambda: self.client.set_terminated(run.info.run_id, "FINISHED"))
+            return str(run.info.run_id)
+
+    def finished_run(self, config_hash: str) -> FinishedRun | None:
+        """The FINISHED child run with this config hash, if any."""
+        runs = self._search(f"tags.`{TAG_HASH}` = '{config_hash}' and attributes.status = 'FINISHED'")
+        if not runs:
+            return None
+        return FinishedRun(run_id=runs[0].info.run_id, name=runs[0].info.run_name)
+
+    def reap_stale(self, config_hash: str | None = None) -> list[str]:
+        """Mark RUNNING child runs whose process is gone as KILLED; return their ids.
+
+        A run is stale when it was started on this host by a process id that no longer exists (a
+        SIGKILLed worker), or on another host more than a day ago.
+        """
+        flt = "attributes.status = 'RUNNING'"
+        if config_hash:
+            flt += f" and tags.`{TAG_HASH}` = '{config_hash}'"
+        reaped = []
+        for run in self._search(flt):
+            tags = run.data.tags
+            pid = int(tags.get(TAG_PID, "0") or 0)
+            same_host = tags.get(TAG_HOST) == socket.gethostname()
+            if pid == os.getpid() and same_host:
+                continue
+            old = (time.time() * 1000 - (run.info.start_time or 0)) > 86_400_000
+            if (same_host and not _pid_alive(pid)) or (not same_host and old):
+                run_id = run.info.run_id
+                _retry(lambda rid=run_id: self.client.set_tag(rid, TAG_ERROR, "process died while running"))
+                _retry(lambda rid=run_id: self.client.set_terminated(rid, "KILLED"))
+                reaped.append(run_id)
+        return reaped
+
+    def _log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            chunk = items[start : start + 100]
+            _retry(lambda c=chunk: self.client.log_batch(run_id, params=c))
+
+    def start_child(
+        self, parent_id: str, name: str, config_hash: str, params: Mapping[str, str], tags: Mapping[str, str]
+    ) -> ChildRun:
+        """Create a RUNNING child run; use it as a context manager so it always ends FINISHED/FAILED/KILLED."""
+        all_tags = {
+            PARENT_ID_TAG: parent_id,
+            TAG_KIND: "child",
+            TAG_HASH: config_hash,
+            TAG_PID: str(os.getpid()),
+            TAG_HOST: socket.gethostname(),
+            **{k: str(v) for k, v in tags.items()},
+        }
+        run = _retry(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags))
+        child = ChildRun(self.client, run.info.run_id)
+        self._log_params(child.run_id, params)
+        return child
+
+    def runs_frame(self, status: str | None = "FINISHED") -> pd.DataFrame:
+        """Child runs of this experiment as a DataFrame (params, tags, metrics flattened)."""
+        flt = f"tags.`{TAG_KIND}` = 'child'"
+        if status:
+            flt += f" and attributes.status = '{status}'"
+        rows = []
+        for run in self._search(flt):
+            row: dict[str, Any] = {"run_id": run.info.run_id, "status": run.info.status,
+                                   "run_name": run.info.run_name, "start_time": run.info.start_time}
+            row.update({f"params.{k}": v for k, v in run.data.params.items()})
+            row.update({f"tags.{k}": v for k, v in run.data.tags.items()})
+            row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def download_artifact(self, run_id: str, path: str, dst: Path) -> Path:
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(_retry(lambda: self.client.download_artifacts(run_id, path, str(dst))))
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        _retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path))
+
+
+class ChildRun:
+    """One configuration's MLflow run; also a ``RunLogger`` for adapters' per-epoch records."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    def __enter__(self) -> ChildRun:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            self.end("FINISHED")
+        else:
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            message = exc.message if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                _retry(lambda: self.client.set_tag(self.run_id, TAG_ERROR, message[:5000]))
+            self.end(status)
+        return False
+
+    def end(self, status: str) -> None:
+        RunStatus.from_string(status)
+        _retry(lambda: self.client.set_terminated(self.run_id, status))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None
+                 and math.isfinite(float(v))]
+        for start in range(0, len(items), 200):
+            chunk = items[start : start + 200]
+            _retry(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        _retry(lambda: self.client.log_batch(self.run_id, tags=items))
+
+    def log_epoch(self, record: EpochRecord) -> None:
+        metrics: dict[str, float] = {"train_loss": record.train_loss, "lr": record.lr,
+                                     "epoch_seconds": record.seconds, "patches_per_s": record.patches_per_s}
+        if record.val_loss is not None:
+            metrics["val_loss"] = record.val_loss
+        for name, value in (record.val_dice or {}).items():
+            metrics[f"val_dice_{name}"] = value
+        self.log_metrics(metrics, step=record.epoch)
+
+    def log_table(self, frame: pd.DataFrame, artifact_file: str) -> None:
+        _retry(lambda: mlflow.MlflowClient(self.client.tracking_uri).log_table(self.run_id, frame, artifact_file))
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def log_artifacts(self, directory: Path, artifact_path: str | None = None) -> None:
+        _retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path))

@@ -1,0 +1,119 @@
+"""Every config group and every Table 1 row composes and converts to a valid RunSpec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from bench.errors import ConfigError
+from bench.run import CONF_DIR, to_container
+from bench.spec import run_spec_from_config
+
+CONF = Path(CONF_DIR)
+GROUPS = ["data", "preprocess", "model", "framework", "optimizer", "loss", "sampling", "profile"]
+ROWS = sorted(p.stem for p in (CONF / "experiment" / "table1").glob("row*.yaml"))
+PAPER_ROWS = {  # row: (architecture, preprocess, optimizer, loss, framework, sampling mode)
+    "row1": ("atlas", "raw", None, None, None, None),
+    "row2": ("vnet", "histmatch", "adadelta", "dice", "torch", "grid"),
+    "row3": ("neuronet", "histmatch", "adam", "ce", "tf", "random_subset"),
+    "row4": ("neuronet", "raw", "adam", "dice", "tf", "random_subset"),
+    "row5": ("unet3d", "raw", "adadelta", "dice", "torch", "grid"),
+    "row6": ("unet3d", "histmatch", "adadelta", "dice", "torch", "grid"),
+    "row7": ("unet3d", "raw", "adadelta", "ce", "torch", "grid"),
+    "row8": ("unet3d", "histmatch", "adam", "ce", "torch", "grid"),
+    "row9": ("unet3d", "histmatch", "adam", "dice", "torch", "grid"),
+}
+
+
+def compose_cfg(overrides: list[str]) -> dict:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return to_container(compose(config_name="config", overrides=overrides))
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes(group: str, option: str) -> None:
+    spec = run_spec_from_config(compose_cfg([f"{group}={option}"]))
+    assert spec.config_hash
+
+
+def test_nine_rows_exist() -> None:
+    assert ROWS == [f"row{i}" for i in range(1, 10)]
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_row_mirrors_table1(row: str) -> None:
+    spec = run_spec_from_config(compose_cfg([f"+experiment=table1/{row}"]))
+    arch, pre, opt, loss, fw, mode = PAPER_ROWS[row]
+    assert spec.row == int(row[3:])
+    assert spec.model.architecture == arch
+    assert spec.preprocess.name == pre
+    if arch != "atlas":
+        assert (spec.train.optimizer.name, spec.train.loss.name, spec.framework, spec.sampling.mode) == (
+            opt, loss, fw, mode)
+
+
+def test_row_specifics() -> None:
+    row8 = run_spec_from_config(compose_cfg(["+experiment=table1/row8"]))
+    assert (row8.sampling.oversample_class, row8.sampling.oversample_factor) == (1, 3)
+    row9 = run_spec_from_config(compose_cfg(["+experiment=table1/row9"]))
+    assert row9.model.params["norm"] == "instance"
+    row5 = run_spec_from_config(compose_cfg(["+experiment=table1/row5"]))
+    assert (row5.train.optimizer.lr, row5.train.optimizer.rho, row5.train.optimizer.eps) == (1.0, 0.9, 1e-6)
+
+
+@pytest.mark.parametrize("framework", ["torch", "tf"])
+@pytest.mark.parametrize("row", ["row2", "row3", "row5"])
+def test_framework_override_wins_over_row_default(row: str, framework: str) -> None:
+    spec = run_spec_from_config(compose_cfg([f"+experiment=table1/{row}", f"framework={framework}"]))
+    assert spec.framework == framework
+
+
+def test_profile_overrides_model_widths() -> None:
+    quick = run_spec_from_config(compose_cfg(["profile=quick"]))
+    full = run_spec_from_config(compose_cfg(["profile=full"]))
+    assert quick.model.params["base_filters"] == 16
+    assert full.model.params["base_filters"] == 32
+
+
+def test_hash_ignores_paths_and_tracking_but_not_seed() -> None:
+    base = run_spec_from_config(compose_cfg([]))
+    moved = run_spec_from_config(compose_cfg(["paths.outputs=/elsewhere", "tracking.experiment=x", "force=true"]))
+    seeded = run_spec_from_config(compose_cfg(["seed=1"]))
+    assert base.config_hash == moved.config_hash
+    assert base.config_hash != seeded.config_hash
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("optimizer.lr=0", "optimizer.lr=0"),
+        ("optimizer.lr=-1", "optimizer.lr=-1"),
+        ("profile.batch_size=0", "profile.batch_size=0"),
+        ("model.architecture=resnet", "model.architecture='resnet'"),
+        ("loss.name=focal", "loss.name='focal'"),
+        ("profile.patch_size=[32,0,32]", "profile.patch_size"),
+        ("inference.overlap=1.5", "inference.overlap=1.5"),
+    ],
+)
+def test_bad_config_values_name_the_setting(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        run_spec_from_config(compose_cfg([override]))
+    assert needle in info.value.message
+
+
+def test_unknown_framework_is_a_config_error() -> None:
+    cfg = compose_cfg([])
+    cfg["framework"] = {"name": "jax"}
+    with pytest.raises(ConfigError, match="framework='jax'"):
+        run_spec_from_config(cfg)
+
+
+def test_sweep_lists_every_row() -> None:
+    text = (CONF / "sweep" / "table1.yaml").read_text()
+    assert "glob(table1/row*)" in text
