@@ -282,3 +282,16 @@ class ChildRun:
 
     def log_artifacts(self, directory: Path, artifact_path: str | None = None) -> None:
         _retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path))
+
+
+def latest_experiment(uri: str | None = None) -> str | None:
+    """Name of the experiment whose brainbench child run started most recently (None if there is none)."""
+    client = MlflowClient(tracking_uri=uri or default_uri())
+    experiments = _retry(lambda: client.search_experiments())
+    best: tuple[int, str] | None = None
+    for exp in experiments:
+        runs = _retry(lambda e=exp: client.search_runs([e.experiment_id], f"tags.`{TAG_KIND}` = 'child'",
+                                                       max_results=1, order_by=["attributes.start_time DESC"]))
+        if runs and (best is None or runs[0].info.start_time > best[0]):
+            best = (runs[0].info.start_time, exp.name)
+    return None if best is None else best[1]

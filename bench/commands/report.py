@@ -1,0 +1,32 @@
+"""``bench report``: MLflow runs → runs/reports/ (Table 1, Table 2, box plots, overlays)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "report", help="write Table 1 / Table 2 (with the paper's values) and plots from MLflow runs",
+        description="Read the FINISHED runs of an MLflow experiment and write table1.md/.csv, table2.md/.csv, "
+        "boxplots.png and overlays.png; also log them to the sweep's parent run.",
+    )
+    parser.add_argument("--experiment", help="MLflow experiment name (default: the one with the newest run)")
+    parser.add_argument("--out", type=Path, default=Path("runs/reports"), help="output folder")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.report import write_report
+
+    written = write_report(args.experiment, args.out, args.tracking_uri)
+    for path in written.values():
+        print(f"wrote {path}")
+    table = written.get("table1.md")
+    if table is not None:
+        print()
+        print(table.read_text())
+    return 0

@@ -1,0 +1,299 @@
+"""``run(spec) -> RunResult``: the one place that wires data, preprocessing, training, inference,
+evaluation and tracking together for one configuration.
+
+Outputs of a run go to ``<outputs>/<experiment>/<run name>-<config hash>/``: ``predictions/<id>.nii.gz``
+(native geometry of each subject), ``metrics.csv`` (subject × class), ``summary.json``, ``history.csv``
+and ``checkpoint/``; the same files are logged to the run's MLflow child run.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.contract import PatchBatch, PatchSource, TrainHistory
+from bench.data import Case, Cohort, SplitSpec, load_cohort
+from bench.errors import BenchError, ConfigError, DataError
+from bench.evaluation import evaluate_case, summarize, write_summary
+from bench.inference import predict_volume_with_stats
+from bench.io import write_volume
+from bench.patches import PatchSampler, PatchSubject
+from bench.preprocess import Pipeline, PreparedCase, PreprocessCache
+from bench.spec import RunSpec, spec_summary
+from bench.tracking import ChildRun, Tracker, flatten
+from bench.types import TISSUE_NAMES
+
+log = logging.getLogger(__name__)
+METRICS = ("dice", "avd", "hd", "hd95", "assd")
+
+
+@dataclass
+class RunResult:
+    """What one configuration produced (``skipped`` when it had already FINISHED)."""
+
+    name: str
+    config_hash: str
+    status: str
+    run_id: str | None = None
+    output_dir: Path | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class FixedEpoch:
+    """A PatchSource that always yields the first ``limit`` batches of epoch 0 (a fixed validation set)."""
+
+    def __init__(self, source: PatchSource, limit: int | None) -> None:
+        self.source = source
+        self.patch_size = source.patch_size
+        self.batch_size = source.batch_size
+        self.limit = len(source) if limit is None else min(limit, len(source))
+
+    def batches(self, epoch: int) -> Iterator[PatchBatch]:
+        for index, batch in enumerate(self.source.batches(0)):
+            if index >= self.limit:
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        return self.limit
+
+
+def _split_arg(split: str | dict[str, list[str]]) -> str | SplitSpec:
+    if isinstance(split, str):
+        return split
+    unknown = set(split) - {"train", "val", "test", "predict"}
+    if unknown:
+        raise ConfigError(f"data.split has unknown keys {sorted(unknown)}", fix="use train, val, test, predict")
+    return SplitSpec(**{k: tuple(v or ()) for k, v in split.items()})
+
+
+def load_data(spec: RunSpec) -> Cohort:
+    """Load and check the cohort; a run needs training subjects and labelled test subjects."""
+    root = Path(spec.data.root)
+    if not root.exists():
+        raise DataError("data root does not exist", path=root,
+                        fix="set data.root=... (or IBSR18_ROOT), or run `bench synth` for a synthetic cohort")
+    cohort = load_cohort(root, _split_arg(spec.data.split))
+    if not cohort.split("train"):
+        raise DataError(f"split {spec.data.split!r} has no training subjects", path=root)
+    if not cohort.split("test"):
+        raise DataError(
+            f"split {spec.data.split!r} has no test subjects (is Validation_Set missing?)", path=root,
+            fix="use data.split=holdout, or give explicit lists",
+        )
+    return cohort
+
+
+def _prepare(spec: RunSpec, cohort: Cohort) -> tuple[Pipeline, dict[str, PreparedCase]]:
+    pipeline = Pipeline.from_spec(spec.preprocess.steps)
+    cache = PreprocessCache(Path(spec.cache_dir) / "preprocess")
+    pipeline.fit(cohort.split("train"), cache=cache)
+    prepared = {case.id: cache.get_or_compute(pipeline, case) for case in cohort.cases}
+    return pipeline, prepared
+
+
+def _check_patch_fits(spec: RunSpec, prepared: Sequence[PreparedCase]) -> None:
+    patch = spec.sampling.patch_size
+    for case in prepared:
+        if any(p > s for p, s in zip(patch, case.image.shape, strict=True)):
+            raise ConfigError(
+                f"profile.patch_size={list(patch)} is larger than the preprocessed volume {list(case.image.shape)} "
+                f"of {case.id}", fix="use a smaller patch size",
+            )
+
+
+def _subjects(cases: Sequence[PreparedCase]) -> list[PatchSubject]:
+    out = []
+    for case in cases:
+        if case.label is None:
+            raise DataError(f"subject {case.id} has no label but is used for training", path=case.native.image_path)
+        out.append(PatchSubject(image=case.image.array, label=case.label.array, mask=case.mask))
+    return out
+
+
+def _sources(spec: RunSpec, prepared: dict[str, PreparedCase], cohort: Cohort) -> tuple[PatchSource, PatchSource | None]:
+    s = spec.sampling
+    train = PatchSampler(
+        _subjects([prepared[c.id] for c in cohort.split("train")]),
+        patch_size=s.patch_size, step=s.step, batch_size=s.batch_size, seed=spec.seed, mode=s.mode,
+        patches_per_epoch=s.patches_per_epoch, oversample_class=s.oversample_class,
+        oversample_factor=s.oversample_factor,
+    )
+    val_cases = cohort.split("val")
+    if not val_cases:
+        return train, None
+    val = PatchSampler(
+        _subjects([prepared[c.id] for c in val_cases]), patch_size=s.patch_size, step=s.patch_size,
+        batch_size=s.batch_size, seed=spec.seed + 1, mode="grid", shuffle=True,
+    )
+    return train, FixedEpoch(val, s.val_batches)
+
+
+def _segmenter(spec: RunSpec) -> Any:
+    if spec.model.architecture == "atlas":
+        from bench.atlas import build_atlas
+
+        return build_atlas(**spec.model.params)
+    import adapters
+
+    return adapters.build(spec.model.architecture, spec.framework, **spec.model.params)
+
+
+def _predict(spec: RunSpec, segmenter: Any, case: Case, prepared: PreparedCase, pipeline: Pipeline) -> tuple[np.ndarray, int, int]:
+    """Class probabilities on the subject's native grid, and (patches predicted, patches skipped)."""
+    if spec.model.architecture == "atlas":
+        return segmenter.predict_volume(case.image), 0, 0
+    probs, stats = predict_volume_with_stats(
+        segmenter.predict_patches, prepared.image.array, spec.sampling.patch_size,
+        overlap=spec.inference.overlap, blending=spec.inference.blending,
+        batch_size=spec.inference.batch_size, mask=prepared.mask if spec.inference.skip_background else None,
+    )
+    return pipeline.invert_probabilities(probs, prepared), stats.predicted, stats.skipped
+
+
+def _peak_memory_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024.0 if sys.platform != "darwin" else rss / 2**20
+
+
+def _history_frame(history: TrainHistory) -> pd.DataFrame:
+    rows = []
+    for r in history.epochs:
+        row = {"epoch": r.epoch, "train_loss": r.train_loss, "val_loss": r.val_loss, "lr": r.lr,
+               "seconds": r.seconds, "patches_per_s": r.patches_per_s}
+        row.update({f"val_dice_{k}": v for k, v in (r.val_dice or {}).items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) -> dict[str, Any]:
+    """Train, predict and evaluate one configuration; write outputs under ``out``; return the summary."""
+    from bench.contract import NullLogger
+
+    logger = child if child is not None else NullLogger()
+    t0 = time.perf_counter()
+    pipeline, prepared = _prepare(spec, cohort)
+    preprocess_s = time.perf_counter() - t0
+    segmenter = _segmenter(spec)
+    t_fit = time.perf_counter()
+    history = TrainHistory()
+    if spec.model.architecture == "atlas":
+        segmenter.fit_cases(cohort.split("train"))
+    else:
+        _check_patch_fits(spec, list(prepared.values()))
+        train_src, val_src = _sources(spec, prepared, cohort)
+        history = segmenter.fit(train_src, val_src, spec.train, logger)
+    fit_s = time.perf_counter() - t_fit
+    checkpoint = out / "checkpoint"
+    segmenter.save(checkpoint)
+
+    rows: list[dict[str, Any]] = []
+    predict_times: list[float] = []
+    patches_done = patches_skipped = 0
+    for case in [*cohort.split("test"), *cohort.split("predict")]:
+        t_case = time.perf_counter()
+        probs, done, skipped = _predict(spec, segmenter, case, prepared[case.id], pipeline)
+        labels = np.argmax(probs, axis=0).astype(np.uint8)
+        predict_times.append(time.perf_counter() - t_case)
+        patches_done, patches_skipped = patches_done + done, patches_skipped + skipped
+        prediction = case.image.with_array(labels)
+        write_volume(prediction, out / "predictions" / f"{case.id}.nii.gz")
+        if case.label is not None and case.split == "test":
+            rows.extend(evaluate_case(prediction, case.label, case.id, ref_path=case.label_path))
+
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "metrics.csv", index=False)
+    _history_frame(history).to_csv(out / "history.csv", index=False)
+    summary = summarize(rows)
+    summary["run"] = {
+        "name": spec.name, "config_hash": spec.config_hash, "row": spec.row, "label": spec.label,
+        "preprocess_seconds": preprocess_s, "fit_seconds": fit_s,
+        "seconds_per_volume": float(np.mean(predict_times)) if predict_times else None,
+        "patches_predicted": patches_done, "patches_skipped": patches_skipped,
+        "best_epoch": history.best_epoch, "epochs_run": len(history.epochs), "stopped_early": history.stopped_early,
+        "peak_memory_mb": _peak_memory_mb(), "segmenter": segmenter.describe(),
+        "test_subjects": [c.id for c in cohort.split("test")],
+        "train_subjects": [c.id for c in cohort.split("train")],
+        "val_subjects": [c.id for c in cohort.split("val")],
+        "subject_files": {
+            c.id: {"image": str(c.image_path), "label": None if c.label_path is None else str(c.label_path)}
+            for c in cohort.cases
+        },
+    }
+    summary["spec"] = spec_summary(spec)
+    write_summary(summary, out / "summary.json")
+
+    if child is not None:
+        metrics: dict[str, float] = {
+            "fit_seconds": fit_s, "seconds_per_volume": summary["run"]["seconds_per_volume"] or 0.0,
+            "preprocess_seconds": preprocess_s, "peak_memory_mb": summary["run"]["peak_memory_mb"],
+            "patches_skipped_fraction": patches_skipped / max(1, patches_done + patches_skipped),
+        }
+        for cls_name in TISSUE_NAMES.values():
+            for metric in METRICS:
+                value = summary["mean"].get(cls_name, {}).get(metric)
+                if value is not None:
+                    metrics[f"test_{metric}_{cls_name}"] = float(value)
+        child.log_metrics(metrics)
+        child.log_table(table, "per_subject_metrics.json")
+        for name in ("summary.json", "metrics.csv", "history.csv"):
+            child.log_artifact(out / name)
+        child.log_artifacts(out / "predictions", "predictions")
+        child.log_artifacts(checkpoint, "checkpoint")
+    return summary
+
+
+def _version_tags() -> dict[str, str]:
+    import importlib.metadata as md
+    import subprocess
+
+    tags = {}
+    for pkg in ("numpy", "SimpleITK", "torch", "tensorflow-cpu", "keras", "mlflow", "brainbench"):
+        try:
+            tags[f"version.{pkg}"] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    tags["git_commit"] = commit or "unknown"
+    return tags
+
+
+def run(spec: RunSpec) -> RunResult:
+    """Run one configuration end to end, tracked in MLflow; skip it if it already FINISHED."""
+    tracker = Tracker(spec.tracking.experiment, spec.tracking.uri)
+    parent_id = tracker.parent_run(spec.tracking.sweep)
+    tracker.reap_stale(spec.config_hash)
+    done = tracker.finished_run(spec.config_hash)
+    if done is not None and not spec.force:
+        log.info("skipping %s: already finished as run %s", spec.name, done.run_id)
+        return RunResult(spec.name, spec.config_hash, "skipped", run_id=done.run_id)
+    cohort = load_data(spec)
+    out = Path(spec.outputs_dir) / spec.tracking.experiment / f"{spec.name}-{spec.config_hash}"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    tags = {
+        "table_row": str(spec.row) if spec.row is not None else "", "architecture": spec.model.architecture,
+        "framework": "sitk" if spec.model.architecture == "atlas" else spec.framework,
+        "preprocess": spec.preprocess.name, "optimizer": spec.train.optimizer.name, "loss": spec.train.loss.name,
+        "sampling": spec.sampling.mode, "profile": spec.profile, "seed": str(spec.seed), "label": spec.label,
+        "data": spec.data.name, **_version_tags(),
+    }
+    with tracker.start_child(parent_id, spec.name, spec.config_hash, flatten(spec.config), tags) as child:
+        summary = execute(spec, cohort, out, child)
+        return RunResult(spec.name, spec.config_hash, "finished", child.run_id, out, summary)
+    raise BenchError("unreachable")  # pragma: no cover
