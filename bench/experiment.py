@@ -126,7 +126,8 @@ def _sources(spec: RunSpec, prepared: dict[str, PreparedCase], cohort: Cohort) -
     train = PatchSampler(
         _subjects([prepared[c.id] for c in cohort.split("train")]),
         patch_size=s.patch_size, step=s.step, batch_size=s.batch_size, seed=spec.seed, mode=s.mode,
-        patches_per_epoch=s.patches_per_epoch, oversample_class=s.oversample_class,
+        patches_per_epoch=s.patches_per_epoch if s.mode != "grid" else None,
+        oversample=s.oversample_class is not None, oversample_class=s.oversample_class or 1,
         oversample_factor=s.oversample_factor,
     )
     val_cases = cohort.split("val")
@@ -158,7 +159,7 @@ def _predict(spec: RunSpec, segmenter: Any, case: Case, prepared: PreparedCase, 
         overlap=spec.inference.overlap, blending=spec.inference.blending,
         batch_size=spec.inference.batch_size, mask=prepared.mask if spec.inference.skip_background else None,
     )
-    return pipeline.invert_probabilities(probs, prepared), stats.predicted, stats.skipped
+    return pipeline.invert_probabilities(probs, prepared), stats.num_predicted, stats.num_skipped
 
 
 def _peak_memory_mb() -> float:
@@ -274,7 +275,7 @@ def _version_tags() -> dict[str, str]:
 
 def run(spec: RunSpec) -> RunResult:
     """Run one configuration end to end, tracked in MLflow; skip it if it already FINISHED."""
-    tracker = Tracker(spec.tracking.experiment, spec.tracking.uri)
+    tracker = Tracker(spec.tracking.experiment, spec.tracking.uri, Path(spec.runs_dir))
     parent_id = tracker.parent_run(spec.tracking.sweep)
     tracker.reap_stale(spec.config_hash)
     done = tracker.finished_run(spec.config_hash)
