@@ -95,7 +95,7 @@ def load_data(spec: RunSpec) -> Cohort:
 
 
 def _prepare(spec: RunSpec, cohort: Cohort) -> tuple[Pipeline, dict[str, PreparedCase]]:
-    pipeline = Pipeline.from_spec(spec.preprocess.steps)
+    pipeline = Pipeline.from_spec(spec.preprocess.steps, name=spec.preprocess.name)
     cache = PreprocessCache(Path(spec.cache_dir) / "preprocess")
     pipeline.fit(cohort.split("train"), cache=cache)
     prepared = {case.id: cache.get_or_compute(pipeline, case) for case in cohort.cases}
