@@ -245,15 +245,17 @@ def overlays(results: Sequence[ConfigResult], path: Path) -> str | None:
     return subject
 
 
-def write_report(experiment: str | None, out_dir: Path, uri: str | None = None) -> dict[str, Path]:
+def write_report(
+    experiment: str | None, out_dir: Path, uri: str | None = None, runs_root: Path = Path("runs")
+) -> dict[str, Path]:
     """Build every report file for an experiment (default: the one with the newest run); log to its parent."""
     from bench.tracking import Tracker, latest_experiment
 
-    name = experiment or latest_experiment(uri)
+    name = experiment or latest_experiment(uri, runs_root)
     if name is None:
         raise BenchError("no MLflow experiment with brainbench runs found",
                          fix="run `make reproduce-table1` first, or pass --experiment")
-    tracker = Tracker(name, uri)
+    tracker = Tracker(name, uri, runs_root)
     results = collect(tracker, out_dir / ".artifacts")
     written: dict[str, Path] = {}
     for table_name, metrics, title in (("table1", TABLE1_METRICS, "Table 1: Dice"),

@@ -89,6 +89,7 @@ class RunSpec:
     profile: str
     cache_dir: str
     outputs_dir: str
+    runs_dir: str
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -231,6 +232,7 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         profile=str(profile.get("name")),
         cache_dir=str(paths.get("cache", "runs/cache")),
         outputs_dir=str(paths.get("outputs", "runs/outputs")),
+        runs_dir=str(paths.get("runs", "runs")),
         config=dict(cfg),
     )
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 import mlflow
 import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus, RunTag
@@ -100,14 +102,14 @@ class Tracker:
     Args:
         experiment: Experiment name (one per sweep name).
         uri: Tracking URI; ``None`` uses :func:`default_uri`.
-        artifact_root: Folder for artifacts of a new experiment (default ``runs/artifacts``).
+        root: Folder of the default sqlite store, its lock file and artifacts (``<root>/artifacts``).
     """
 
-    def __init__(self, experiment: str, uri: str | None = None, artifact_root: Path | None = None) -> None:
-        self.uri = uri or default_uri()
+    def __init__(self, experiment: str, uri: str | None = None, root: Path = DEFAULT_ROOT) -> None:
+        self.root = Path(root)
+        self.uri = uri or default_uri(self.root)
         self.client = MlflowClient(tracking_uri=self.uri)
-        self.root = DEFAULT_ROOT
-        artifacts = (artifact_root or self.root / "artifacts").resolve()
+        artifacts = (self.root / "artifacts").resolve()
         with self._lock():
             found = _retry(lambda: self.client.get_experiment_by_name(experiment))
             if found is None:
@@ -284,9 +286,9 @@ class ChildRun:
         _retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path))
 
 
-def latest_experiment(uri: str | None = None) -> str | None:
+def latest_experiment(uri: str | None = None, root: Path = DEFAULT_ROOT) -> str | None:
     """Name of the experiment whose brainbench child run started most recently (None if there is none)."""
-    client = MlflowClient(tracking_uri=uri or default_uri())
+    client = MlflowClient(tracking_uri=uri or default_uri(root))
     experiments = _retry(lambda: client.search_experiments())
     best: tuple[int, str] | None = None
     for exp in experiments:

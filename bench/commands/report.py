@@ -14,7 +14,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "boxplots.png and overlays.png; also log them to the sweep's parent run.",
     )
     parser.add_argument("--experiment", help="MLflow experiment name (default: the one with the newest run)")
-    parser.add_argument("--out", type=Path, default=Path("runs/reports"), help="output folder")
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="runs folder (default store and artifacts)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default <runs>/reports)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
     return parser
 
@@ -22,7 +23,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from bench.report import write_report
 
-    written = write_report(args.experiment, args.out, args.tracking_uri)
+    out = args.out or args.runs / "reports"
+    written = write_report(args.experiment, out, args.tracking_uri, args.runs)
     for path in written.values():
         print(f"wrote {path}")
     table = written.get("table1.md")
