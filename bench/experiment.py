@@ -185,13 +185,14 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
     t0 = time.perf_counter()
     pipeline, prepared = _prepare(spec, cohort)
     preprocess_s = time.perf_counter() - t0
+    if spec.model.architecture != "atlas":
+        _check_patch_fits(spec, list(prepared.values()))  # before a framework is imported
     segmenter = _segmenter(spec)
     t_fit = time.perf_counter()
     history = TrainHistory()
     if spec.model.architecture == "atlas":
         segmenter.fit_cases(cohort.split("train"))
     else:
-        _check_patch_fits(spec, list(prepared.values()))
         train_src, val_src = _sources(spec, prepared, cohort)
         history = segmenter.fit(train_src, val_src, spec.train, logger)
     fit_s = time.perf_counter() - t_fit
@@ -284,9 +285,11 @@ def run(spec: RunSpec) -> RunResult:
         return RunResult(spec.name, spec.config_hash, "skipped", run_id=done.run_id)
     cohort = load_data(spec)
     out = Path(spec.outputs_dir) / spec.tracking.experiment / f"{spec.name}-{spec.config_hash}"
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    partial = out.with_name(f".{out.name}.partial")  # renamed to `out` only when the run FINISHED
+    for stale in (out, partial):
+        if stale.exists():
+            shutil.rmtree(stale)
+    partial.mkdir(parents=True)
     tags = {
         "table_row": str(spec.row) if spec.row is not None else "", "architecture": spec.model.architecture,
         "framework": "sitk" if spec.model.architecture == "atlas" else spec.framework,
@@ -294,7 +297,11 @@ def run(spec: RunSpec) -> RunResult:
         "sampling": spec.sampling.mode, "profile": spec.profile, "seed": str(spec.seed), "label": spec.label,
         "data": spec.data.name, **_version_tags(),
     }
-    with tracker.start_child(parent_id, spec.name, spec.config_hash, flatten(spec.config), tags) as child:
-        summary = execute(spec, cohort, out, child)
-        return RunResult(spec.name, spec.config_hash, "finished", child.run_id, out, summary)
+    try:
+        with tracker.start_child(parent_id, spec.name, spec.config_hash, flatten(spec.config), tags) as child:
+            summary = execute(spec, cohort, partial, child)
+            partial.rename(out)
+            return RunResult(spec.name, spec.config_hash, "finished", child.run_id, out, summary)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # a failed run leaves no half-written outputs
     raise BenchError("unreachable")  # pragma: no cover

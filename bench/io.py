@@ -8,8 +8,10 @@ is refused.
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,8 @@ def read_volume(path: str | Path) -> Volume:
         raise DataError("file is not readable (permission denied)", path=path)
     if path.stat().st_size == 0:
         raise DataError("file is empty", path=path)
+    if path.name.endswith(".gz"):
+        _check_gzip(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -118,6 +122,19 @@ def read_volume(path: str | Path) -> Volume:
             f"cannot read image (not a NIfTI, or truncated/corrupt): {detail.strip()[:200]}", path=path
         ) from exc
     return Volume.from_sitk(image, source=path)
+
+
+def _check_gzip(path: Path) -> None:
+    """Read a gzip file to its end marker and CRC: SimpleITK 2.5 reads a truncated ``.nii.gz`` without an
+    error and returns the missing voxels as zeros, so truncation must be caught before it reads."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 22):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(
+            f"cannot read image (not a NIfTI, or truncated/corrupt gzip): {exc}", path=path
+        ) from exc
 
 
 def write_volume(volume: Volume, path: str | Path) -> Path:

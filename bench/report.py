@@ -43,11 +43,20 @@ class ConfigResult:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """``write(temporary path)`` in the same folder, then rename: a reader never sees a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def collect(tracker: Any, cache_dir: Path) -> list[ConfigResult]:
@@ -171,8 +180,7 @@ def boxplots(results: Sequence[ConfigResult], path: Path) -> None:
         ax.tick_params(axis="x", labelrotation=90, labelsize=7)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -239,8 +247,7 @@ def overlays(results: Sequence[ConfigResult], path: Path) -> str | None:
                 ax.set_ylabel(plane, fontsize=8)
     fig.suptitle(f"{subject}: CSF orange, GM blue, WM green", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return subject
 
@@ -249,8 +256,14 @@ def write_report(
     experiment: str | None, out_dir: Path, uri: str | None = None, runs_root: Path = Path("runs")
 ) -> dict[str, Path]:
     """Build every report file for an experiment (default: the one with the newest run); log to its parent."""
-    from bench.tracking import Tracker, latest_experiment
+    from bench.tracking import Tracker, existing_store, experiment_names, latest_experiment
 
+    uri = existing_store(uri, runs_root)  # a report never creates a store
+    if experiment is not None and experiment not in (names := experiment_names(uri)):
+        raise BenchError(
+            f"no MLflow experiment named {experiment!r} in {uri}",
+            fix=f"use one of: {', '.join(names)}" if names else "run a sweep first",
+        )
     name = experiment or latest_experiment(uri, runs_root)
     if name is None:
         raise BenchError("no MLflow experiment with brainbench runs found",

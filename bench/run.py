@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -44,9 +47,9 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 
 def run_config(cfg: DictConfig) -> RunResult:
     """Compose → plain dataclasses → run."""
+    spec = run_spec_from_config(to_container(cfg))  # config errors first, before mlflow/torch are imported
     from bench.experiment import run
 
-    spec = run_spec_from_config(to_container(cfg))
     result = run(spec)
     log.info("%s %s (%s)", result.status, result.name, result.config_hash)
     if result.summary:
@@ -56,17 +59,87 @@ def run_config(cfg: DictConfig) -> RunResult:
     return result
 
 
+class JobFailed(Exception):
+    """A sweep job stopped on bad input; its ``error:`` line is already printed (the sweep goes on)."""
+
+
+def _multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
-    """Run one configuration; errors in user input exit with code 2."""
+    """Run one configuration; errors in user input exit with code 2.
+
+    In a sweep (``--multirun``) a job with bad input prints its ``error:`` line and fails, the other jobs
+    still run, and the sweep exits with code 2 at the end.
+    """
     try:
         run_config(cfg)
     except BenchError as exc:
         if os.environ.get("BENCH_DEBUG") or cfg.get("debug"):
             raise
         print(f"error: {exc.message}", file=sys.stderr, flush=True)
+        if _multirun():
+            raise JobFailed(exc.message) from None
+        sys.exit(2)
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    flags = {f"{plus}debug={value}" for plus in ("", "+", "++") for value in ("true", "True", "1", "yes")}
+    return bool(os.environ.get("BENCH_DEBUG")) or any(arg in flags for arg in argv)
+
+
+def hydra_error_line(exc: BaseException) -> str:
+    """Hydra's multi-line report of a composition/override error, as one line (options kept, search path dropped)."""
+    head: list[str] = []
+    options: list[str] = []
+    title = ""
+    for raw in str(exc).splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith(
+            ("Config search path", "provider=", "full_key:", "object_type=", "Set the environment")
+        ):
+            break
+        if line.startswith("Available options"):
+            title = line.rstrip(":").replace("Available", "available")
+        elif title:
+            options.append(line)
+        else:
+            head.append(line)
+    text = " ".join(head) or type(exc).__name__
+    override = getattr(exc, "override", None)  # OverrideParseException names the bad override
+    if override:
+        text = f"override {override!r}: {text}"
+    if options:
+        text += f" ({title}: {', '.join(options)})"
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        text += f" ({str(cause).strip().splitlines()[0]})"
+    return text
+
+
+def cli() -> None:
+    """``python -m bench.run``: Hydra errors (unknown group option, bad override) also end in one line, exit 2.
+
+    Hydra prints its own multi-line report and exits 1 unless ``HYDRA_FULL_ERROR`` is set, in which case it
+    re-raises; this sets it and turns the error into ``error: ...`` (a traceback with ``+debug=true`` or
+    ``BENCH_DEBUG=1``).
+    """
+    debug = _debug_requested(sys.argv[1:])
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except JobFailed:
+        sys.exit(2)
+    except (HydraException, OmegaConfBaseException) as exc:
+        if debug:
+            raise
+        print(f"error: {hydra_error_line(exc)}", file=sys.stderr, flush=True)
         sys.exit(2)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

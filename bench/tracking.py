@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bench.contract import EpochRecord
-from bench.errors import BenchError
+from bench.errors import BenchError, DataError
 
 DEFAULT_ROOT = Path("runs")
 TAG_KIND = "brainbench.kind"
@@ -108,9 +108,11 @@ class Tracker:
     def __init__(self, experiment: str, uri: str | None = None, root: Path = DEFAULT_ROOT) -> None:
         self.root = Path(root)
         self.uri = uri or default_uri(self.root)
-        self.client = MlflowClient(tracking_uri=self.uri)
         artifacts = (self.root / "artifacts").resolve()
         with self._lock():
+            # MlflowClient opens the store at once, and a fresh sqlite store is created and migrated then:
+            # two workers doing that together fail with "table ... already exists", so it happens under the lock.
+            self.client = MlflowClient(tracking_uri=self.uri)
             found = _retry(lambda: self.client.get_experiment_by_name(experiment))
             if found is None:
                 artifacts.mkdir(parents=True, exist_ok=True)
@@ -284,6 +286,34 @@ class ChildRun:
 
     def log_artifacts(self, directory: Path, artifact_path: str | None = None) -> None:
         _retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path))
+
+
+def existing_store(uri: str | None = None, root: Path = DEFAULT_ROOT) -> str:
+    """The tracking URI to read from, like :func:`default_uri` but creating nothing.
+
+    Raises:
+        DataError: The URI is a sqlite store whose file does not exist (a reader would create an empty one).
+    """
+    uri = (
+        uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{(root / 'mlflow.db').resolve()}?timeout=30"
+    )
+    if uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+        if not database.is_file():
+            raise DataError(
+                "no MLflow store here (nothing has been run with these settings)",
+                path=database,
+                fix="pass --runs <the paths.runs of your sweep> or --tracking-uri",
+            )
+    return uri
+
+
+def experiment_names(uri: str) -> list[str]:
+    """Names of the experiments in a tracking store (without MLflow's empty ``Default``)."""
+    client = MlflowClient(tracking_uri=uri)
+    return sorted(e.name for e in _retry(lambda: client.search_experiments()) if e.name != "Default")
 
 
 def latest_experiment(uri: str | None = None, root: Path = DEFAULT_ROOT) -> str | None:
