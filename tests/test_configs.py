@@ -116,4 +116,21 @@ def test_unknown_framework_is_a_config_error() -> None:
 
 def test_sweep_lists_every_row() -> None:
     text = (CONF / "sweep" / "table1.yaml").read_text()
-    assert "glob(table1/row*)" in text
+    assert "+experiment/table1: glob(row*)" in text
+
+
+def test_table1_sweep_launches_all_nine_rows(tmp_path: Path) -> None:
+    """The sweep file really expands to the nine rows (jobs fail fast on a bad config value)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--multirun", "+sweep=table1", "profile.epochs=0",
+         f"paths.runs={tmp_path}/runs", f"hydra.sweep.dir={tmp_path}/sweep"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    output = proc.stdout + proc.stderr
+    assert "Launching 9 jobs" in output
+    assert all(f"+experiment/table1=row{i}" in output for i in range(1, 10))
+    assert output.count("error: profile.epochs=0 must be a positive integer") == 9
+    assert proc.returncode == 2
