@@ -77,7 +77,7 @@ def test_framework_override_wins_over_row_default(row: str, framework: str) -> N
 def test_profile_overrides_model_widths() -> None:
     quick = run_spec_from_config(compose_cfg(["profile=quick"]))
     full = run_spec_from_config(compose_cfg(["profile=full"]))
-    assert quick.model.params["base_filters"] == 16
+    assert quick.model.params["base_filters"] == 8
     assert full.model.params["base_filters"] == 32
 
 
@@ -134,3 +134,19 @@ def test_table1_sweep_launches_all_nine_rows(tmp_path: Path) -> None:
     assert all(f"+experiment/table1=row{i}" in output for i in range(1, 10))
     assert output.count("error: profile.epochs=0 must be a positive integer") == 9
     assert proc.returncode == 2
+
+
+@pytest.mark.parametrize("profile", options("profile"))
+@pytest.mark.parametrize("model", options("model"))
+def test_profile_model_params_build(profile: str, model: str) -> None:
+    """Every profile's model overrides are accepted by the model's constructor."""
+    spec = run_spec_from_config(compose_cfg([f"profile={profile}", f"model={model}"]))
+    if spec.model.architecture == "atlas":
+        from bench.atlas import build_atlas
+
+        assert build_atlas(**spec.model.params).describe()["kind"] == spec.model.params["kind"]
+    else:
+        import adapters
+
+        segmenter = adapters.build(spec.model.architecture, "torch", **spec.model.params)
+        segmenter.check_patch_size(spec.sampling.patch_size)  # type: ignore[attr-defined]
