@@ -183,13 +183,14 @@ class MniAtlas(AtlasSegmenter):
     """Label propagation from the MNI152 2009 template and its tissue probability maps (nilearn).
 
     Args:
-        resolution_mm: Voxel size of the template and maps that are warped (1 = nilearn's native grid).
+        resolution_mm: Voxel size of the template and maps that are warped (1 = nilearn's native grid; the
+            default 2 was as good on IBSR, CSF a little better, the 1 mm maps being sharper than IBSR's CSF).
     """
 
     kind = "mni"
     registration_defaults = FINE_REGISTRATION
 
-    def __init__(self, *, resolution_mm: float = 1.0, **common: Any) -> None:
+    def __init__(self, *, resolution_mm: float = 2.0, **common: Any) -> None:
         super().__init__(**common)
         if not (isinstance(resolution_mm, int | float) and 1.0 <= resolution_mm <= 4.0):
             raise ConfigError(
@@ -423,7 +424,7 @@ def load_mni152(resolution_mm: float = 1.0) -> tuple[sitk.Image, sitk.Image]:
 
     The 1 mm files ship inside the nilearn wheel (no download). CSF = clip(mask − GM − WM, 0, 1),
     bg = 1 − mask, normalised to sum to 1. A coarser ``resolution_mm`` is made here with SimpleITK (linear
-    resampling; the template is smoothed first). Cached per resolution (callers must not modify the images).
+    resampling). Cached per resolution (callers must not modify the images).
     """
     from nilearn import datasets  # slow import: only when the MNI atlas is used
 
@@ -437,7 +438,7 @@ def load_mni152(resolution_mm: float = 1.0) -> tuple[sitk.Image, sitk.Image]:
     map_image = vector_image(maps, brain)
     if resolution_mm != 1.0:
         grid = isotropic_grid(brain, resolution_mm)
-        brain = warp(sitk.SmoothingRecursiveGaussian(brain, 0.4 * resolution_mm), grid, sitk.Transform())
+        brain = warp(brain, grid, sitk.Transform())  # no smoothing: it would leak into the background
         coarse = normalise(vector_to_array(warp(map_image, grid, sitk.Transform())))  # edge voxels: no mass
         map_image = vector_image(coarse, grid)
     return brain, map_image
