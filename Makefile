@@ -11,6 +11,7 @@ SPLIT ?= paper
 EXTRA ?=
 SYNTH_DIR := runs/data/synthetic
 SYNTH_SUBJECTS ?= 7
+JOBS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all lint reproduce-table1 report bench ui clean
@@ -50,8 +51,9 @@ DATA_ARGS := data=ibsr18 data.root=$(IBSR18_ROOT) data.split=$(SPLIT)
 DATA_DEP :=
 endif
 
-reproduce-table1: $(STAMP) $(DATA_DEP) ## Run the Table 1 sweep and write Table 1 / Table 2 (DATA=, PROFILE=, EXTRA=)
-	$(BIN)/python -m bench.run --multirun +sweep=table1 $(DATA_ARGS) profile=$(PROFILE) $(EXTRA)
+reproduce-table1: $(STAMP) $(DATA_DEP) ## Run the Table 1 sweep (JOBS rows at once) and write Table 1 / Table 2 (DATA=, PROFILE=, EXTRA=)
+	$(BIN)/python -m bench.run --multirun +sweep=table1 $(DATA_ARGS) profile=$(PROFILE) \
+	  hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) $(EXTRA)
 	$(BIN)/bench report
 
 report: $(STAMP) ## Rebuild runs/reports/ from MLflow
