@@ -55,7 +55,7 @@ def wait_for(process: Any, ws: Workspace, ready: Any, timeout_s: float, log: Pat
 
 
 def test_sigkilled_sweep_resumes(tiny_cohort: Path, workspace: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
-    args = workspace.overrides(tiny_cohort, "+sweep=table1", "+experiment=table1/row5,table1/row7", *CHEAP)
+    args = workspace.overrides(tiny_cohort, "+sweep=table1", "+experiment/table1=row5,row7", *CHEAP)
     log = workspace.root / "first.log"
     process = workspace.popen_bench_run(args, multirun=True, log=log)
 

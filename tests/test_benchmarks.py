@@ -1,0 +1,158 @@
+"""Tests for the benchmark suite (benchmarks/): its helpers, and one ``--quick`` run end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bench.inference import predict_volume
+from bench.patches import PatchSampler, PatchSubject
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # benchmarks/ is not an installed package: import it from the checkout
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import brain_box, load_subjects, normalise, suite, time_interleaved  # noqa: E402
+from benchmarks.bench_inference import Float32GaussianAggregator, aggregator, torch_predictor  # noqa: E402
+from benchmarks.bench_training import TimedSource, conv_flops_per_patch  # noqa: E402
+
+
+def test_conv_flops_counts_convolutions_and_transposed_convolutions() -> None:
+    net = nn.Sequential(nn.Conv3d(2, 3, 3, padding=1), nn.MaxPool3d(2), nn.ConvTranspose3d(3, 5, 2, stride=2))
+    # conv: 2·27·2·3 per output voxel × 4³ voxels; transposed: 2·8·3·5 per input voxel × 2³ voxels
+    expected = 2 * 27 * 2 * 3 * 64 + 2 * 8 * 3 * 5 * 8
+    assert conv_flops_per_patch(net, (4, 4, 4), in_channels=2) == expected
+
+
+def test_time_interleaved_rotates_calls_and_returns_medians() -> None:
+    calls: list[str] = []
+
+    def call(name: str, value: int) -> int:
+        calls.append(name)
+        return value
+
+    timed = time_interleaved({"a": lambda: call("a", 1), "b": lambda: call("b", 2)}, repeats=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then rotated rounds
+    assert set(timed.wall) == set(timed.cpu) == {"a", "b"}
+    assert all(len(v) == 3 for v in [*timed.wall_all.values(), *timed.cpu_all.values()])
+    assert timed.wall["a"] == sorted(timed.wall_all["a"])[1]  # the median of three
+    assert timed.results == {"a": 1, "b": 2}
+
+
+def test_timings_measure_cpu_time_apart_from_waiting() -> None:
+    import time
+
+    timed = time_interleaved({"sleep": lambda: time.sleep(0.05)}, repeats=1, warmup=0)
+    assert timed.wall["sleep"] >= 0.05 and timed.cpu["sleep"] < 0.04
+
+
+def test_brain_box_grows_and_clips() -> None:
+    mask = np.zeros((10, 12, 14), dtype=bool)
+    mask[3:5, 0:2, 10:14] = True
+    assert brain_box(mask, margin=2) == (slice(1, 7), slice(0, 4), slice(8, 14))
+
+
+def test_normalise_is_a_zscore_inside_the_mask_and_zero_outside() -> None:
+    image = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    mask = image > 5
+    out = normalise(image, mask)
+    assert out.dtype == np.float32
+    assert np.all(out[~mask] == 0)
+    assert abs(float(out[mask].mean())) < 1e-6 and abs(float(out[mask].std()) - 1) < 1e-6
+
+
+def test_float32_aggregator_matches_the_float64_one() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((1, 21, 18, 13)).astype(np.float32)
+    torch.manual_seed(0)
+    predict = torch_predictor(nn.Conv3d(1, 4, 3, padding=1).eval())
+    reference = predict_volume(predict, image, 8, batch_size=3)
+    with aggregator(Float32GaussianAggregator):
+        fast = predict_volume(predict, image, 8, batch_size=3)
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast, reference, atol=1e-6)
+
+
+def test_timed_source_interleaves_bare_runs_and_survives_an_early_stop() -> None:
+    subject = load_subjects(1, quick=True)[0]
+    sampler = PatchSampler([PatchSubject(subject.image, subject.label, subject.mask)], 8, batch_size=2)
+    runs: list[int] = []
+
+    def between() -> tuple[float, float]:
+        runs.append(len(runs))
+        return (0.5, 0.25)
+
+    source = TimedSource(sampler, steps=3, between=between, between_count=2)
+    first = next(iter(source.batches(5)))  # the consumer stops after one batch
+    assert first.image.shape == (2, 1, 8, 8, 8)
+    assert len(source.seconds) == 1 and source.seconds[0] > 0
+    assert len(list(source.batches(0))) == 3 and len(source) == 3
+    assert len(list(source.batches(1))) == 3
+    assert runs == [0, 1] and source.between_s == [(0.5, 0.25), (0.5, 0.25)]  # only between_count times
+    epochs = source.epoch_seconds()  # from each epoch's first batch to the next call: 2 of 3 epochs
+    assert len(epochs) == 2 and all(wall > 0 and cpu >= 0 for wall, cpu in epochs)
+
+
+@pytest.mark.ibsr
+def test_ibsr18_subjects_are_used_when_ibsr18_root_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(os.environ.get("IBSR18_ROOT", REPO.parent / "shared" / "data" / "ibsr18"))
+    if not (root / "Training_Set").is_dir():
+        pytest.skip(f"IBSR18 not found at {root}")
+    monkeypatch.setenv("IBSR18_ROOT", str(root))
+    subject = load_subjects(1)[0]
+    assert subject.id == "IBSR_01" and Path(subject.source).is_file()
+    assert subject.image.shape == subject.label.shape == subject.mask.shape == (256, 128, 256)
+    assert subject.image.dtype == np.float32 and np.array_equal(subject.mask, subject.label > 0)
+    assert set(np.unique(subject.label)) <= {0, 1, 2, 3}
+
+
+def test_verdict_applies_targets() -> None:
+    assert suite.verdict("inference_ratio_vs_monai", 0.98) == "pass"
+    assert suite.verdict("inference_ratio_vs_monai", 1.2) == "FAIL"
+    assert suite.verdict("sampler_speedup_vs_torchio", 1.5) == "FAIL"
+    assert suite.verdict("sampler_speedup_vs_torchio", None) == "n/a"
+    assert suite.verdict("cpu_peak_gflops", 50.0) == "-"
+
+
+def test_quick_suite_writes_results_and_report(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    try:
+        assert suite.main(["--quick", "--no-tf", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    results = json.loads((tmp_path / "results.json").read_text())
+    for key in suite.REQUIRED_KEYS:
+        assert key in results
+        if key == "unet3d_tf_train_patches_per_s":
+            assert results[key] is None  # --no-tf
+            continue
+        assert isinstance(results[key], int | float) and math.isfinite(results[key]), key
+    assert results["quick"] is True
+    assert not any("error" in section for section in results["sections"].values())
+    # Correctness holds in any mode: same values as medpy and MONAI.
+    assert results["metrics_max_abs_diff_vs_medpy"] <= 1e-6
+    assert results["inference_max_abs_diff_vs_monai"] <= 1e-5
+    assert results["sections"]["inference"]["inference_f32_max_abs_diff_vs_monai"] <= 1e-5
+    for key in ("metrics_s_per_case", "inference_s_per_volume", "sampler_patches_per_s", "cpu_peak_gflops",
+                "unet3d_torch_train_patches_per_s", "achieved_gflops_torch"):
+        assert results[key] > 0, key
+    assert results["train_step_overhead_fraction"] < 1
+    report = (tmp_path / "report.md").read_text()
+    assert "Quick mode" in report
+    for key in suite.REQUIRED_KEYS:
+        assert f"`{key}`" in report
+    assert "torch.compile: not run" in report
+
+
+@pytest.mark.parametrize("bad", [["--skip", "nonsense"], ["--threads", "x"]])
+def test_suite_rejects_bad_arguments(bad: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        suite.parse_args(bad)
