@@ -43,7 +43,7 @@ def test_every_group_option_composes(group: str, option: str) -> None:
 
 
 def test_nine_rows_exist() -> None:
-    assert ROWS == [f"row{i}" for i in range(1, 10)]
+    assert [f"row{i}" for i in range(1, 10)] == ROWS
 
 
 @pytest.mark.parametrize("row", ROWS)
