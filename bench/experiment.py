@@ -125,7 +125,7 @@ def _sources(spec: RunSpec, prepared: dict[str, PreparedCase], cohort: Cohort) -
     s = spec.sampling
     train = PatchSampler(
         _subjects([prepared[c.id] for c in cohort.split("train")]),
-        patch_size=s.patch_size, step=s.step, batch_size=s.batch_size, seed=spec.seed, mode=s.mode,
+        patch_size=s.patch_size, step=s.step, batch_size=s.batch_size, seed=spec.seed, mode=s.mode,  # type: ignore[arg-type]
         patches_per_epoch=s.patches_per_epoch if s.mode != "grid" else None,
         oversample=s.oversample_class is not None, oversample_class=s.oversample_class or 1,
         oversample_factor=s.oversample_factor,
@@ -156,7 +156,7 @@ def _predict(spec: RunSpec, segmenter: Any, case: Case, prepared: PreparedCase, 
         return segmenter.predict_volume(case.image), 0, 0
     probs, stats = predict_volume_with_stats(
         segmenter.predict_patches, prepared.image.array, spec.sampling.patch_size,
-        overlap=spec.inference.overlap, blending=spec.inference.blending,
+        overlap=spec.inference.overlap, blending=spec.inference.blending,  # type: ignore[arg-type]
         batch_size=spec.inference.batch_size, mask=prepared.mask if spec.inference.skip_background else None,
     )
     return pipeline.invert_probabilities(probs, prepared), stats.num_predicted, stats.num_skipped

@@ -72,7 +72,11 @@ def collect(tracker: Any, cache_dir: Path) -> list[ConfigResult]:
         groups.setdefault(key, []).append(run)
     results = []
     for key, runs in groups.items():
-        tables, seeds, run_ids, summary, predictions = [], [], [], {}, {}
+        tables: list[pd.DataFrame] = []
+        seeds: list[str] = []
+        run_ids: list[str] = []
+        summary: dict[str, Any] = {}
+        predictions: dict[str, Path] = {}
         for run in sorted(runs, key=lambda r: str(r.get("tags.seed", ""))):
             local = cache_dir / run["run_id"]
             metrics_csv = local / "metrics.csv"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import math
 import os
@@ -181,8 +182,8 @@ class Tracker:
             old = (time.time() * 1000 - (run.info.start_time or 0)) > 86_400_000
             if (same_host and not _pid_alive(pid)) or (not same_host and old):
                 run_id = run.info.run_id
-                _retry(lambda rid=run_id: self.client.set_tag(rid, TAG_ERROR, "process died while running"))
-                _retry(lambda rid=run_id: self.client.set_terminated(rid, "KILLED"))
+                _retry(functools.partial(self.client.set_tag, run_id, TAG_ERROR, "process died while running"))
+                _retry(functools.partial(self.client.set_terminated, run_id, "KILLED"))
                 reaped.append(run_id)
         return reaped
 
@@ -190,7 +191,7 @@ class Tracker:
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
             chunk = items[start : start + 100]
-            _retry(lambda c=chunk: self.client.log_batch(run_id, params=c))
+            _retry(functools.partial(self.client.log_batch, run_id, params=chunk))
 
     def start_child(
         self, parent_id: str, name: str, config_hash: str, params: Mapping[str, str], tags: Mapping[str, str]
@@ -263,7 +264,7 @@ class ChildRun:
                  and math.isfinite(float(v))]
         for start in range(0, len(items), 200):
             chunk = items[start : start + 200]
-            _retry(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c))
+            _retry(functools.partial(self.client.log_batch, self.run_id, metrics=chunk))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
@@ -322,8 +323,8 @@ def latest_experiment(uri: str | None = None, root: Path = DEFAULT_ROOT) -> str 
     experiments = _retry(lambda: client.search_experiments())
     best: tuple[int, str] | None = None
     for exp in experiments:
-        runs = _retry(lambda e=exp: client.search_runs([e.experiment_id], f"tags.`{TAG_KIND}` = 'child'",
-                                                       max_results=1, order_by=["attributes.start_time DESC"]))
+        runs = _retry(functools.partial(client.search_runs, [exp.experiment_id], f"tags.`{TAG_KIND}` = 'child'",
+                                        max_results=1, order_by=["attributes.start_time DESC"]))
         if runs and (best is None or runs[0].info.start_time > best[0]):
             best = (runs[0].info.start_time, exp.name)
     return None if best is None else best[1]
