@@ -199,7 +199,7 @@ def _view_axes(direction: Sequence[float]) -> dict[str, int]:
     return out
 
 
-def overlays(results: Sequence[ConfigResult], path: Path) -> str | None:
+def overlays(results: Sequence[ConfigResult], path: Path, tracker: Any = None) -> str | None:
     """Tri-planar overlays for one test subject: ground truth, then each configuration (Figure 8)."""
     import matplotlib
 
@@ -220,8 +220,13 @@ def overlays(results: Sequence[ConfigResult], path: Path) -> str | None:
     truth = read_volume(files[subject]["label"]).array
     columns: list[tuple[str, np.ndarray]] = [("ground truth", truth)]
     for r in results:
-        folder = next(iter(r.predictions.values()), None)
+        run_id, folder = next(iter(r.predictions.items()), (None, None))
         pred_path = None if folder is None else folder / f"{subject}.nii.gz"
+        if pred_path is not None and not pred_path.exists() and tracker is not None:
+            try:
+                tracker.download_artifact(run_id, f"predictions/{subject}.nii.gz", folder)
+            except Exception:  # a run without that prediction is shown without its column
+                pred_path = None
         if pred_path is not None and pred_path.exists():
             columns.append((f"{r.key['row']}: {r.key['architecture']} {r.key['framework']}",
                             read_volume(pred_path).array))
@@ -285,7 +290,7 @@ def write_report(
         written[f"{table_name}.csv"] = out_dir / f"{table_name}.csv"
     boxplots(results, out_dir / "boxplots.png")
     written["boxplots.png"] = out_dir / "boxplots.png"
-    if overlays(results, out_dir / "overlays.png"):
+    if overlays(results, out_dir / "overlays.png", tracker):
         written["overlays.png"] = out_dir / "overlays.png"
     parent = tracker.parent_run(name)
     for path in written.values():
