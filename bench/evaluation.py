@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -20,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import DataError
-from bench.io import Volume, read_volume
+from bench.io import Volume, read_volume, write_atomic, write_text_atomic
 from bench.metrics import EMPTY_MASK_RULE, METRIC_NAMES, Backend, Hd95Mode, class_name, evaluate_labels
 from bench.types import LABELS, TISSUE_NAMES, LabelArray
 
@@ -197,20 +195,8 @@ def to_json_safe(value: Any) -> Any:
 def write_summary(summary: Mapping[str, Any], path: str | Path) -> Path:
     """Write a summary as valid JSON (inf/nan as ``null``), atomically (temporary file, then rename)."""
     text = json.dumps(to_json_safe(summary), indent=2, allow_nan=False) + "\n"
-    return _write_atomic(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_text_atomic(path, text)
 
-
-def _write_atomic(path: Path, write: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp_name))
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -349,5 +335,5 @@ def evaluate_folders(
         )
     table = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
     if out_csv is not None:
-        _write_atomic(Path(out_csv), lambda tmp: table.to_csv(tmp, index=False))
+        write_atomic(out_csv, lambda tmp: table.to_csv(tmp, index=False))
     return table

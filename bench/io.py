@@ -12,6 +12,7 @@ import gzip
 import os
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -137,20 +138,35 @@ def _check_gzip(path: Path) -> None:
         ) from exc
 
 
-def write_volume(volume: Volume, path: str | Path) -> Path:
-    """Write a volume atomically (temporary name in the same folder, then rename).
+def write_atomic(path: str | Path, write: Callable[[Path], object], suffix: str = ".tmp") -> Path:
+    """Call ``write(temporary path)`` in ``path``'s folder, then rename it to ``path``.
 
-    A reader never sees a half-written file, even if the process is killed while writing.
+    A reader never sees a half-written file, even if the process is killed while writing; on an error
+    the temporary file is removed. ``suffix`` ends the temporary name (some writers choose the format
+    from it, e.g. ``.nii.gz`` or Keras' ``.weights.h5``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".nii.gz"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        sitk.WriteImage(volume.to_sitk(), tmp_name, useCompression=suffix.endswith(".gz"))
+        write(Path(tmp_name))
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a text file atomically (see :func:`write_atomic`)."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_volume(volume: Volume, path: str | Path) -> Path:
+    """Write a volume atomically (see :func:`write_atomic`)."""
+    suffix = "".join(Path(path).suffixes) or ".nii.gz"
+    return write_atomic(
+        path, lambda tmp: sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=suffix.endswith(".gz")),
+        suffix=suffix,
+    )

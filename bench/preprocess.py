@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -30,7 +28,7 @@ import numpy as np
 
 from bench.data import Case
 from bench.errors import ConfigError
-from bench.io import Volume
+from bench.io import Volume, write_atomic
 from bench.preprocess_steps import (
     MASK_DEFINITION_VERSION,
     STEP_TYPES,
@@ -332,12 +330,10 @@ class PreprocessCache:
         }
         if result.label is not None:
             arrays["label"] = np.asarray(result.label.array, dtype=np.uint8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                (np.savez_compressed if self.compress else np.savez)(handle, **arrays)  # type: ignore[arg-type]
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        save = np.savez_compressed if self.compress else np.savez
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                save(handle, **arrays)  # type: ignore[arg-type]
+
+        write_atomic(path, write)

@@ -9,8 +9,6 @@ difference (ours − paper).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.io import write_atomic, write_text_atomic
 from bench.paper import CLASSES, TABLE1_ROWS, paper_value
 
 TABLE1_METRICS = ("dice",)
@@ -41,22 +40,6 @@ class ConfigResult:
     predictions: dict[str, Path]  # run_id -> local predictions folder (first seed)
     summary: dict[str, Any]
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """``write(temporary path)`` in the same folder, then rename: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def collect(tracker: Any, cache_dir: Path) -> list[ConfigResult]:
@@ -184,7 +167,7 @@ def boxplots(results: Sequence[ConfigResult], path: Path) -> None:
         ax.tick_params(axis="x", labelrotation=90, labelsize=7)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".png")
     plt.close(fig)
 
 
@@ -206,7 +189,7 @@ def overlays(results: Sequence[ConfigResult], path: Path, tracker: Any = None) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.io import read_volume
+    from bench.io import read_volume, write_atomic
 
     first = next((r for r in results if r.summary.get("run", {}).get("subject_files")), None)
     if first is None:
@@ -256,7 +239,7 @@ def overlays(results: Sequence[ConfigResult], path: Path, tracker: Any = None) -
                 ax.set_ylabel(plane, fontsize=8)
     fig.suptitle(f"{subject}: CSF orange, GM blue, WM green", fontsize=9)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".png")
     plt.close(fig)
     return subject
 
@@ -284,8 +267,8 @@ def write_report(
                                        ("table2", TABLE2_METRICS, "Table 2: AVD (%) and HD (mm)")):
         frame = table_frame(results, metrics)
         md = markdown_table(frame, metrics, f"{title} — experiment {name}")
-        _atomic_write_text(out_dir / f"{table_name}.md", md)
-        _atomic_write_text(out_dir / f"{table_name}.csv", frame.to_csv(index=False))
+        write_text_atomic(out_dir / f"{table_name}.md", md)
+        write_text_atomic(out_dir / f"{table_name}.csv", frame.to_csv(index=False))
         written[f"{table_name}.md"] = out_dir / f"{table_name}.md"
         written[f"{table_name}.csv"] = out_dir / f"{table_name}.csv"
     boxplots(results, out_dir / "boxplots.png")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import platform
 import tempfile
 from pathlib import Path
@@ -29,6 +28,7 @@ from adapters.tf.nets.vnet import VNet
 from adapters.tf.training import configure_runtime, fit_model
 from bench.contract import PatchSource, RunLogger, TrainHistory, TrainSpec
 from bench.errors import ConfigError, DataError
+from bench.io import write_atomic, write_text_atomic
 from bench.types import FloatArray
 
 NetConfig = UNet3D | VNet | NeuroNet
@@ -64,16 +64,6 @@ def _weights_layout(path: Path) -> dict[str, tuple[int, ...]]:
         )
     return layout
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class TfSegmenter:
@@ -173,17 +163,12 @@ class TfSegmenter:
                 "python": platform.python_version(),
             },
         }
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".weights.h5")
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            tmp.unlink()
+        def save_weights(tmp: Path) -> None:
+            tmp.unlink()  # Keras refuses to overwrite the empty placeholder
             self.model.save_weights(str(tmp))
-            os.replace(tmp, directory / WEIGHTS_FILE)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _atomic_write_text(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
+
+        write_atomic(directory / WEIGHTS_FILE, save_weights, suffix=".weights.h5")
+        write_text_atomic(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: Path) -> Self:

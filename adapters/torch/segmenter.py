@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any, Self
@@ -27,6 +26,7 @@ from adapters.torch.nets.vnet import VNet
 from adapters.torch.training import seed_everything, train_network
 from bench.contract import PatchSource, RunLogger, TrainHistory, TrainSpec
 from bench.errors import ConfigError, DataError
+from bench.io import write_atomic, write_text_atomic
 from bench.types import FloatArray
 
 NETWORKS: dict[str, type[nn.Module]] = {"unet3d": UNet3D, "vnet": VNet, "neuronet": NeuroNet}
@@ -121,9 +121,7 @@ class TorchSegmenter:
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
         weights = directory / WEIGHTS_FILE
-        temp = weights.with_name(f".{WEIGHTS_FILE}.{os.getpid()}.tmp")
-        torch.save(state, temp)
-        os.replace(temp, weights)
+        write_atomic(weights, lambda tmp: torch.save(state, tmp))
         meta = {
             "framework": self.framework,
             "architecture": self.name,
@@ -132,9 +130,7 @@ class TorchSegmenter:
                          "python": platform.python_version()},
         }
         meta_path = directory / META_FILE
-        temp = meta_path.with_name(f".{META_FILE}.{os.getpid()}.tmp")
-        temp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(temp, meta_path)
+        write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: Path) -> Self:
