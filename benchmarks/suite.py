@@ -139,7 +139,7 @@ def headline(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out["torchio_patches_per_s"] = sampler["torchio_patches_per_s"]
     inference = sections.get("inference", {})
     for key in ("inference_ratio_clock", "inference_ratio_vs_monai_wall", "inference_harness_ratio_vs_monai",
-                "inference_f32_ratio_vs_monai", "full_volume_skip_fraction_patches", "full_volume_s_no_skip",
+                "inference_f64_ratio_vs_monai", "full_volume_skip_fraction_patches", "full_volume_s_no_skip",
                 "full_volume_s_skip", "full_volume_skip_saved_s", "full_volume_skip_saved_fraction"):
         if key in inference:
             out[key] = inference[key]
@@ -288,20 +288,20 @@ def _inference_section(r: dict[str, Any]) -> list[str]:
                                    else "") + ".", ""]
     names = [("ours", "ours (predict_volume, pad_value=0)", r.get("inference_patches")),
              ("monai", "MONAI", r.get("inference_patches")),
-             ("ours_f32", "ours with float32 Gaussian sums (proposed GridAggregator change)",
+             ("ours_f64", "ours with float64 Gaussian sums (before 2026-11-24)",
               r.get("inference_patches"))]
     rows = [[label, runs.get(k, {}).get("wall_s"), runs.get(k, {}).get("cpu_s"), n] for k, label, n in names]
     rows += [[f"stitching only (1×1×1 conv): {label}", harness.get(k, {}).get("wall_s"),
               harness.get(k, {}).get("cpu_s"), r.get("inference_patches")]
-             for k, label in (("ours", "ours"), ("monai", "MONAI"), ("ours_f32", "ours, float32 sums"))]
+             for k, label in (("ours", "ours"), ("monai", "MONAI"), ("ours_f64", "ours, float64 sums (before)"))]
     lines += _table(["run", "wall s", "CPU s", "patches sent to the net"], rows)
     lines += [f"Ratio ours/MONAI {_fmt(r.get('inference_ratio_vs_monai'))} ({clock}; wall "
               f"{_fmt(r.get('inference_ratio_vs_monai_wall'))}, CPU {_fmt(r.get('inference_ratio_vs_monai_cpu'))}); "
               f"stitching alone {_fmt(r.get('inference_harness_ratio_vs_monai'))}. Probabilities differ by at most "
-              f"{_fmt(r.get('inference_max_abs_diff_vs_monai'))}. With float32 sums: ratio "
-              f"{_fmt(r.get('inference_f32_ratio_vs_monai'))}, stitching alone "
-              f"{_fmt(r.get('inference_harness_f32_ratio_vs_monai'))}, largest difference "
-              f"{_fmt(r.get('inference_f32_max_abs_diff_vs_monai'))}.",
+              f"{_fmt(r.get('inference_max_abs_diff_vs_monai'))}. Before (float64 sums): ratio "
+              f"{_fmt(r.get('inference_f64_ratio_vs_monai'))}, stitching alone "
+              f"{_fmt(r.get('inference_harness_f64_ratio_vs_monai'))}, largest difference "
+              f"{_fmt(r.get('inference_f64_max_abs_diff_vs_monai'))}.",
               "",
               f"Skipping patches outside the brain (mask dilated by one voxel), on the whole "
               f"{r.get('full_volume_shape')} volume: {r.get('full_volume_patches_skipped')} of "

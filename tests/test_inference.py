@@ -57,7 +57,8 @@ def test_gaussian_weights_are_normalised() -> None:
         return np.broadcast_to(probabilities[None, :, None, None, None], (len(batch), 4, *batch.shape[2:])).copy()
 
     out = predict_volume(constant, np.zeros((21, 18, 13), np.float32), (8, 6, 10))
-    np.testing.assert_allclose(out, np.broadcast_to(probabilities[:, None, None, None], out.shape), atol=1e-7)
+    # float32 sums (as MONAI): a few ulps of rounding, not a weighting error
+    np.testing.assert_allclose(out, np.broadcast_to(probabilities[:, None, None, None], out.shape), atol=5e-7)
     np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-6)
 
 

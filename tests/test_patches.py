@@ -18,6 +18,7 @@ from bench.patches import (
     PatchSubject,
     axis_starts,
     class_counts_on_grid,
+    extract_patch,
     importance_map,
 )
 
@@ -364,3 +365,24 @@ def test_aggregator_refuses_uncovered_voxels_and_wrong_shapes() -> None:
         aggregator.result()
     with pytest.raises(ConfigError, match=r"shape \(1, 3, 4, 4, 4\)"):
         aggregator.add(np.ones((1, 3, 4, 4, 4), np.float32), grid.locations[:1])
+    with pytest.raises(ConfigError, match="accumulate_dtype=int32"):
+        GridAggregator(grid, 2, accumulate_dtype=np.int32)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("blending", "dtype"), [("mean", np.float64), ("gaussian", np.float32)])
+def test_aggregator_sums_in_float64_for_mean_and_float32_for_gaussian(blending: str, dtype: type) -> None:
+    grid = GridSampler((9, 7, 5), 4, step=2)
+    aggregator = GridAggregator(grid, 3, blending)  # type: ignore[arg-type]
+    assert aggregator.accumulate_dtype == np.dtype(dtype)
+    rng = np.random.default_rng(3)
+    volume = rng.random((3, 9, 7, 5)).astype(np.float32)
+    for start in grid.locations:
+        patch = np.zeros((1, 3, 4, 4, 4), np.float32)
+        extract_patch(volume, start, grid.patch_size, 0.0, patch[0])
+        aggregator.add(patch, start[None])
+    result = aggregator.result()
+    assert result.dtype == np.float32
+    if blending == "mean":
+        assert np.array_equal(result, volume)
+    else:
+        np.testing.assert_allclose(result, volume, atol=1e-6)

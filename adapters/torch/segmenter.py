@@ -23,7 +23,7 @@ from adapters.torch.nets import count_parameters
 from adapters.torch.nets.neuronet import NeuroNet
 from adapters.torch.nets.unet3d import UNet3D
 from adapters.torch.nets.vnet import VNet
-from adapters.torch.training import seed_everything, train_network
+from adapters.torch.training import image_tensor, place, seed_everything, train_network
 from bench.contract import PatchSource, RunLogger, TrainHistory, TrainSpec
 from bench.errors import ConfigError, DataError
 from bench.io import write_atomic, write_text_atomic
@@ -74,7 +74,7 @@ class TorchSegmenter:
     def __init__(self, architecture: str, params: dict[str, Any], trained: bool = False) -> None:
         self.name = architecture
         self.params = network_params(architecture, params)
-        self.net: nn.Module = NETWORKS[architecture](**self.params)
+        self.net: nn.Module = place(NETWORKS[architecture](**self.params), torch.device("cpu"))
         self._trained = trained
 
     @classmethod
@@ -111,9 +111,9 @@ class TorchSegmenter:
         device = next(self.net.parameters()).device
         self.net.eval()
         with torch.inference_mode():
-            image = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+            image = image_tensor(batch, device)
             probabilities = torch.softmax(self.net(image), dim=1)
-        return probabilities.cpu().numpy()
+        return probabilities.cpu().contiguous().numpy()
 
     def save(self, directory: Path) -> None:
         """Write ``weights.pt`` (state dict) then ``segmenter.json``, each atomically (temp + rename)."""

@@ -46,6 +46,24 @@ StepCallback = Callable[[int, float], None]
 """``callback(patches_done_this_epoch, running_mean_loss)``, called after every step."""
 
 
+MEMORY_FORMAT = torch.channels_last_3d
+"""Layout of 5-D tensors (weights and activations): channels-last (NDHWC). oneDNN's 3D convolutions run
+1.3-1.8x faster in it than in NCDHW on this CPU (1 thread, 32^3 patches, quick-profile U-Net, V-Net and
+NeuroNet, training and inference; ``benchmarks/bench_training.py`` times it). Results change only by float
+rounding; the numpy interface stays ``[B, C, X, Y, Z]``."""
+
+
+def place(net: nn.Module, device: torch.device) -> nn.Module:
+    """Move ``net`` to ``device`` in ``MEMORY_FORMAT`` (in place; returned for chaining)."""
+    return net.to(device=device, memory_format=MEMORY_FORMAT)  # type: ignore[call-overload, no-any-return]
+
+
+def image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``[B, C, X, Y, Z]`` numpy -> float32 tensor on ``device`` in ``MEMORY_FORMAT``."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device, non_blocking=True)
+    return tensor.contiguous(memory_format=MEMORY_FORMAT)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, numpy's global generator and torch (CPU and CUDA)."""
     random.seed(seed)
@@ -117,14 +135,12 @@ def make_scheduler(
 
 
 def to_tensors(batch: PatchBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A numpy batch as (float32 image, int64 label) tensors on ``device``.
+    """A numpy batch as (float32 image in ``MEMORY_FORMAT``, int64 label) tensors on ``device``.
 
-    No copy for C-contiguous float32 / int64 arrays on CPU (the usual case); anything else (other dtypes,
-    negative strides from flips) is converted once.
+    The label needs no copy when C-contiguous int64 (the usual case); the image is re-laid out once.
     """
-    image = torch.from_numpy(np.ascontiguousarray(batch.image, dtype=np.float32))
     label = torch.from_numpy(np.ascontiguousarray(batch.label, dtype=np.int64))
-    return image.to(device, non_blocking=True), label.to(device, non_blocking=True)
+    return image_tensor(batch.image, device), label.to(device, non_blocking=True)
 
 
 def train_epoch(
@@ -217,7 +233,7 @@ def train_network(
     """
     started = time.perf_counter()
     device = configure_runtime(spec)
-    net.to(device)
+    place(net, device)
     loss_fn = make_loss(spec.loss)
     optimizer = make_optimizer(net.parameters(), spec.optimizer)
     scheduler = make_scheduler(optimizer, spec.scheduler)
