@@ -36,7 +36,7 @@ import torch
 
 import bench.inference
 from bench.inference import _outside_mask, predict_volume_with_stats
-from bench.patches import GridAggregator, GridSampler, IntArray, patch_window
+from bench.patches import GridAggregator, GridSampler
 from bench.types import FloatArray
 from benchmarks import BenchSubject, brain_box, load_subjects, rounded, time_interleaved
 
