@@ -1,7 +1,8 @@
 """MLflow runs → Table 1 / Table 2 with the paper's values side by side, box plots and overlays.
 
-One row per configuration (row, model, data, optimizer, loss, framework, profile): its FINISHED runs are
-counted once per config hash (the newest). With one seed a cell is mean ± sd over test subjects; with
+One row per configuration (row, model, data, optimizer, loss, framework, sampling, profile): its FINISHED
+runs are counted once per seed, the newest, so a configuration re-run with changed settings (say more
+epochs) replaces the older numbers instead of being averaged with them. With one seed a cell is mean ± sd over test subjects; with
 several seeds it is mean ± sd over the seeds' means. Each cell also gives the paper's value and our
 difference (ours − paper).
 """
@@ -49,12 +50,13 @@ def collect(tracker: Any, cache_dir: Path) -> list[ConfigResult]:
         raise BenchError(f"MLflow experiment {tracker.experiment!r} has no finished runs",
                          fix="run `make reproduce-table1` (or python -m bench.run) first")
     frame = frame.sort_values("start_time", ascending=False).drop_duplicates("tags.brainbench.config_hash")
-    groups: dict[tuple[str, ...], list[pd.Series]] = {}
-    for _, run in frame.iterrows():
+    groups: dict[tuple[str, ...], dict[str, pd.Series]] = {}
+    for _, run in frame.iterrows():  # newest first: the first run seen per (configuration, seed) is kept
         key = tuple(str(run.get(f"tags.{k}" if k != "row" else "tags.table_row", "") or "") for k in CONFIG_KEYS)
-        groups.setdefault(key, []).append(run)
+        groups.setdefault(key, {}).setdefault(str(run.get("tags.seed", "0")), run)
     results = []
-    for key, runs in groups.items():
+    for key, by_seed in groups.items():
+        runs = list(by_seed.values())
         tables: list[pd.DataFrame] = []
         seeds: list[str] = []
         run_ids: list[str] = []
