@@ -25,7 +25,7 @@ from bench.contract import PatchBatch, PatchSource, TrainHistory
 from bench.data import Case, Cohort, SplitSpec, load_cohort
 from bench.errors import BenchError, ConfigError, DataError
 from bench.evaluation import evaluate_case, summarize, write_summary
-from bench.inference import predict_volume_with_stats
+from bench.inference import background_outside_mask, predict_volume_with_stats
 from bench.io import write_volume
 from bench.patches import PatchSampler, PatchSubject
 from bench.preprocess import Pipeline, PreparedCase, PreprocessCache
@@ -159,6 +159,8 @@ def _predict(spec: RunSpec, segmenter: Any, case: Case, prepared: PreparedCase, 
         overlap=spec.inference.overlap, blending=spec.inference.blending,  # type: ignore[arg-type]
         batch_size=spec.inference.batch_size, mask=prepared.mask if spec.inference.skip_background else None,
     )
+    if spec.inference.background_margin_voxels is not None:
+        background_outside_mask(probs, prepared.mask, spec.inference.background_margin_voxels)
     return pipeline.invert_probabilities(probs, prepared), stats.num_predicted, stats.num_skipped
 
 

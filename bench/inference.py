@@ -4,7 +4,10 @@
 patches to the segmenter's ``predict_patches`` and blends the softmax outputs with a ``GridAggregator``
 (Gaussian importance map as MONAI / nnU-Net, or a plain mean). With a brain ``mask``, patches that lie
 entirely outside the mask dilated by one voxel (3×3×3 cube) are not sent to the network: their output
-is background with probability 1.
+is background with probability 1. ``background_outside_mask`` then (optionally) makes every voxel
+farther than a margin from the brain mask certain background: skull-stripped images have nothing to
+segment there, and a network that normalises per patch (instance norm) can otherwise paint tissue into
+near-empty patches at the brain's edge.
 
 Padding: along an axis where the image is smaller than the patch it is padded symmetrically (MONAI's
 convention) with ``pad_value``, by default the per-channel image minimum (the background value the
@@ -18,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from bench.errors import ConfigError, DataError
 from bench.patches import (
@@ -155,6 +159,34 @@ def predict_volume_with_stats(
     stats = InferenceStats(num_patches=len(sampler), num_skipped=int(skip.sum()), num_batches=num_batches,
                            seconds=time.perf_counter() - started)
     return aggregator.result(), stats
+
+
+def background_outside_mask(probabilities: FloatArray, mask: BoolArray, margin_voxels: int) -> int:
+    """Make voxels beyond ``margin_voxels`` of the brain mask certain background, in place.
+
+    The margin is a cube (chessboard distance) so that labels drawn slightly outside the intensity mask
+    are kept: on the 10 labelled IBSR18 subjects 0.4–1.1 % of labelled voxels lie outside ``image > 0``,
+    0.02–0.3 % beyond 1 voxel and at most 0.06 % beyond 3 voxels.
+
+    Args:
+        probabilities: ``float32[K, X, Y, Z]`` class probabilities, class 0 = background.
+        mask: ``bool[X, Y, Z]`` brain mask on the same grid.
+        margin_voxels: Voxels kept around the mask (0 = the mask itself).
+
+    Returns:
+        The number of voxels set to background.
+    """
+    if isinstance(margin_voxels, bool) or not isinstance(margin_voxels, int) or margin_voxels < 0:
+        raise ConfigError(f"background margin_voxels={margin_voxels!r} must be an integer >= 0")
+    if mask.shape != probabilities.shape[1:]:
+        raise DataError(f"mask shape {mask.shape} differs from prediction shape {probabilities.shape[1:]}")
+    kept = mask.astype(bool, copy=False)
+    if margin_voxels:
+        kept = ndimage.maximum_filter(kept, size=2 * margin_voxels + 1, mode="constant", cval=False)
+    outside = ~kept
+    probabilities[:, outside] = 0.0
+    probabilities[0, outside] = 1.0
+    return int(outside.sum())
 
 
 def _checked(outputs: FloatArray, expected: tuple[int, ...]) -> FloatArray:

@@ -61,6 +61,8 @@ class InferenceSpec:
     blending: str = "gaussian"
     batch_size: int = 8
     skip_background: bool = True
+    background_margin_voxels: int | None = 3
+    """Voxels farther than this from the brain mask are set to background; None keeps the network's output."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,27 @@ def _loss(cfg: Mapping[str, Any]) -> LossSpec:
     )
 
 
+def _margin(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"inference.background_margin_voxels={value!r} must be an integer >= 0 or null",
+                          fix="null keeps every voxel the network labels; 3 covers IBSR's labels")
+    return value
+
+
+def _epochs(profile: Mapping[str, Any], architecture: str) -> int:
+    """``profile.epochs``, or ``profile.epochs_by_model[architecture]`` when given."""
+    by_model = profile.get("epochs_by_model") or {}
+    unknown = sorted(set(by_model) - set(ARCHITECTURES))
+    if unknown:
+        raise ConfigError(f"profile.epochs_by_model has unknown model {', '.join(map(repr, unknown))}",
+                          fix=f"use some of {', '.join(ARCHITECTURES)}")
+    if architecture in by_model:
+        return _positive(by_model[architecture], f"profile.epochs_by_model.{architecture}", integer=True)
+    return _positive(profile.get("epochs"), "profile.epochs", integer=True)
+
+
 def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     """Validate a resolved config dict (as composed from conf/) and build the RunSpec."""
     profile = cfg["profile"]
@@ -189,7 +212,7 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         _positive(steps, "profile.steps_per_epoch", integer=True)
     sched = profile.get("scheduler") or {}
     train = TrainSpec(
-        epochs=_positive(profile.get("epochs"), "profile.epochs", integer=True),
+        epochs=_epochs(profile, architecture),
         steps_per_epoch=steps,
         optimizer=_optimizer(cfg["optimizer"]),
         scheduler=SchedulerSpec(factor=float(sched.get("factor", 0.5)), patience=int(sched.get("patience", 5)),
@@ -208,6 +231,7 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         blending=_choice(inf.get("blending", "gaussian"), ("gaussian", "mean"), "inference.blending"),
         batch_size=_positive(inf.get("batch_size", 8), "inference.batch_size", integer=True),
         skip_background=bool(inf.get("skip_background", True)),
+        background_margin_voxels=_margin(inf.get("background_margin_voxels", 3)),
     )
     data = cfg["data"]
     if not data.get("root"):

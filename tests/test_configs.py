@@ -81,6 +81,20 @@ def test_profile_overrides_model_widths() -> None:
     assert full.model.params["base_filters"] == 32
 
 
+def test_quick_profile_gives_the_unet_its_own_epoch_count() -> None:
+    unet = run_spec_from_config(compose_cfg(["profile=quick", "model=unet3d"]))
+    vnet = run_spec_from_config(compose_cfg(["profile=quick", "model=vnet"]))
+    assert unet.train.epochs == 40 and vnet.train.epochs == 20
+    smoke = run_spec_from_config(compose_cfg(["profile=smoke", "model=unet3d"]))  # no epochs_by_model
+    assert smoke.train.epochs == compose_cfg(["profile=smoke"])["profile"]["epochs"]
+
+
+def test_background_margin_defaults_to_3_and_null_turns_it_off() -> None:
+    assert run_spec_from_config(compose_cfg([])).inference.background_margin_voxels == 3
+    off = run_spec_from_config(compose_cfg(["inference.background_margin_voxels=null"]))
+    assert off.inference.background_margin_voxels is None
+
+
 def test_hash_ignores_paths_and_tracking_but_not_seed() -> None:
     base = run_spec_from_config(compose_cfg([]))
     moved = run_spec_from_config(compose_cfg(["paths.outputs=/elsewhere", "tracking.experiment=x", "force=true"]))
@@ -99,6 +113,10 @@ def test_hash_ignores_paths_and_tracking_but_not_seed() -> None:
         ("loss.name=focal", "loss.name='focal'"),
         ("profile.patch_size=[32,0,32]", "profile.patch_size"),
         ("inference.overlap=1.5", "inference.overlap=1.5"),
+        ("inference.background_margin_voxels=-1", "inference.background_margin_voxels=-1"),
+        ("inference.background_margin_voxels=1.5", "inference.background_margin_voxels=1.5"),
+        ("+profile.epochs_by_model={unet3d: 0}", "profile.epochs_by_model.unet3d=0"),
+        ("+profile.epochs_by_model={resnet: 3}", "unknown model 'resnet'"),
     ],
 )
 def test_bad_config_values_name_the_setting(override: str, needle: str) -> None:
@@ -125,14 +143,14 @@ def test_table1_sweep_launches_all_nine_rows(tmp_path: Path) -> None:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--multirun", "+sweep=table1", "profile.epochs=0",
+        [sys.executable, "-m", "bench.run", "--multirun", "+sweep=table1", "profile.batch_size=0",
          f"paths.runs={tmp_path}/runs", f"hydra.sweep.dir={tmp_path}/sweep"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     output = proc.stdout + proc.stderr
     assert "Launching 9 jobs" in output
     assert all(f"+experiment/table1=row{i}" in output for i in range(1, 10))
-    assert output.count("error: profile.epochs=0 must be a positive integer") == 9
+    assert output.count("error: profile.batch_size=0 must be a positive integer") == 9
     assert proc.returncode == 2
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.errors import ConfigError, DataError
-from bench.inference import predict_volume, predict_volume_with_stats
+from bench.inference import background_outside_mask, predict_volume, predict_volume_with_stats
 from bench.patches import Blending, GridSampler
 from bench.types import FloatArray
 
@@ -161,3 +161,25 @@ def test_bad_inputs() -> None:
         predict_volume(content_model, image, 4, blending="max")  # type: ignore[arg-type]
     with pytest.raises(DataError, match=r"shape \(8, 8\)"):
         predict_volume(content_model, np.zeros((8, 8), np.float32), 4)
+
+
+def test_background_outside_mask_keeps_a_cube_margin_and_counts_what_it_clears() -> None:
+    probabilities = np.full((4, 9, 9, 9), 0.25, dtype=np.float32)
+    mask = np.zeros((9, 9, 9), dtype=bool)
+    mask[4, 4, 4] = True
+    cleared = background_outside_mask(probabilities, mask, margin_voxels=2)
+    kept = np.zeros_like(mask)
+    kept[2:7, 2:7, 2:7] = True  # chessboard distance <= 2
+    assert cleared == 9 ** 3 - 5 ** 3
+    assert np.all(probabilities[:, kept] == 0.25)
+    assert np.all(probabilities[0, ~kept] == 1.0) and np.all(probabilities[1:, ~kept] == 0.0)
+    again = np.full((4, 9, 9, 9), 0.25, dtype=np.float32)
+    assert background_outside_mask(again, mask, margin_voxels=0) == 9 ** 3 - 1
+
+
+def test_background_outside_mask_refuses_bad_margins_and_shapes() -> None:
+    probabilities = np.zeros((4, 3, 3, 3), np.float32)
+    with pytest.raises(ConfigError, match="margin_voxels=-1"):
+        background_outside_mask(probabilities, np.ones((3, 3, 3), bool), -1)
+    with pytest.raises(DataError, match="differs from prediction shape"):
+        background_outside_mask(probabilities, np.ones((3, 3, 4), bool), 1)
