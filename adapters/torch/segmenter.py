@@ -109,7 +109,8 @@ class TorchSegmenter:
             )
         self.check_patch_size(batch.shape[2:])
         device = next(self.net.parameters()).device
-        self.net.eval()
+        if self.net.training:  # eval() walks every module: ~0.3 ms a call, once per batch adds up
+            self.net.eval()
         with torch.inference_mode():
             image = image_tensor(batch, device)
             probabilities = torch.softmax(self.net(image), dim=1)
