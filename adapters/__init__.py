@@ -36,6 +36,18 @@ def segmenter_class(framework: str) -> Any:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def configure_threads(framework: str, num_threads: int) -> None:
+    """Set the framework's CPU thread count (0 = its default); call before building the first model.
+
+    TensorFlow fixes its thread pools when it starts, which building a model does, so a thread count
+    given only at ``fit`` time would come too late there.
+    """
+    if framework not in _SEGMENTER_CLASSES:
+        raise ConfigError(f"framework={framework!r} is unknown", fix=f"use one of {', '.join(FRAMEWORKS)}")
+    module = importlib.import_module(f"adapters.{framework}.training")
+    module.configure_threads(num_threads)
+
+
 def build(architecture: str, framework: str, **params: Any) -> Segmenter:
     """Build an untrained segmenter.
 

@@ -147,6 +147,7 @@ def _segmenter(spec: RunSpec) -> Any:
         return build_atlas(**spec.model.params)
     import adapters
 
+    adapters.configure_threads(spec.framework, spec.train.num_threads)  # before TF starts (building starts it)
     return adapters.build(spec.model.architecture, spec.framework, **spec.model.params)
 
 

@@ -642,3 +642,15 @@ def test_non_finite_input_is_refused_before_training() -> None:
     seg = TfSegmenter.build("unet3d", base_filters=2, depth=2)
     with pytest.raises(BenchError, match=r"epoch 0, step 0 holds non-finite intensities"):
         seg.fit(CropSource(image, label, 8, 1, 1), None, quick_spec(), NullLogger())
+
+
+def test_configure_threads_before_build_sets_both_tf_pools() -> None:
+    """A fresh process: adapters.configure_threads fixes intra- and inter-op pools before TF starts."""
+    import subprocess
+    import sys
+
+    code = ("import adapters, tensorflow as tf; adapters.configure_threads('tf', 1); "
+            "adapters.build('unet3d', 'tf', base_filters=2, depth=2); t = tf.config.threading; "
+            "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split()[-2:] == ["1", "1"]

@@ -80,12 +80,17 @@ def configure_runtime(spec: TrainSpec) -> torch.device:
     seed_everything(spec.seed)
     torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not spec.deterministic
-    torch.set_num_threads(spec.num_threads or available_cores())
+    configure_threads(spec.num_threads)
     if spec.device != "cpu" and torch.cuda.is_available():
         return torch.device("cuda")
     if spec.device == "cuda":
         warnings.warn("train.device=cuda but no CUDA device is available: training on CPU", stacklevel=2)
     return torch.device("cpu")
+
+
+def configure_threads(num_threads: int) -> None:
+    """Use ``num_threads`` CPU threads for torch ops (0: every core this process may use)."""
+    torch.set_num_threads(num_threads or available_cores())
 
 
 def available_cores() -> int:

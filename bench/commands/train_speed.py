@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--patch {args.patch} must be 1 or 3 positive integers")
     if args.batch < 1 or args.steps < 1 or args.warmup < 0:
         raise ConfigError("--batch and --steps must be >= 1 and --warmup >= 0")
+    adapters.configure_threads(args.framework, args.threads)  # before the model: TF fixes its pools at start
     segmenter = adapters.build(args.arch, args.framework, **_parse_params(args.param))
     spec = TrainSpec(
         epochs=2, steps_per_epoch=None, optimizer=OptimizerSpec("adam", lr=1e-4),
