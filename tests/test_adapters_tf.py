@@ -10,6 +10,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from adapter_helpers import (
+    CropSource,
+    RecordingLogger,
+    foreground_dice,
+    neuronet_count,
+    np_ce_loss,
+    np_dice_loss,
+    spheres,
+    unet3d_count,
+    vnet_count,
+)
 
 import adapters
 from adapters.tf import to_channels_first, to_channels_last, training
@@ -29,7 +40,6 @@ from adapters.tf.training import (
 )
 from bench.contract import (
     EarlyStoppingSpec,
-    EpochRecord,
     LossName,
     LossSpec,
     NullLogger,
@@ -55,48 +65,6 @@ SMALL: dict[str, dict[str, Any]] = {
 # --- synthetic data: three nested spheres (1 outermost .. 3 innermost) on a 32³ grid -----------------
 
 
-def spheres(size: int = 32, noise: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """float32 image and int64 labels: class c has intensity c - 1.5 plus Gaussian noise."""
-    grid = np.indices((size,) * 3).astype(np.float32) - (size - 1) / 2
-    radius = np.sqrt((grid**2).sum(axis=0))
-    label = np.zeros((size,) * 3, np.int64)
-    for cls, r in ((1, 14), (2, 10), (3, 6)):
-        label[radius < r] = cls
-    rng = np.random.default_rng(seed)
-    image = label.astype(np.float32) - 1.5 + rng.normal(0, noise, label.shape).astype(np.float32)
-    return image, label
-
-
-class CropSource:
-    """A PatchSource of random cubic crops (seeded per epoch, or the same every epoch) of one volume."""
-
-    def __init__(self, image: np.ndarray, label: np.ndarray, patch: int, batch_size: int, steps: int,
-                 seed: int = 0, fixed: bool = False) -> None:
-        self.image, self.label = image, label
-        self.patch_size = (patch, patch, patch)
-        self.batch_size, self.steps, self.seed, self.fixed = batch_size, steps, seed, fixed
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def batches(self, epoch: int) -> Iterator[PatchBatch]:
-        rng = np.random.default_rng((self.seed, 0 if self.fixed else epoch))
-        p = self.patch_size[0]
-        for _ in range(self.steps):
-            starts = rng.integers(0, self.image.shape[0] - p + 1, size=(self.batch_size, 3))
-            crops = [tuple(slice(s, s + p) for s in start) for start in starts]
-            image = np.stack([self.image[c] for c in crops])[:, None]
-            yield PatchBatch(np.ascontiguousarray(image), np.stack([self.label[c] for c in crops]))
-
-
-class RecordingLogger:
-    def __init__(self) -> None:
-        self.records: list[EpochRecord] = []
-
-    def log_epoch(self, record: EpochRecord) -> None:
-        self.records.append(record)
-
-
 def quick_spec(**changes: Any) -> TrainSpec:
     base: dict[str, Any] = {
         "epochs": 2, "optimizer": OptimizerSpec(name="adam", lr=1e-2), "loss": LossSpec(name="dice_ce"),
@@ -104,11 +72,6 @@ def quick_spec(**changes: Any) -> TrainSpec:
         "progress": False, "seed": 0,
     }
     return TrainSpec(**(base | changes))
-
-
-def foreground_dice(pred: np.ndarray, label: np.ndarray) -> float:
-    scores = [2 * np.sum((pred == c) & (label == c)) / (np.sum(pred == c) + np.sum(label == c)) for c in (1, 2, 3)]
-    return float(np.mean(scores))
 
 
 @pytest.fixture(scope="module")
@@ -212,57 +175,6 @@ def test_build_rejects_unknown_architecture_and_parameter() -> None:
 # --- parameter counts, computed by hand from the shared spec ---------------------------------------------
 
 
-def conv(k: int, c_in: int, c_out: int) -> int:
-    """Weights and bias of a k³ conv (or transposed conv)."""
-    return k**3 * c_in * c_out + c_out
-
-
-def norm_params(norm: str, c: int) -> int:
-    return 0 if norm == "none" else 2 * c  # trainable scale + shift per channel (batch and instance alike)
-
-
-def unet3d_count(in_ch: int = 1, k: int = 4, base: int = 32, depth: int = 4, convs: int = 1, skip: str = "add",
-                 norm: str = "none") -> int:
-    f = [base * 2**i for i in range(depth)]
-
-    def block(c_in: int, c: int) -> int:
-        return conv(3, c_in, c) + norm_params(norm, c) + (convs - 1) * (conv(3, c, c) + norm_params(norm, c))
-
-    encoder = block(in_ch, f[0]) + sum(block(f[i - 1], f[i]) for i in range(1, depth))
-    merged = 2 if skip == "concat" else 1
-    decoder = sum(conv(2, f[i + 1], f[i]) + block(merged * f[i], f[i]) for i in range(depth - 1))
-    return encoder + decoder + conv(1, f[0], k)
-
-
-def vnet_count(in_ch: int = 1, k: int = 4, widths: tuple[int, ...] = (16, 32, 64, 128, 256),
-               convs: tuple[int, ...] = (1, 2, 3, 3, 3), kernel: int = 5) -> int:
-    w, n = widths, convs
-    total = conv(1, in_ch, w[0])  # stage-0 projection
-    for i in range(len(w)):
-        if i > 0:
-            total += conv(2, w[i - 1], w[i]) + w[i]  # strided down conv + PReLU (one slope per channel)
-        total += n[i] * (conv(kernel, w[i], w[i]) + w[i])
-    for i in range(len(w) - 1):
-        total += conv(2, w[i + 1], w[i]) + w[i]  # transposed conv + PReLU
-        total += conv(kernel, 2 * w[i], w[i]) + w[i] + (n[i] - 1) * (conv(kernel, w[i], w[i]) + w[i])
-    return total + conv(1, w[0], k)
-
-
-def neuronet_count(in_ch: int = 1, k: int = 4, filters: tuple[int, ...] = (16, 32, 64, 128),
-                   strides: tuple[int, ...] = (1, 2, 2, 2), units: int = 2, norm: str = "batch") -> int:
-    def unit(c_in: int, f: int, s: int) -> int:
-        shortcut = 0 if (s == 1 and c_in == f) else conv(1, c_in, f)
-        return norm_params(norm, c_in) + conv(3, c_in, f) + norm_params(norm, f) + conv(3, f, f) + shortcut
-
-    f = filters
-    total = conv(3, in_ch, f[0])
-    for j in range(len(f)):
-        total += unit(f[j - 1] if j else f[0], f[j], strides[j]) + (units - 1) * unit(f[j], f[j], 1)
-    for j in range(len(f) - 1):
-        total += conv(strides[j + 1] if strides[j + 1] > 1 else 1, f[j + 1], f[j]) + unit(f[j], f[j], 1)
-    return total + norm_params(norm, f[0]) + conv(1, f[0], k)
-
-
 COUNTS: dict[str, Callable[[], int]] = {"unet3d": unet3d_count, "vnet": vnet_count, "neuronet": neuronet_count}
 DEFAULT_COUNTS = {"unet3d": 2_087_812, "vnet": 43_934_020, "neuronet": 2_451_060}  # as the torch tests record
 
@@ -308,27 +220,6 @@ def test_base_64_unet_reaches_512_feature_maps() -> None:
 
 
 # --- losses against a numpy oracle ---------------------------------------------------------------------
-
-
-def np_log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def np_dice_loss(logits: np.ndarray, labels: np.ndarray, smooth: float) -> float:
-    p = np.exp(np_log_softmax(logits))
-    batch, classes = logits.shape[:2]
-    scores = []
-    for b in range(batch):
-        for c in range(classes):
-            g = (labels[b] == c).astype(np.float64)
-            scores.append((2 * np.sum(p[b, c] * g) + smooth) / (np.sum(p[b, c] ** 2) + np.sum(g**2) + smooth))
-    return 1.0 - float(np.mean(scores))
-
-
-def np_ce_loss(logits: np.ndarray, labels: np.ndarray) -> float:
-    logp = np_log_softmax(logits)
-    return -float(np.mean(np.take_along_axis(logp, labels[:, None], axis=1)))
 
 
 @pytest.fixture
