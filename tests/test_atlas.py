@@ -111,8 +111,8 @@ def test_registration_is_repeatable_for_a_seed() -> None:
     moving = warp(fixed, fixed, truth)
     spec = RegistrationSpec(deformable="none", affine_iterations=40, seed=0)
     first, second = (affine_register(fixed, moving, spec, label="phantom") for _ in range(2))
-    # threaded sums may differ in the last bits; a new random sample moves parameters by ~1e-2
-    np.testing.assert_allclose(first.GetParameters(), second.GetParameters(), rtol=0, atol=1e-9)
+    # threaded sums differ in low bits (seen 3e-9); a new random sample moves parameters by ~1e-3 to 1e-2
+    np.testing.assert_allclose(first.GetParameters(), second.GetParameters(), rtol=0, atol=1e-5)
 
 
 def test_affine_registration_recovers_known_rigid_motion() -> None:
