@@ -28,10 +28,15 @@ META_FILE = "segmenter.json"
 """Written by every adapter's ``save``: ``{"framework": ..., "architecture": ..., "params": {...}}``."""
 
 
-def segmenter_class(framework: str) -> Any:
-    """The Segmenter class of a framework (imports the framework)."""
+def _check_framework(framework: str) -> None:
+    """ConfigError naming ``framework`` unless it is one of ``FRAMEWORKS``."""
     if framework not in _SEGMENTER_CLASSES:
         raise ConfigError(f"framework={framework!r} is unknown", fix=f"use one of {', '.join(FRAMEWORKS)}")
+
+
+def segmenter_class(framework: str) -> Any:
+    """The Segmenter class of a framework (imports the framework)."""
+    _check_framework(framework)
     module_name, class_name = _SEGMENTER_CLASSES[framework]
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -42,8 +47,7 @@ def configure_threads(framework: str, num_threads: int) -> None:
     TensorFlow fixes its thread pools when it starts, which building a model does, so a thread count
     given only at ``fit`` time would come too late there.
     """
-    if framework not in _SEGMENTER_CLASSES:
-        raise ConfigError(f"framework={framework!r} is unknown", fix=f"use one of {', '.join(FRAMEWORKS)}")
+    _check_framework(framework)
     module = importlib.import_module(f"adapters.{framework}.training")
     module.configure_threads(num_threads)
 

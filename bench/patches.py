@@ -527,15 +527,15 @@ class GridAggregator:
             raise ConfigError(f"patch outputs have shape {outputs.shape}, expected {expected}",
                               fix="num_classes must match the model's output channels")
         for output, start in zip(outputs, locations, strict=True):
-            vol, pat, inside = patch_window(start, self.sampler.patch_size, self.sampler.volume_shape)
+            vol, pat, _ = patch_window(start, self.sampler.patch_size, self.sampler.volume_shape)
             target = self._sum[(slice(None), *vol)]
-            patch_output = output if inside else output[(slice(None), *pat)]
+            patch_output = output[(slice(None), *pat)]
             if self._uniform:
                 target += patch_output
                 self._weight_sum[vol] += 1.0
             else:
-                weights = self.weights if inside else self.weights[pat]
-                scratch = self._scratch if inside else self._scratch[(slice(None), *pat)]
+                weights = self.weights[pat]
+                scratch = self._scratch[(slice(None), *pat)]
                 np.multiply(patch_output, weights, out=scratch, casting="same_kind")
                 target += scratch
                 self._weight_sum[vol] += weights
