@@ -1,5 +1,12 @@
 """Framework adapters: each architecture for PyTorch and TensorFlow behind bench's ``Segmenter`` protocol.
 
+- ``configs``: one framework-neutral, validated config per architecture (its constructor arguments).
+- ``registry``: name -> (config class, torch builder, TF builder); a model YAML can register its own.
+- ``loop``: the training loop, written once; each framework supplies only its steps.
+- ``segmenter``: what both frameworks' segmenters share (checks, fit, save/load metadata).
+- ``torch/`` and ``tf/``: the networks, losses, steps and segmenter of each framework (the only modules that
+  import it).
+
 Frameworks are imported lazily, so listing what exists costs nothing and a user with only one framework
 installed can still use it.
 
@@ -11,34 +18,30 @@ Example:
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from typing import Any
 
+from adapters import registry
+from adapters.registry import FRAMEWORKS
+from adapters.segmenter import META_FILE, read_meta
 from bench.contract import Segmenter
-from bench.errors import ConfigError, DataError
+from bench.errors import ConfigError
 
-ARCHITECTURES: tuple[str, ...] = ("unet3d", "vnet", "neuronet")
-FRAMEWORKS: tuple[str, ...] = ("torch", "tf")
-_SEGMENTER_CLASSES = {
-    "torch": ("adapters.torch.segmenter", "TorchSegmenter"),
-    "tf": ("adapters.tf.segmenter", "TfSegmenter"),
-}
-META_FILE = "segmenter.json"
-"""Written by every adapter's ``save``: ``{"framework": ..., "architecture": ..., "params": {...}}``."""
+ARCHITECTURES: tuple[str, ...] = tuple(entry.name for entry in registry.BUILT_IN)
+"""The built-in architectures (``registry.names()`` also lists those registered since)."""
+__all__ = ["ARCHITECTURES", "FRAMEWORKS", "META_FILE", "build", "configure_threads", "load", "segmenter_class"]
 
 
 def _check_framework(framework: str) -> None:
     """ConfigError naming ``framework`` unless it is one of ``FRAMEWORKS``."""
-    if framework not in _SEGMENTER_CLASSES:
+    if framework not in FRAMEWORKS:
         raise ConfigError(f"framework={framework!r} is unknown", fix=f"use one of {', '.join(FRAMEWORKS)}")
 
 
 def segmenter_class(framework: str) -> Any:
     """The Segmenter class of a framework (imports the framework)."""
     _check_framework(framework)
-    module_name, class_name = _SEGMENTER_CLASSES[framework]
-    return getattr(importlib.import_module(module_name), class_name)
+    return importlib.import_module(f"adapters.{framework}.segmenter").SEGMENTER
 
 
 def configure_threads(framework: str, num_threads: int) -> None:
@@ -48,40 +51,28 @@ def configure_threads(framework: str, num_threads: int) -> None:
     given only at ``fit`` time would come too late there.
     """
     _check_framework(framework)
-    module = importlib.import_module(f"adapters.{framework}.training")
-    module.configure_threads(num_threads)
+    importlib.import_module(f"adapters.{framework}.steps").configure_threads(num_threads)
 
 
 def build(architecture: str, framework: str, **params: Any) -> Segmenter:
     """Build an untrained segmenter.
 
     Args:
-        architecture: One of ``ARCHITECTURES``.
+        architecture: A registered architecture (``registry.names()``).
         framework: One of ``FRAMEWORKS``.
         **params: Constructor arguments of the network (``base_filters``, ``depth``, ``norm``, ...).
 
     Raises:
-        ConfigError: Unknown architecture, framework or network parameter.
+        ConfigError: Unknown architecture, framework or network parameter, or a bad value.
     """
-    if architecture not in ARCHITECTURES:
-        raise ConfigError(
-            f"model architecture={architecture!r} is unknown", fix=f"use one of {', '.join(ARCHITECTURES)}"
-        )
-    cls = segmenter_class(framework)
-    segmenter: Segmenter = cls.build(architecture, **params)
+    entry = registry.lookup(architecture)
+    config = entry.make_config(params)  # config errors before a framework is imported
+    segmenter: Segmenter = segmenter_class(framework)(entry, config)
     return segmenter
 
 
 def load(directory: str | Path) -> Segmenter:
     """Load a segmenter saved by any adapter's ``save`` (framework read from ``segmenter.json``)."""
-    directory = Path(directory)
-    meta_path = directory / META_FILE
-    try:
-        meta = json.loads(meta_path.read_text())
-        framework = meta["framework"]
-    except FileNotFoundError as exc:
-        raise DataError("no saved segmenter here (segmenter.json missing)", path=directory) from exc
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"corrupt segmenter metadata: {exc}", path=meta_path) from exc
-    segmenter: Segmenter = segmenter_class(framework).load(directory)
+    meta = read_meta(Path(directory) / META_FILE)
+    segmenter: Segmenter = segmenter_class(meta["framework"]).load(Path(directory))
     return segmenter

@@ -21,11 +21,12 @@ import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import SimpleITK as sitk
 
+from bench.contract import RunLogger, TrainHistory
 from bench.data import Case
 from bench.errors import BenchError, ConfigError, DataError
 from bench.io import Volume, read_volume, write_volume
@@ -42,7 +43,11 @@ from bench.registration import (
     vector_to_array,
     warp,
 )
+from bench.segmenters import Prediction, TrainingData
 from bench.types import NUM_CLASSES, FloatArray
+
+if TYPE_CHECKING:
+    from bench.preprocess import Pipeline, PreparedCase
 
 KINDS = ("mni", "train", "multi")
 KIND_ALIASES = {
@@ -59,21 +64,6 @@ FINE_REGISTRATION: dict[str, Any] = {
 }
 """One registration per test subject (mni, train) affords a finer working grid than multi-atlas (one per atlas)."""
 CLASS_FILES = ("bg", "csf", "gm", "wm")
-
-
-class VolumeSegmenter(Protocol):
-    """Whole-volume segmenter interface (the atlas baselines do not work on patches)."""
-
-    name: str
-    framework: str
-
-    def fit_cases(self, train: Sequence[Case]) -> None: ...
-
-    def predict_volume(self, image: Volume) -> FloatArray: ...
-
-    def describe(self) -> dict[str, Any]: ...
-
-    def save(self, directory: Path) -> None: ...
 
 
 class AtlasSegmenter:
@@ -93,6 +83,16 @@ class AtlasSegmenter:
     @property
     def name(self) -> str:
         return f"atlas_{self.kind}"
+
+    # ------------------------------------------------------------------ the Method surface (bench.segmenters)
+    def fit(self, data: TrainingData, log: RunLogger) -> TrainHistory:
+        """Build the atlas from ``data.train`` (no epochs, so the history is empty)."""
+        self.fit_cases(data.train)
+        return TrainHistory()
+
+    def predict(self, case: Case, prepared: PreparedCase, pipeline: Pipeline) -> Prediction:
+        """Probabilities on the subject's native grid: the atlas registers the native image itself."""
+        return Prediction(self.predict_volume(case.image))
 
     # ------------------------------------------------------------------ interface
     def fit_cases(self, train: Sequence[Case]) -> None:

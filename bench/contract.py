@@ -84,6 +84,8 @@ class OptimizerSpec:
             raise ConfigError(f"optimizer.eps={self.eps} must be > 0")
         if self.weight_decay < 0:
             raise ConfigError(f"optimizer.weight_decay={self.weight_decay} must be >= 0")
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ConfigError(f"optimizer.momentum={self.momentum} must be in [0, 1]")
 
 
 @dataclass(frozen=True)

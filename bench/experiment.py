@@ -13,7 +13,6 @@ import resource
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.contract import PatchBatch, PatchSource, TrainHistory
-from bench.data import Case, Cohort, SplitSpec, load_cohort
-from bench.errors import BenchError, ConfigError, DataError
+from bench.contract import NullLogger, TrainHistory
+from bench.data import Cohort, load_cohort
+from bench.errors import BenchError, DataError
 from bench.evaluation import evaluate_case, summarize, write_summary
-from bench.inference import background_outside_mask, predict_volume_with_stats
 from bench.io import write_volume
-from bench.patches import PatchSampler, PatchSubject
 from bench.preprocess import Pipeline, PreparedCase, PreprocessCache
-from bench.spec import RunSpec, spec_summary
+from bench.segmenters import TrainingData
+from bench.spec import AtlasSpec, RunSpec, spec_summary
 from bench.tracking import ChildRun, Tracker, flatten
 from bench.types import TISSUE_NAMES
 
@@ -49,41 +47,13 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-class FixedEpoch:
-    """A PatchSource that always yields the first ``limit`` batches of epoch 0 (a fixed validation set)."""
-
-    def __init__(self, source: PatchSource, limit: int | None) -> None:
-        self.source = source
-        self.patch_size = source.patch_size
-        self.batch_size = source.batch_size
-        self.limit = len(source) if limit is None else min(limit, len(source))
-
-    def batches(self, epoch: int) -> Iterator[PatchBatch]:
-        for index, batch in enumerate(self.source.batches(0)):
-            if index >= self.limit:
-                return
-            yield batch
-
-    def __len__(self) -> int:
-        return self.limit
-
-
-def _split_arg(split: str | dict[str, list[str]]) -> str | SplitSpec:
-    if isinstance(split, str):
-        return split
-    unknown = set(split) - {"train", "val", "test", "predict"}
-    if unknown:
-        raise ConfigError(f"data.split has unknown keys {sorted(unknown)}", fix="use train, val, test, predict")
-    return SplitSpec(**{k: tuple(v or ()) for k, v in split.items()})
-
-
 def load_data(spec: RunSpec) -> Cohort:
     """Load and check the cohort; a run needs training subjects and labelled test subjects."""
     root = Path(spec.data.root)
     if not root.exists():
         raise DataError("data root does not exist", path=root,
                         fix="set data.root=... (or IBSR18_ROOT), or run `bench synth` for a synthetic cohort")
-    cohort = load_cohort(root, _split_arg(spec.data.split))
+    cohort = load_cohort(root, spec.data.split)
     if not cohort.split("train"):
         raise DataError(f"split {spec.data.split!r} has no training subjects", path=root)
     if not cohort.split("test"):
@@ -100,69 +70,6 @@ def _prepare(spec: RunSpec, cohort: Cohort) -> tuple[Pipeline, dict[str, Prepare
     pipeline.fit(cohort.split("train"), cache=cache)
     prepared = {case.id: cache.get_or_compute(pipeline, case) for case in cohort.cases}
     return pipeline, prepared
-
-
-def _check_patch_fits(spec: RunSpec, prepared: Sequence[PreparedCase]) -> None:
-    patch = spec.sampling.patch_size
-    for case in prepared:
-        if any(p > s for p, s in zip(patch, case.image.shape, strict=True)):
-            raise ConfigError(
-                f"profile.patch_size={list(patch)} is larger than the preprocessed volume {list(case.image.shape)} "
-                f"of {case.id}", fix="use a smaller patch size",
-            )
-
-
-def _subjects(cases: Sequence[PreparedCase]) -> list[PatchSubject]:
-    out = []
-    for case in cases:
-        if case.label is None:
-            raise DataError(f"subject {case.id} has no label but is used for training", path=case.native.image_path)
-        out.append(PatchSubject(image=case.image.array, label=case.label.array, mask=case.mask))
-    return out
-
-
-def _sources(spec: RunSpec, prepared: dict[str, PreparedCase], cohort: Cohort) -> tuple[PatchSource, PatchSource | None]:
-    s = spec.sampling
-    train = PatchSampler(
-        _subjects([prepared[c.id] for c in cohort.split("train")]),
-        patch_size=s.patch_size, step=s.step, batch_size=s.batch_size, seed=spec.seed, mode=s.mode,  # type: ignore[arg-type]
-        patches_per_epoch=s.patches_per_epoch if s.mode != "grid" else None,
-        oversample=s.oversample_class is not None, oversample_class=s.oversample_class or 1,
-        oversample_factor=s.oversample_factor,
-    )
-    val_cases = cohort.split("val")
-    if not val_cases:
-        return train, None
-    val = PatchSampler(
-        _subjects([prepared[c.id] for c in val_cases]), patch_size=s.patch_size, step=s.patch_size,
-        batch_size=s.batch_size, seed=spec.seed + 1, mode="grid", shuffle=True,
-    )
-    return train, FixedEpoch(val, s.val_batches)
-
-
-def _segmenter(spec: RunSpec) -> Any:
-    if spec.model.architecture == "atlas":
-        from bench.atlas import build_atlas
-
-        return build_atlas(**spec.model.params)
-    import adapters
-
-    adapters.configure_threads(spec.framework, spec.train.num_threads)  # before TF starts (building starts it)
-    return adapters.build(spec.model.architecture, spec.framework, **spec.model.params)
-
-
-def _predict(spec: RunSpec, segmenter: Any, case: Case, prepared: PreparedCase, pipeline: Pipeline) -> tuple[np.ndarray, int, int]:
-    """Class probabilities on the subject's native grid, and (patches predicted, patches skipped)."""
-    if spec.model.architecture == "atlas":
-        return segmenter.predict_volume(case.image), 0, 0
-    probs, stats = predict_volume_with_stats(
-        segmenter.predict_patches, prepared.image.array, spec.sampling.patch_size,
-        overlap=spec.inference.overlap, blending=spec.inference.blending,  # type: ignore[arg-type]
-        batch_size=spec.inference.batch_size, mask=prepared.mask if spec.inference.skip_background else None,
-    )
-    if spec.inference.background_margin_voxels is not None:
-        background_outside_mask(probs, prepared.mask, spec.inference.background_margin_voxels)
-    return pipeline.invert_probabilities(probs, prepared), stats.num_predicted, stats.num_skipped
 
 
 def _peak_memory_mb() -> float:
@@ -182,22 +89,14 @@ def _history_frame(history: TrainHistory) -> pd.DataFrame:
 
 def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) -> dict[str, Any]:
     """Train, predict and evaluate one configuration; write outputs under ``out``; return the summary."""
-    from bench.contract import NullLogger
-
     logger = child if child is not None else NullLogger()
     t0 = time.perf_counter()
     pipeline, prepared = _prepare(spec, cohort)
     preprocess_s = time.perf_counter() - t0
-    if spec.model.architecture != "atlas":
-        _check_patch_fits(spec, list(prepared.values()))  # before a framework is imported
-    segmenter = _segmenter(spec)
+    segmenter = spec.segmenter.build()
     t_fit = time.perf_counter()
-    history = TrainHistory()
-    if spec.model.architecture == "atlas":
-        segmenter.fit_cases(cohort.split("train"))
-    else:
-        train_src, val_src = _sources(spec, prepared, cohort)
-        history = segmenter.fit(train_src, val_src, spec.train, logger)
+    data = TrainingData(train=cohort.split("train"), val=cohort.split("val"), prepared=prepared)
+    history = segmenter.fit(data, logger)
     fit_s = time.perf_counter() - t_fit
     checkpoint = out / "checkpoint"
     segmenter.save(checkpoint)
@@ -207,14 +106,15 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
     patches_done = patches_skipped = 0
     for case in [*cohort.split("test"), *cohort.split("predict")]:
         t_case = time.perf_counter()
-        probs, done, skipped = _predict(spec, segmenter, case, prepared[case.id], pipeline)
-        labels = np.argmax(probs, axis=0).astype(np.uint8)
+        prediction = segmenter.predict(case, prepared[case.id], pipeline)
+        labels = np.argmax(prediction.probabilities, axis=0).astype(np.uint8)
         predict_times.append(time.perf_counter() - t_case)
-        patches_done, patches_skipped = patches_done + done, patches_skipped + skipped
-        prediction = case.image.with_array(labels)
-        write_volume(prediction, out / "predictions" / f"{case.id}.nii.gz")
+        patches_done += prediction.patches_predicted
+        patches_skipped += prediction.patches_skipped
+        label_map = case.image.with_array(labels)
+        write_volume(label_map, out / "predictions" / f"{case.id}.nii.gz")
         if case.label is not None and case.split == "test":
-            rows.extend(evaluate_case(prediction, case.label, case.id, ref_path=case.label_path))
+            rows.extend(evaluate_case(label_map, case.label, case.id, ref_path=case.label_path))
 
     table = pd.DataFrame(rows)
     table.to_csv(out / "metrics.csv", index=False)
@@ -295,7 +195,7 @@ def run(spec: RunSpec) -> RunResult:
     partial.mkdir(parents=True)
     tags = {
         "table_row": str(spec.row) if spec.row is not None else "", "architecture": spec.model.architecture,
-        "framework": "sitk" if spec.model.architecture == "atlas" else spec.framework,
+        "framework": "sitk" if isinstance(spec.segmenter, AtlasSpec) else spec.framework,
         "preprocess": spec.preprocess.name, "optimizer": spec.train.optimizer.name, "loss": spec.train.loss.name,
         "sampling": spec.sampling.mode, "profile": spec.profile, "seed": str(spec.seed), "label": spec.label,
         "data": spec.data.name, **_version_tags(),

@@ -1,7 +1,11 @@
 """Plain, frozen run specifications built from a resolved config dict (Hydra stays in bench/run.py).
 
-``run_spec_from_config(cfg)`` validates every value at the edge and raises ``ConfigError`` naming the
-setting, the bad value and the fix.
+This is the one place the config is translated: ``run_spec_from_config(cfg)`` validates every value at
+the edge (``ConfigError`` naming the setting, the bad value and the fix), applies the profile's overrides,
+and returns finished specs: the split, the patch sampling, and the segmentation method
+(``RunSpec.segmenter``: a ``NetworkSpec`` or an ``AtlasSpec``, whose ``build()`` gives the
+``bench.segmenters.Method`` the experiment runs). Network parameters are checked against the one
+architecture registry (``adapters.registry``), which a model YAML can extend with its own architecture.
 """
 
 from __future__ import annotations
@@ -10,23 +14,36 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from adapters import registry
+from adapters.configs import NetConfig
 from bench.contract import EarlyStoppingSpec, LossSpec, OptimizerSpec, SchedulerSpec, TrainSpec
+from bench.data import SPLITS, SplitSpec
 from bench.errors import ConfigError
 
-ARCHITECTURES = ("unet3d", "vnet", "neuronet", "atlas")
-FRAMEWORKS = ("torch", "tf")
+if TYPE_CHECKING:
+    from bench.segmenters import Method
+
+ATLAS = "atlas"
+FRAMEWORKS = registry.FRAMEWORKS
 SAMPLING_MODES = ("grid", "random_subset", "random")
 HASH_EXCLUDED = ("paths", "tracking", "force", "label")
 """Top-level keys that do not change a run's result, left out of its identity hash."""
 
 
+def architectures() -> tuple[str, ...]:
+    """Every ``model.architecture`` a run can name now: the registered networks and the atlas."""
+    return (*registry.names(), ATLAS)
+
+
 @dataclass(frozen=True)
 class DataSpec:
+    """Dataset name, root folder and split: a named split (``paper``, ``holdout``, ...) or explicit ids."""
+
     name: str
     root: str
-    split: str | dict[str, list[str]]
+    split: str | SplitSpec
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,8 @@ class PreprocessSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """The architecture and its effective parameters (profile overrides and defaults applied)."""
+
     architecture: str
     params: dict[str, Any]
 
@@ -73,6 +92,39 @@ class TrackingSpec:
 
 
 @dataclass(frozen=True)
+class NetworkSpec:
+    """A patch-based network: what to build (architecture, framework, config) and how to train and apply it."""
+
+    architecture: str
+    framework: str
+    config: NetConfig
+    train: TrainSpec
+    sampling: SamplingSpec
+    inference: InferenceSpec
+
+    def build(self) -> Method:
+        """The untrained method (the framework is imported when it is fitted)."""
+        from bench.segmenters import PatchNetwork
+
+        return PatchNetwork(self)
+
+
+@dataclass(frozen=True)
+class AtlasSpec:
+    """An atlas baseline: ``bench.atlas.build_atlas(**params)`` (``kind`` and registration settings)."""
+
+    params: dict[str, Any]
+
+    def build(self) -> Method:
+        from bench.atlas import build_atlas
+
+        return build_atlas(**self.params)
+
+
+SegmenterSpec = NetworkSpec | AtlasSpec
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything one run needs; ``config`` is the resolved config it came from (for params/hash)."""
 
@@ -92,6 +144,7 @@ class RunSpec:
     cache_dir: str
     outputs_dir: str
     runs_dir: str
+    segmenter: SegmenterSpec
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -101,7 +154,7 @@ class RunSpec:
     @property
     def name(self) -> str:
         row = f"row{self.row}-" if self.row is not None else ""
-        fw = "" if self.model.architecture == "atlas" else f"-{self.framework}"
+        fw = "" if isinstance(self.segmenter, AtlasSpec) else f"-{self.framework}"
         return f"{row}{self.model.architecture}{fw}-{self.preprocess.name}-seed{self.seed}"
 
 
@@ -166,26 +219,70 @@ def _margin(value: Any) -> int | None:
     return value
 
 
+def _by_model(profile: Mapping[str, Any], setting: str) -> Mapping[str, Any]:
+    """``profile.<setting>`` (a mapping keyed by architecture); ConfigError naming an unknown model."""
+    by_model = profile.get(setting) or {}
+    unknown = sorted(set(by_model) - set(architectures()))
+    if unknown:
+        raise ConfigError(f"profile.{setting} has unknown model {', '.join(map(repr, unknown))}",
+                          fix=f"use some of {', '.join(architectures())}")
+    return by_model
+
+
 def _epochs(profile: Mapping[str, Any], architecture: str) -> int:
     """``profile.epochs``, or ``profile.epochs_by_model[architecture]`` when given."""
-    by_model = profile.get("epochs_by_model") or {}
-    unknown = sorted(set(by_model) - set(ARCHITECTURES))
-    if unknown:
-        raise ConfigError(f"profile.epochs_by_model has unknown model {', '.join(map(repr, unknown))}",
-                          fix=f"use some of {', '.join(ARCHITECTURES)}")
+    by_model = _by_model(profile, "epochs_by_model")
     if architecture in by_model:
         return _positive(by_model[architecture], f"profile.epochs_by_model.{architecture}", integer=True)
     return _positive(profile.get("epochs"), "profile.epochs", integer=True)
 
 
+def _model(model_cfg: Mapping[str, Any], profile: Mapping[str, Any]) -> tuple[ModelSpec, NetConfig | None]:
+    """The effective model (YAML params, then the profile's overrides) and, for a network, its config.
+
+    Every override is checked against the architecture's config, so a profile cannot set a width the
+    network does not have. A model YAML with an ``implementation`` block registers its architecture here.
+    """
+    name = model_cfg.get("architecture")
+    if model_cfg.get("implementation"):
+        registry.register_from_model_config(model_cfg)
+    elif name not in architectures():
+        raise ConfigError(f"model.architecture={name!r} is unknown",
+                          fix=f"use one of {', '.join(architectures())}, or name your network's builders in the "
+                          "model YAML's implementation block (README: Adding a model)")
+    architecture = str(name)
+    params = dict(model_cfg.get("params") or {})
+    overrides = _by_model(profile, "model_overrides").get(architecture) or {}
+    params.update(overrides)
+    if architecture == ATLAS:
+        return ModelSpec(architecture, params), None
+    try:
+        config = registry.lookup(architecture).make_config(params)
+    except ConfigError as exc:
+        source = "model.params or profile.model_overrides" if overrides else "model.params"
+        raise ConfigError(f"{source}: {exc.problem}", fix=exc.fix) from None
+    return ModelSpec(architecture, config.to_params()), config
+
+
+def _split(split: Any) -> str | SplitSpec:
+    """A named split, or explicit id lists (``{train: [...], val: [...], test: [...], predict: [...]}``)."""
+    if isinstance(split, str):
+        return split
+    if not isinstance(split, Mapping):
+        raise ConfigError(f"data.split={split!r} must be a split name or a mapping of id lists",
+                          fix="e.g. data.split=holdout")
+    unknown = set(split) - set(SPLITS)
+    if unknown:
+        raise ConfigError(f"data.split has unknown keys {sorted(unknown)}", fix=f"use {', '.join(SPLITS)}")
+    return SplitSpec(**{k: tuple(v or ()) for k, v in split.items()})
+
+
 def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     """Validate a resolved config dict (as composed from conf/) and build the RunSpec."""
     profile = cfg["profile"]
-    model_cfg = cfg["model"]
-    architecture = _choice(model_cfg.get("architecture"), ARCHITECTURES, "model.architecture")
     framework = _choice(cfg["framework"]["name"], FRAMEWORKS, "framework")
-    params = dict(model_cfg.get("params") or {})
-    params.update((profile.get("model_overrides") or {}).get(architecture) or {})
+    model, net_config = _model(cfg["model"], profile)
+    architecture = model.architecture
     seed = cfg.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed={seed!r} must be an integer")
@@ -239,10 +336,15 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     steps_cfg = cfg["preprocess"].get("steps") or []
     tracking = cfg.get("tracking") or {}
     paths = cfg.get("paths") or {}
+    segmenter: SegmenterSpec = AtlasSpec(model.params) if net_config is None else NetworkSpec(
+        architecture, framework, net_config, train, sampling, inference
+    )
+    if isinstance(segmenter, NetworkSpec):
+        segmenter.config.check_patch_size(sampling.patch_size)
     return RunSpec(
-        data=DataSpec(name=str(data.get("name")), root=str(data["root"]), split=data.get("split", "paper")),
+        data=DataSpec(name=str(data.get("name")), root=str(data["root"]), split=_split(data.get("split", "paper"))),
         preprocess=PreprocessSpec(name=str(cfg["preprocess"].get("name")), steps=tuple(dict(s) for s in steps_cfg)),
-        model=ModelSpec(architecture=architecture, params=params),
+        model=model,
         framework=framework,
         train=train,
         sampling=sampling,
@@ -257,6 +359,7 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         cache_dir=str(paths.get("cache", "runs/cache")),
         outputs_dir=str(paths.get("outputs", "runs/outputs")),
         runs_dir=str(paths.get("runs", "runs")),
+        segmenter=segmenter,
         config=dict(cfg),
     )
 

@@ -1,30 +1,14 @@
-"""Single-output NeuroNet (Rajchl et al. 2018; the paper's Section 4.3): a U-Net with a residual encoder.
-
-Follows DLTK's residual U-Net: pre-activation residual units, strided-conv downsampling, transposed-conv
-upsampling and additive merges.
+"""Single-output NeuroNet (Rajchl et al. 2018; the paper's Section 4.3) in PyTorch: a U-Net with a residual
+encoder as DLTK's (pre-activation units, strided-conv down-sampling, additive merges); see ``NeuroNetConfig``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from adapters.torch.nets import (
-    NORMS,
-    check_choice,
-    check_int,
-    check_int_tuple,
-    check_patch_size,
-    conv3d,
-    make_norm,
-    up_conv3d,
-)
-from bench.errors import ConfigError
-
-NAME = "neuronet"
+from adapters.configs import NeuroNetConfig
+from adapters.torch.layers import conv3d, make_norm, up_conv3d
 
 
 class ResidualUnit(nn.Module):
@@ -52,81 +36,32 @@ class ResidualUnit(nn.Module):
 
 
 class NeuroNet(nn.Module):
-    """Residual-encoder U-Net with one scale per entry of ``filters``.
-
-    Stem: 3x3x3 conv to ``filters[0]``. Encoder scale ``j``: one residual unit with stride ``strides[j]``
-    then ``units_per_scale - 1`` units with stride 1. Decoder scale ``j`` (from the second-deepest up):
-    upsample the deeper output (transposed conv with kernel = stride = ``strides[j+1]``, or a 1x1x1 conv
-    when that stride is 1), add the encoder output of scale ``j``, one residual unit. Head: norm, ReLU,
-    1x1x1 conv to logits.
-
-    Args:
-        in_channels: Input channels.
-        num_classes: Output classes.
-        filters: Feature maps per scale (NeuroNet: 16, 32, 64, 128).
-        strides: Downsampling factor entering each scale; ``strides[0]`` must be 1 (the output keeps the
-            input size). Patch sizes must be divisible by their product.
-        units_per_scale: Residual units per encoder scale (NeuroNet: 2).
-        norm: ``"batch"`` (NeuroNet), ``"none"`` or ``"instance"``.
+    """Residual-encoder U-Net with one scale per entry of ``config.filters`` (see ``NeuroNetConfig``).
 
     Example:
-        >>> net = NeuroNet(filters=(8, 16), strides=(1, 2), norm="none")
+        >>> net = NeuroNet(NeuroNetConfig(filters=(8, 16), strides=(1, 2), norm="none"))
         >>> net(torch.zeros(1, 1, 8, 8, 8)).shape
         torch.Size([1, 4, 8, 8, 8])
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        num_classes: int = 4,
-        filters: Sequence[int] = (16, 32, 64, 128),
-        strides: Sequence[int] = (1, 2, 2, 2),
-        units_per_scale: int = 2,
-        norm: str = "batch",
-    ) -> None:
+    def __init__(self, config: NeuroNetConfig) -> None:
         super().__init__()
-        in_channels = check_int(NAME, "in_channels", in_channels)
-        num_classes = check_int(NAME, "num_classes", num_classes, minimum=2)
-        f = check_int_tuple(NAME, "filters", filters)
-        self.strides = check_int_tuple(NAME, "strides", strides)
-        units = check_int(NAME, "units_per_scale", units_per_scale)
-        norm = check_choice(NAME, "norm", norm, NORMS)
-        if len(f) != len(self.strides):
-            raise ConfigError(
-                f"{NAME} filters={f} and strides={self.strides} must have the same length (one per scale)"
-            )
-        if self.strides[0] != 1:
-            raise ConfigError(
-                f"{NAME} strides={self.strides}: the first stride must be 1 (the decoder never undoes it)"
-            )
-
-        self.stem = conv3d(in_channels, f[0], 3)
+        f, strides, norm = config.filters, config.strides, config.norm
+        self.stem = conv3d(config.in_channels, f[0], 3)
         self.encoder = nn.ModuleList(
             nn.Sequential(
-                ResidualUnit(f[j - 1] if j else f[0], f[j], self.strides[j], norm),
-                *(ResidualUnit(f[j], f[j], 1, norm) for _ in range(units - 1)),
+                ResidualUnit(f[j - 1] if j else f[0], f[j], strides[j], norm),
+                *(ResidualUnit(f[j], f[j], 1, norm) for _ in range(config.units_per_scale - 1)),
             )
             for j in range(len(f))
         )
         levels = range(len(f) - 2, -1, -1)
         self.ups = nn.ModuleList(
-            up_conv3d(f[j + 1], f[j], self.strides[j + 1])
-            if self.strides[j + 1] > 1
-            else nn.Conv3d(f[j + 1], f[j], 1, bias=True)
+            up_conv3d(f[j + 1], f[j], strides[j + 1]) if strides[j + 1] > 1 else nn.Conv3d(f[j + 1], f[j], 1, bias=True)
             for j in levels
         )
         self.decoder = nn.ModuleList(ResidualUnit(f[j], f[j], 1, norm) for j in levels)
-        self.head = nn.Sequential(make_norm(norm, f[0]), nn.ReLU(), nn.Conv3d(f[0], num_classes, 1, bias=True))
-
-    @property
-    def divisor(self) -> int:
-        """Patch sizes must be multiples of this along every axis."""
-        return math.prod(self.strides)
-
-    def check_patch_size(self, patch_size: Sequence[int]) -> tuple[int, int, int]:
-        """Raise ConfigError unless every axis of ``patch_size`` is divisible by the product of strides."""
-        why = f"strides={self.strides} downsample by {self.divisor} in total"
-        return check_patch_size(NAME, patch_size, self.divisor, why)
+        self.head = nn.Sequential(make_norm(norm, f[0]), nn.ReLU(), nn.Conv3d(f[0], config.num_classes, 1, bias=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, X, Y, Z]`` -> logits ``[B, K, X, Y, Z]``."""

@@ -1,0 +1,244 @@
+"""The training loop, written once for every framework (numpy and ``bench.contract`` only).
+
+One epoch (numbered from 0, the number handed to ``train.batches``) runs at most ``spec.steps_per_epoch``
+train steps; then, with a validation source, the validation loss (mean over its batches, eval mode) and
+hard-argmax Dice per tissue class accumulated over all validation voxels. The monitored value is the
+validation loss, or the mean training loss without validation. It drives ReduceLROnPlateau (``Plateau``,
+torch's rules), early stopping (``EarlyStopper``) and the best weights, which are restored at the end.
+``EpochRecord.lr`` is the learning rate the epoch was trained with.
+
+A framework supplies only its ``TrainSteps``: one train step, one eval step, the learning rate, and a
+snapshot/restore of the weights. The torch and TF adapters therefore cannot drift in these rules.
+
+Example:
+    >>> history = fit(steps, train_source, val_source, TrainSpec(epochs=5), NullLogger())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Protocol
+
+import numpy as np
+
+from bench.contract import (
+    EarlyStoppingSpec,
+    EpochRecord,
+    PatchBatch,
+    PatchSource,
+    RunLogger,
+    SchedulerSpec,
+    TrainHistory,
+    TrainSpec,
+)
+from bench.errors import BenchError
+from bench.types import TISSUE_NAMES
+
+PLATEAU_EPS = 1e-8
+"""As torch's ReduceLROnPlateau: a learning-rate change smaller than this is ignored."""
+StepCallback = Callable[[int, float], None]
+"""``callback(patches_done_this_epoch, running_mean_loss)``, called after every step."""
+
+
+class TrainSteps(Protocol):
+    """What a framework supplies to ``fit``: steps on channels-first numpy batches, lr and weights."""
+
+    def train_step(self, batch: PatchBatch) -> float:
+        """Forward, loss, backward, optimizer update; the batch's loss (no update if it is not finite)."""
+        ...
+
+    def eval_step(self, batch: PatchBatch) -> tuple[float, np.ndarray]:
+        """Eval-mode loss and the ``[true, predicted]`` hard-argmax confusion matrix ``int[K, K]``."""
+        ...
+
+    def get_lr(self) -> float: ...
+
+    def set_lr(self, lr: float) -> None: ...
+
+    def snapshot(self) -> Any:
+        """A copy of every weight (trainable or not) that ``restore`` can put back."""
+        ...
+
+    def restore(self, state: Any) -> None: ...
+
+
+@dataclass
+class Plateau:
+    """ReduceLROnPlateau exactly as torch's (mode min, relative threshold, no cooldown).
+
+    An epoch improves when ``value < best * (1 - threshold)``; after more than ``patience`` epochs
+    without improvement the lr becomes ``max(lr * factor, min_lr)`` and the count restarts.
+    """
+
+    spec: SchedulerSpec
+    best: float = math.inf
+    bad_epochs: int = 0
+
+    def step(self, value: float, lr: float) -> float:
+        """The lr to use from the next epoch on, given this epoch's monitored ``value``."""
+        if not self.spec.enabled:
+            return lr
+        if value < self.best * (1.0 - self.spec.threshold):
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        if self.bad_epochs > self.spec.patience:
+            self.bad_epochs = 0
+            new_lr = max(lr * self.spec.factor, self.spec.min_lr)
+            if lr - new_lr > PLATEAU_EPS:
+                return new_lr
+        return lr
+
+
+@dataclass
+class EarlyStopper:
+    """Stop after ``patience`` epochs without an improvement larger than ``min_delta`` (never if <= 0)."""
+
+    spec: EarlyStoppingSpec
+    best: float = math.inf
+    wait: int = 0
+
+    def step(self, value: float) -> bool:
+        """Record this epoch's monitored ``value``; True when training should stop."""
+        if value < self.best - self.spec.min_delta:
+            self.best, self.wait = value, 0
+        else:
+            self.wait += 1
+        return self.spec.patience > 0 and self.wait >= self.spec.patience
+
+
+def dice_per_class(confusion: np.ndarray) -> dict[str, float]:
+    """Dice of every non-background class from a ``[true, predicted]`` confusion matrix.
+
+    A class absent from both the prediction and the reference scores 1.0.
+    """
+    dice: dict[str, float] = {}
+    for c in range(1, confusion.shape[0]):
+        denominator = confusion[c, :].sum() + confusion[:, c].sum()
+        value = 2.0 * confusion[c, c] / denominator if denominator else 1.0
+        dice[TISSUE_NAMES.get(c, f"class{c}")] = float(value)
+    return dice
+
+
+def train_epoch(
+    steps: TrainSteps, batches: Iterable[PatchBatch], epoch: int, on_step: StepCallback | None = None
+) -> tuple[float, int]:
+    """One pass of train steps; (mean loss, patches seen).
+
+    Raises:
+        BenchError: A batch with non-finite intensities (some CPU kernels turn NaN into 0, so it would
+            otherwise train on silently), a non-finite loss (both naming epoch and step), or no batches.
+    """
+    total, count, patches = 0.0, 0, 0
+    for index, batch in enumerate(batches):
+        if not np.isfinite(batch.image).all():
+            raise BenchError(
+                f"training batch at epoch {epoch}, step {index} holds non-finite intensities",
+                fix="check the input volumes and the preprocessing",
+            )
+        value = float(steps.train_step(batch))
+        if not math.isfinite(value):
+            raise BenchError(
+                f"training loss became {value} at epoch {epoch}, step {index}",
+                fix="lower optimizer.lr (or check the input intensities)",
+            )
+        total, count, patches = total + value, count + 1, patches + int(batch.image.shape[0])
+        if on_step is not None:
+            on_step(patches, total / count)
+    if count == 0:
+        raise BenchError(f"the training patch source yielded no batches in epoch {epoch}")
+    return total / count, patches
+
+
+def evaluate(steps: TrainSteps, batches: Iterable[PatchBatch], epoch: int) -> tuple[float, dict[str, float]]:
+    """Mean eval loss over ``batches`` and hard Dice per class accumulated over all their voxels."""
+    total, count = 0.0, 0
+    confusion: np.ndarray | None = None
+    for batch in batches:
+        loss, counts = steps.eval_step(batch)
+        total, count = total + float(loss), count + 1
+        confusion = counts if confusion is None else confusion + counts
+    if confusion is None:
+        raise BenchError(f"the validation patch source yielded no batches in epoch {epoch}",
+                         fix="check the validation split")
+    return total / count, dice_per_class(confusion)
+
+
+def fit(
+    steps: TrainSteps, train: PatchSource, val: PatchSource | None, spec: TrainSpec, log: RunLogger
+) -> TrainHistory:
+    """Train with ``steps`` as ``spec`` says and return the history (best weights restored).
+
+    Raises:
+        BenchError: Non-finite input or loss (naming epoch and step), or an empty patch source.
+    """
+    started = time.perf_counter()
+    per_epoch = len(train) if spec.steps_per_epoch is None else min(spec.steps_per_epoch, len(train))
+    history = TrainHistory()
+    plateau, stopper = Plateau(spec.scheduler), EarlyStopper(spec.early_stopping)
+    best_value, best_state = math.inf, None
+    with progress_bar(spec.progress, per_epoch * train.batch_size) as progress:
+        for epoch in range(spec.epochs):
+            lr = steps.get_lr()
+            epoch_start = time.perf_counter()
+            batches = islice(train.batches(epoch), per_epoch)
+            train_loss, patches = train_epoch(steps, batches, epoch, progress(epoch))
+            train_seconds = time.perf_counter() - epoch_start
+            val_loss, val_dice = evaluate(steps, val.batches(epoch), epoch) if val is not None else (None, None)
+            monitored = train_loss if val_loss is None else val_loss
+            record = EpochRecord(
+                epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice, lr=lr,
+                seconds=time.perf_counter() - epoch_start, patches_per_s=patches / max(train_seconds, 1e-9),
+            )
+            history.epochs.append(record)
+            log.log_epoch(record)
+            if monitored < best_value:
+                best_value, best_state, history.best_epoch = monitored, steps.snapshot(), epoch
+            new_lr = plateau.step(monitored, lr)
+            if new_lr != lr:
+                steps.set_lr(new_lr)
+            if stopper.step(monitored):
+                history.stopped_early = epoch < spec.epochs - 1
+                break
+    if best_state is not None:  # None only if every monitored value was NaN
+        steps.restore(best_state)
+    history.fit_seconds = time.perf_counter() - started
+    return history
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, patches_per_epoch: int) -> Iterator[Callable[[int], StepCallback | None]]:
+    """Yield ``start(epoch) -> on_step | None``: one rich progress line per epoch with loss and patches/s.
+
+    Quiet (``start`` returns ``None``) when ``enabled`` is False or stderr is not a terminal.
+    """
+    if not (enabled and sys.stderr.isatty()):
+        yield lambda epoch: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} patches/s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+
+        def start(epoch: int) -> StepCallback:
+            task = bar.add_task("train", total=patches_per_epoch, epoch=epoch, loss=math.nan, rate=0.0)
+            begun = time.perf_counter()
+
+            def on_step(patches: int, loss: float) -> None:
+                rate = patches / max(time.perf_counter() - begun, 1e-9)
+                bar.update(task, completed=patches, loss=loss, rate=rate)
+
+            return on_step
+
+        yield start

@@ -1,0 +1,188 @@
+"""TensorFlow's part of training: runtime set-up, optimizer and the ``TrainSteps`` that ``adapters.loop`` drives.
+
+The steps are ``tf.GradientTape`` updates in one ``@tf.function`` traced once for any patch size (not
+``model.fit``), so that batches, epochs, scheduler, early stopping and best weights follow the one
+framework-neutral loop in ``adapters.loop``.
+
+Differences from torch that cannot be removed (all small):
+- Adam: Keras adds ``epsilon`` to ``sqrt(v_t)`` after the bias correction has been folded into the step
+  size (the Kingma & Ba "epsilon hat" form); torch adds it to ``sqrt(v_t / (1 - beta_2^t))``. In torch
+  terms Keras's epsilon is ``eps / sqrt(1 - beta_2^t)``: 31.6 x eps at the first step with beta_2 = 0.999,
+  tending to eps over a few thousand steps. Only weights whose gradients are below ~30 x eps (3e-7 for
+  eps = 1e-8) move differently; with a negligible eps both give the same weights to 2e-5 (parity test).
+- Adadelta: identical update to torch's (``rms(x) = sqrt(x + eps)`` on both accumulators).
+- SGD with momentum: Keras keeps ``m = momentum * m - lr * g`` (the lr is folded into the buffer), torch
+  keeps ``b = momentum * b + g`` and steps by ``lr * b``; identical while the lr is constant, slightly
+  different for a few steps after ReduceLROnPlateau lowers it.
+- Weight decay: implemented as torch does it (coupled L2: ``g + weight_decay * w`` for every trainable
+  variable, before the optimizer), not with Keras 3's ``weight_decay`` argument, which is decoupled
+  (AdamW-like). Keras optimizers are therefore built with ``weight_decay=None``.
+- BatchNorm: Keras updates its moving variance with the biased batch variance, torch with the unbiased
+  one (a factor ``n / (n - 1)`` with n voxels per channel in the batch: 1.000004 for 8 patches of 32³).
+- Non-finite inputs: TF's oneDNN fused ReLU maps NaN to 0 (torch propagates it), so ``adapters.loop``
+  refuses a batch with non-finite intensities up front, for both frameworks.
+- Determinism: with ``spec.deterministic`` ``tf.config.experimental.enable_op_determinism()`` is switched
+  on for the whole process (TF has no public switch to turn it off again, so ``deterministic=False``
+  leaves the process setting as it is). On CPU the same seed then gives bit-identical fits for a fixed
+  thread count; results may differ across thread counts, CPUs and TF builds (oneDNN kernels).
+- Threads: TF fixes its thread pools when its runtime first starts (in practice when the model is built),
+  so ``spec.num_threads`` only takes effect if nothing has run yet; otherwise a warning says so.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from adapters.tf import to_channels_last
+from adapters.tf.losses import LossFn, make_loss
+from bench.contract import OptimizerSpec, PatchBatch, TrainSpec
+
+
+# ----------------------------------------------------------------------------------------------- runtime
+def configure_runtime(spec: TrainSpec) -> None:
+    """Seed Python, numpy, TF and Keras from ``spec.seed``; determinism and threads as ``spec`` asks."""
+    random.seed(spec.seed)
+    np.random.seed(spec.seed)
+    keras.utils.set_random_seed(spec.seed)
+    if spec.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    configure_threads(spec.num_threads)
+
+
+def configure_threads(num_threads: int) -> None:
+    """Use ``num_threads`` intra-op and inter-op threads (0: TF's defaults) if TF has not started yet.
+
+    Both pools matter: with one intra-op thread TF still runs independent ops side by side on its
+    inter-op pool (measured: a "1-thread" fit used 1.5 cores of 2). TF fixes its pools when it starts
+    (building a model starts it), so call this first: ``adapters.configure_threads`` does.
+    """
+    threading = tf.config.threading
+    if num_threads <= 0 or (threading.get_intra_op_parallelism_threads() == num_threads
+                            and threading.get_inter_op_parallelism_threads() == num_threads):
+        return
+    try:
+        threading.set_intra_op_parallelism_threads(num_threads)
+        threading.set_inter_op_parallelism_threads(num_threads)
+    except RuntimeError:
+        warnings.warn(
+            f"train.num_threads={num_threads} not applied: TensorFlow had already started (it fixes its "
+            "thread pools at start-up); call adapters.configure_threads before building a TF model",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def select_device(spec: TrainSpec) -> str:
+    """``/GPU:0`` when a GPU is visible and ``spec.device`` allows it, else ``/CPU:0`` (with a warning if
+    ``device='cuda'`` was asked for, as the torch adapter does)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus and spec.device != "cpu":
+        return "/GPU:0"
+    if spec.device == "cuda":
+        warnings.warn("train.device=cuda but TensorFlow sees no GPU: training on CPU", stacklevel=2)
+    return "/CPU:0"
+
+
+def make_optimizer(spec: OptimizerSpec) -> keras.optimizers.Optimizer:
+    """The Keras optimizer of ``spec`` with every hyperparameter passed explicitly (weight decay apart)."""
+    if spec.name == "adam":
+        beta_1, beta_2 = spec.betas
+        return keras.optimizers.Adam(
+            learning_rate=spec.lr, beta_1=beta_1, beta_2=beta_2, epsilon=spec.eps, amsgrad=False
+        )
+    if spec.name == "adadelta":
+        return keras.optimizers.Adadelta(learning_rate=spec.lr, rho=spec.rho, epsilon=spec.eps)
+    return keras.optimizers.SGD(learning_rate=spec.lr, momentum=spec.momentum, nesterov=False)
+
+
+# ---------------------------------------------------------------------------------------------- steps
+def _signature(in_channels: int) -> list[tf.TensorSpec]:
+    return [
+        tf.TensorSpec([None, None, None, None, in_channels], tf.float32, name="image"),
+        tf.TensorSpec([None, None, None, None], tf.int64, name="label"),
+    ]
+
+
+def make_train_step(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, loss_fn: LossFn, weight_decay: float
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """One compiled step: forward, loss, gradients (+ coupled L2), optimizer update; returns the loss."""
+    variables = model.trainable_variables
+    optimizer.build(variables)
+
+    @tf.function(input_signature=_signature(int(model.input_shape[-1])))
+    def train_step(image: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = loss_fn(model(image, training=True), label)
+        grads = tape.gradient(loss, variables)
+        if weight_decay > 0:
+            grads = [g + weight_decay * v.value for g, v in zip(grads, variables, strict=True)]
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return loss
+
+    return train_step
+
+
+def make_eval_step(model: keras.Model, loss_fn: LossFn) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """One compiled evaluation: the loss and the ``[true, predicted]`` hard-argmax confusion matrix."""
+    num_classes = int(model.output_shape[-1])
+
+    @tf.function(input_signature=_signature(int(model.input_shape[-1])))
+    def eval_step(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        logits = model(image, training=False)
+        pairs = tf.reshape(label * num_classes + tf.argmax(logits, axis=-1), [-1])
+        counts = tf.math.bincount(pairs, minlength=num_classes * num_classes, dtype=tf.int64)
+        return loss_fn(logits, label), tf.reshape(counts, [num_classes, num_classes])
+
+    return eval_step
+
+
+def to_tensors(batch: PatchBatch) -> tuple[tf.Tensor, tf.Tensor]:
+    """A channels-first numpy batch as channels-last float32 image and int64 label tensors."""
+    image = tf.convert_to_tensor(to_channels_last(np.asarray(batch.image, dtype=np.float32)))
+    label = tf.convert_to_tensor(np.asarray(batch.label, dtype=np.int64))
+    return image, label
+
+
+
+
+class TfSteps:
+    """``adapters.loop.TrainSteps`` for a Keras model, every op on ``select_device(spec)``."""
+
+    def __init__(self, model: keras.Model, spec: TrainSpec) -> None:
+        self.model, self.device = model, select_device(spec)
+        with tf.device(self.device):
+            self.optimizer = make_optimizer(spec.optimizer)
+            loss_fn = make_loss(spec.loss)
+            self._train = make_train_step(model, self.optimizer, loss_fn, float(spec.optimizer.weight_decay))
+            self._eval = make_eval_step(model, loss_fn)
+        self._lr = float(spec.optimizer.lr)
+
+    def train_step(self, batch: PatchBatch) -> float:
+        with tf.device(self.device):
+            return float(self._train(*to_tensors(batch)))
+
+    def eval_step(self, batch: PatchBatch) -> tuple[float, np.ndarray]:
+        with tf.device(self.device):
+            loss, confusion = self._eval(*to_tensors(batch))
+        return float(loss), confusion.numpy()
+
+    def get_lr(self) -> float:
+        return self._lr
+
+    def set_lr(self, lr: float) -> None:
+        self.optimizer.learning_rate = lr
+        self._lr = lr
+
+    def snapshot(self) -> list[np.ndarray]:
+        """A copy of every weight, trainable or not (BatchNorm moving statistics included)."""
+        return [w.copy() for w in self.model.get_weights()]
+
+    def restore(self, state: list[np.ndarray]) -> None:
+        self.model.set_weights(state)

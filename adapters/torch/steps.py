@@ -1,0 +1,142 @@
+"""PyTorch's part of training: runtime set-up, optimizer and the ``TrainSteps`` that ``adapters.loop`` drives.
+
+Everything else about training (epochs, validation Dice, plateau, early stopping, best weights) is in the
+framework-neutral ``adapters.loop``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from adapters.torch.losses import LossFn, make_loss
+from bench.contract import OptimizerSpec, PatchBatch, TrainSpec
+
+MEMORY_FORMAT = torch.channels_last_3d
+"""Layout of 5-D tensors (weights and activations): channels-last (NDHWC). oneDNN's 3D convolutions run
+1.3-1.8x faster in it than in NCDHW on this CPU (1 thread, 32^3 patches, quick-profile U-Net, V-Net and
+NeuroNet, training and inference; ``benchmarks/bench_training.py`` times it). Results change only by float
+rounding; the numpy interface stays ``[B, C, X, Y, Z]``."""
+
+
+def place(net: nn.Module, device: torch.device) -> nn.Module:
+    """Move ``net`` to ``device`` in ``MEMORY_FORMAT`` (in place; returned for chaining)."""
+    return net.to(device=device, memory_format=MEMORY_FORMAT)  # type: ignore[call-overload, no-any-return]
+
+
+def image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``[B, C, X, Y, Z]`` numpy -> float32 tensor on ``device`` in ``MEMORY_FORMAT``."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device, non_blocking=True)
+    return tensor.contiguous(memory_format=MEMORY_FORMAT)
+
+
+def to_tensors(batch: PatchBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A numpy batch as (float32 image in ``MEMORY_FORMAT``, int64 label) tensors on ``device``."""
+    label = torch.from_numpy(np.ascontiguousarray(batch.label, dtype=np.int64))
+    return image_tensor(batch.image, device), label.to(device, non_blocking=True)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, numpy's global generator and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def configure_runtime(spec: TrainSpec) -> torch.device:
+    """Apply seeds, determinism and thread count from ``spec``; return the device to train on.
+
+    Determinism (``torch.use_deterministic_algorithms(..., warn_only=True)``) and the thread count are
+    process-wide settings in torch. The device is CUDA when present and ``spec.device != "cpu"``, else CPU.
+    """
+    seed_everything(spec.seed)
+    torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not spec.deterministic
+    configure_threads(spec.num_threads)
+    if spec.device != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda")
+    if spec.device == "cuda":
+        warnings.warn("train.device=cuda but no CUDA device is available: training on CPU", stacklevel=2)
+    return torch.device("cpu")
+
+
+def configure_threads(num_threads: int) -> None:
+    """Use ``num_threads`` CPU threads for torch ops (0: every core this process may use)."""
+    torch.set_num_threads(num_threads or available_cores())
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def make_optimizer(params: Iterator[nn.Parameter], spec: OptimizerSpec) -> torch.optim.Optimizer:
+    """The optimizer named by ``spec`` with every hyperparameter passed explicitly.
+
+    Adam's ``weight_decay`` is torch's L2 penalty added to the gradient (the TF adapter adds the same).
+    Keras Adam adds epsilon to ``sqrt(v)`` before bias correction ("epsilon hat"); torch adds it after, so
+    the two agree exactly only once ``beta2**t`` is negligible. SGD momentum multiplies the learning rate
+    after accumulating (torch) rather than before (Keras): identical while the learning rate is constant.
+    """
+    if spec.name == "adam":
+        return torch.optim.Adam(
+            params, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay, amsgrad=False
+        )
+    if spec.name == "adadelta":
+        return torch.optim.Adadelta(params, lr=spec.lr, rho=spec.rho, eps=spec.eps, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(
+        params, lr=spec.lr, momentum=spec.momentum, dampening=0.0, weight_decay=spec.weight_decay, nesterov=False,
+    )
+
+
+class TorchSteps:
+    """``adapters.loop.TrainSteps`` for a torch module on ``device``."""
+
+    def __init__(self, net: nn.Module, spec: TrainSpec, device: torch.device) -> None:
+        self.net, self.device = net, device
+        self.loss_fn: LossFn = make_loss(spec.loss)
+        self.optimizer = make_optimizer(net.parameters(), spec.optimizer)
+
+    def train_step(self, batch: PatchBatch) -> float:
+        self.net.train()
+        image, label = to_tensors(batch, self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.net(image), label)
+        value = float(loss.item())
+        if np.isfinite(value):  # the loop stops on a non-finite loss: do not apply its update
+            loss.backward()
+            self.optimizer.step()
+        return value
+
+    @torch.inference_mode()
+    def eval_step(self, batch: PatchBatch) -> tuple[float, np.ndarray]:
+        self.net.eval()
+        image, label = to_tensors(batch, self.device)
+        logits = self.net(image)
+        classes = logits.shape[1]
+        pairs = (label * classes + logits.argmax(dim=1)).flatten()
+        confusion = torch.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+        return float(self.loss_fn(logits, label).item()), confusion.cpu().numpy()
+
+    def get_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A detached copy of the network's parameters and buffers."""
+        return {name: value.detach().clone() for name, value in self.net.state_dict().items()}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        self.net.load_state_dict(state)

@@ -1,0 +1,160 @@
+"""One fit/predict surface for every segmentation method a run can compare.
+
+``experiment`` only ever calls ``fit(data, log)``, ``predict(case, prepared, pipeline)``, ``save`` and
+``describe``. Two kinds implement it:
+
+- ``PatchNetwork`` (below): a network of any registered architecture in torch or TF, trained on patches from
+  ``bench.patches.PatchSampler`` and applied by sliding-window inference, so every framework is fed the same
+  batches and scored through the same stitching;
+- the atlas baselines (``bench.atlas``), which register whole volumes.
+
+Which one a run uses is decided once, when the config is translated (``bench.spec``): the spec builds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bench.contract import PatchBatch, PatchSource, RunLogger, Segmenter, TrainHistory
+from bench.data import Case
+from bench.errors import ConfigError, DataError
+from bench.inference import background_outside_mask, predict_volume_with_stats
+from bench.patches import PatchSampler, PatchSubject
+from bench.preprocess import Pipeline, PreparedCase
+from bench.types import FloatArray
+
+if TYPE_CHECKING:
+    from bench.spec import NetworkSpec
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The training and validation subjects, and every subject after preprocessing (by id)."""
+
+    train: Sequence[Case]
+    val: Sequence[Case]
+    prepared: Mapping[str, PreparedCase]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Class probabilities ``float32[K, X, Y, Z]`` on the subject's native grid, and patch counts."""
+
+    probabilities: FloatArray
+    patches_predicted: int = 0
+    patches_skipped: int = 0
+
+
+class Method(Protocol):
+    """What ``experiment`` needs of a segmentation method (a trained network or an atlas baseline)."""
+
+    def fit(self, data: TrainingData, log: RunLogger) -> TrainHistory: ...
+
+    def predict(self, case: Case, prepared: PreparedCase, pipeline: Pipeline) -> Prediction: ...
+
+    def save(self, directory: Path) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class FixedEpoch:
+    """A PatchSource that always yields the first ``limit`` batches of epoch 0 (a fixed validation set)."""
+
+    def __init__(self, source: PatchSource, limit: int | None) -> None:
+        self.source = source
+        self.patch_size = source.patch_size
+        self.batch_size = source.batch_size
+        self.limit = len(source) if limit is None else min(limit, len(source))
+
+    def batches(self, epoch: int) -> Iterator[PatchBatch]:
+        for index, batch in enumerate(self.source.batches(0)):
+            if index >= self.limit:
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        return self.limit
+
+
+def patch_subjects(cases: Sequence[PreparedCase]) -> list[PatchSubject]:
+    """Prepared labelled cases as sampler subjects; DataError naming an unlabelled one."""
+    out = []
+    for case in cases:
+        if case.label is None:
+            raise DataError(f"subject {case.id} has no label but is used for training", path=case.native.image_path)
+        out.append(PatchSubject(image=case.image.array, label=case.label.array, mask=case.mask))
+    return out
+
+
+class PatchNetwork:
+    """A patch-based network (any registered architecture, torch or TF) behind the ``Method`` surface.
+
+    The framework is imported when ``fit`` (or ``load``) builds the network, after the patch size has been
+    checked against the preprocessed volumes.
+    """
+
+    def __init__(self, spec: NetworkSpec) -> None:
+        self.spec = spec
+        self.network: Segmenter | None = None
+
+    def _built(self) -> Segmenter:
+        if self.network is None:
+            raise DataError(f"{self.spec.architecture} has not been trained or loaded yet")
+        return self.network
+
+    def fit(self, data: TrainingData, log: RunLogger) -> TrainHistory:
+        """Check the patch size, build the network, sample patches and train (see ``adapters.loop``)."""
+        import adapters
+
+        s = self.spec.sampling
+        self._check_patch_fits(list(data.prepared.values()))
+        adapters.configure_threads(self.spec.framework, self.spec.train.num_threads)  # before TF starts
+        self.network = adapters.build(self.spec.architecture, self.spec.framework, **self.spec.config.to_params())
+        train = PatchSampler(
+            patch_subjects([data.prepared[c.id] for c in data.train]),
+            patch_size=s.patch_size, step=s.step, batch_size=s.batch_size, seed=self.spec.train.seed,
+            mode=s.mode,  # type: ignore[arg-type]
+            patches_per_epoch=s.patches_per_epoch if s.mode != "grid" else None,
+            oversample=s.oversample_class is not None, oversample_class=s.oversample_class or 1,
+            oversample_factor=s.oversample_factor,
+        )
+        val: PatchSource | None = None
+        if data.val:
+            grid = PatchSampler(
+                patch_subjects([data.prepared[c.id] for c in data.val]), patch_size=s.patch_size,
+                step=s.patch_size, batch_size=s.batch_size, seed=self.spec.train.seed + 1, mode="grid",
+                shuffle=True,
+            )
+            val = FixedEpoch(grid, s.val_batches)
+        return self.network.fit(train, val, self.spec.train, log)
+
+    def _check_patch_fits(self, prepared: Sequence[PreparedCase]) -> None:
+        patch = self.spec.sampling.patch_size
+        for case in prepared:
+            if any(p > s for p, s in zip(patch, case.image.shape, strict=True)):
+                raise ConfigError(
+                    f"profile.patch_size={list(patch)} is larger than the preprocessed volume "
+                    f"{list(case.image.shape)} of {case.id}", fix="use a smaller patch size",
+                )
+
+    def predict(self, case: Case, prepared: PreparedCase, pipeline: Pipeline) -> Prediction:
+        """Sliding-window probabilities, background far outside the brain, mapped back to the native grid."""
+        inference = self.spec.inference
+        probs, stats = predict_volume_with_stats(
+            self._built().predict_patches, prepared.image.array, self.spec.sampling.patch_size,
+            overlap=inference.overlap, blending=inference.blending,  # type: ignore[arg-type]
+            batch_size=inference.batch_size, mask=prepared.mask if inference.skip_background else None,
+        )
+        if inference.background_margin_voxels is not None:
+            background_outside_mask(probs, prepared.mask, inference.background_margin_voxels)
+        native = pipeline.invert_probabilities(probs, prepared)
+        return Prediction(native, stats.num_predicted, stats.num_skipped)
+
+    def save(self, directory: Path) -> None:
+        self._built().save(directory)
+
+    def describe(self) -> dict[str, Any]:
+        return self._built().describe()
