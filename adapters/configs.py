@@ -84,13 +84,20 @@ class NetConfig:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Self:
         """The config from a parameter dict (YAML/JSON); ConfigError naming an unknown parameter."""
-        known = [f.name for f in dataclasses.fields(cls)]
+        fields = dataclasses.fields(cls)
+        known = [f.name for f in fields]
         unknown = sorted(set(params) - set(known))
         if unknown:
             raise ConfigError(
                 f"{cls.architecture} has no parameter {', '.join(map(repr, unknown))}",
                 fix=f"use some of {', '.join(known)}",
             )
+        required = dataclasses.MISSING
+        missing = [f.name for f in fields if f.default is required and f.default_factory is required
+                   and f.name not in params]
+        if missing:
+            raise ConfigError(f"{cls.architecture} needs a value for {', '.join(map(repr, missing))}",
+                              fix=f"set model.params.{missing[0]}")
         return cls(**params)
 
     @classmethod

@@ -10,18 +10,23 @@ A user's own architecture needs no edit here: its model YAML names its builders,
 .. code-block:: yaml
 
     architecture: toynet
-    implementation: {torch: "mymodels.toynet_torch:ToyNet", tf: "mymodels.toynet_tf:build"}
+    implementation:
+      torch: mymodels.toynet_torch:ToyNet
+      tf: mymodels.toynet_tf:build
+      params: {width: int}
     params: {width: 8}
 
-and ``register_from_model_config`` adds it. Without an ``implementation.config`` class its typed config is
-made from ``params``: each parameter keeps the type of its YAML default (int, float, str, bool or a list
-of ints), and a value of another type is a ConfigError.
+and ``register_from_model_config`` adds it. Its typed config is either a ``NetConfig`` subclass named by
+``implementation.config``, or made from ``implementation.params``, which declares each parameter's type
+(``{width: int}``; types: int, float, str, bool, list[int]): a missing parameter, an unknown one or a
+value of another type is a ConfigError naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +35,7 @@ from adapters.configs import NetConfig, NeuroNetConfig, UNet3DConfig, VNetConfig
 from bench.errors import ConfigError
 
 FRAMEWORKS: tuple[str, ...] = ("torch", "tf")
-IMPLEMENTATION_KEYS = (*FRAMEWORKS, "config")
+IMPLEMENTATION_KEYS = (*FRAMEWORKS, "config", "params")
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class Architecture:
     name: str
     config: type[NetConfig]
     builders: Mapping[str, str]
-    implementation: Mapping[str, str] = field(default_factory=dict)
+    implementation: Mapping[str, Any] = field(default_factory=dict)
 
     def make_config(self, params: Mapping[str, Any]) -> NetConfig:
         """The validated config from a parameter dict (ConfigError naming a bad name or value)."""
@@ -136,13 +141,11 @@ def register_from_model_config(model: Mapping[str, Any]) -> Architecture:
     implementation = model.get("implementation")
     if not implementation:
         return lookup(name)
-    return register(architecture_from_implementation(name, implementation, model.get("params") or {}))
+    return register(architecture_from_implementation(name, implementation))
 
 
-def architecture_from_implementation(
-    name: str, implementation: Mapping[str, Any], params: Mapping[str, Any]
-) -> Architecture:
-    """An Architecture from a model YAML's ``implementation`` block and its default ``params``."""
+def architecture_from_implementation(name: str, implementation: Mapping[str, Any]) -> Architecture:
+    """An Architecture from a model YAML's ``implementation`` block (builders, and a config class or types)."""
     if not isinstance(implementation, Mapping):
         raise ConfigError(f"model.implementation={implementation!r} must be a mapping",
                           fix="e.g. {torch: 'mymodels.net:Net', tf: 'mymodels.net_tf:build'}")
@@ -161,49 +164,65 @@ def architecture_from_implementation(
         if not (isinstance(config, type) and issubclass(config, NetConfig)):
             raise ConfigError(f"{name} config {implementation['config']!r} is not a NetConfig subclass")
     else:
-        config = config_from_defaults(name, params)
-    saved = {k: str(v) for k, v in implementation.items() if v}
+        config = config_from_signature(name, implementation.get("params"))
+    for framework, target in builders.items():
+        _check_module(target, f"model.implementation.{framework}")
+    saved = {k: v if k == "params" else str(v) for k, v in implementation.items() if v}
     return Architecture(name, config, builders, saved)
 
 
-_TYPES: dict[type, str] = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+def _check_module(target: str, what: str) -> None:
+    """ConfigError unless the module of ``"module:attribute"`` can be found (it is not imported: a builder's
+    module imports its framework, and config errors come before that)."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"{what}={target!r} is not 'module:attribute'", fix="e.g. mymodels.toynet:ToyNet")
+    try:
+        found = importlib.util.find_spec(module_name)
+    except ModuleNotFoundError:  # a parent package is missing
+        found = None
+    if found is None:
+        raise ConfigError(f"{what}={target!r}: module {module_name!r} not found",
+                          fix="put its folder on PYTHONPATH or install its package")
 
 
-def config_from_defaults(name: str, defaults: Mapping[str, Any]) -> type[NetConfig]:
-    """A frozen NetConfig subclass whose fields are ``defaults`` and whose values keep their default's type.
+PARAM_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "bool": bool, "list[int]": tuple}
+"""The type names ``implementation.params`` may use."""
+_TYPE_WORDS: dict[Any, str] = {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}
 
-    Lists become tuples of ints. The config's ``architecture`` is ``name`` (so messages say ``name.field``).
+
+def config_from_signature(name: str, signature: Any) -> type[NetConfig]:
+    """A frozen NetConfig subclass with one required field per ``{parameter: type name}`` of ``signature``.
+
+    Values must have the declared type (``float`` also takes integers; ``list[int]`` a list of integers);
+    the config's ``architecture`` is ``name``, so messages say ``name.parameter=value``.
     """
+    if not isinstance(signature, Mapping) or not signature:
+        raise ConfigError(f"model.implementation.params={signature!r} must map each parameter to its type",
+                          fix=f"e.g. {{width: int}}; types: {', '.join(PARAM_TYPES)}")
     fields = []
-    for key, value in defaults.items():
-        value = tuple(value) if isinstance(value, list) else value
-        if not isinstance(value, tuple | bool | int | float | str) or (
-            isinstance(value, tuple) and not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        ):
-            raise ConfigError(f"model.params.{key}={value!r}: a default must be a number, string, boolean or "
-                              "list of integers", fix="or name a config class in implementation.config")
-        fields.append((str(key), type(value), dataclasses.field(default=value)))
+    for key, type_name in signature.items():
+        if type_name not in PARAM_TYPES:
+            raise ConfigError(f"model.implementation.params.{key}={type_name!r} is not a known type",
+                              fix=f"use one of {', '.join(PARAM_TYPES)}")
+        fields.append((str(key), PARAM_TYPES[type_name]))
 
     def validate(self: NetConfig) -> dict[str, Any]:
-        out = {}
-        for spec in dataclasses.fields(self):
-            out[spec.name] = _typed(self.setting(spec.name), getattr(self, spec.name), spec.type)
-        return out
+        return {f.name: _typed(self.setting(f.name), getattr(self, f.name), f.type) for f in dataclasses.fields(self)}
 
-    cls = dataclasses.make_dataclass(
+    return dataclasses.make_dataclass(
         f"{name}_config", fields, bases=(NetConfig,), frozen=True,
         namespace={"architecture": name, "validate": validate,
-                   "__doc__": f"Config of {name}, typed from its model YAML's params."},
+                   "__doc__": f"Config of {name}, typed by its model YAML's implementation.params."},
     )
-    return cls
 
 
 def _typed(setting: str, value: Any, kind: Any) -> Any:
+    """``value`` checked against a declared type (ConfigError naming ``setting`` otherwise)."""
     if kind is tuple:
         return check_int_tuple(setting, value, minimum=0)
-    ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if not ok:
-        raise ConfigError(f"{setting}={value!r} must be {_TYPES[kind]} (as its default)")
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{setting}={value!r} must be {_TYPE_WORDS[kind]}")
     return value
