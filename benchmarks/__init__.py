@@ -7,7 +7,7 @@ the same process, after warm-up, as the median of several repetitions:
 - ``bench_inference``: ``bench.inference.predict_volume`` vs MONAI's ``sliding_window_inference``.
 - ``bench_patches`` and ``bench_sampler_torchio``: ``bench.patches.PatchSampler`` alone and vs a torchio
   ``Queue`` with a ``LabelSampler``.
-- ``bench_training``: the adapters' training loop vs bare forward/backward/step, achieved GFLOP/s vs the
+- ``bench_training`` (with ``training_*``): the adapters' training loop vs bare forward/backward/step, achieved GFLOP/s vs the
   CPU's matrix-multiply peak, the settings that move it, and ``bench train-speed`` for every model.
 
 MONAI and torchio (the ``bench`` extra) are imported here only, never by ``bench/`` or ``adapters/``.

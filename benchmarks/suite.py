@@ -108,9 +108,9 @@ def run_training(subjects: list[BenchSubject], quick: bool, threads: int, tensor
 
 
 def run_train_speed(timeout_s: float, threads: int, deadline: float) -> dict[str, Any]:
-    from benchmarks import bench_training
+    from benchmarks import training_settings
 
-    rows = bench_training.train_speed_all(steps=3, warmup=1, threads=threads, timeout_s=timeout_s, deadline=deadline)
+    rows = training_settings.train_speed_all(steps=3, warmup=1, threads=threads, timeout_s=timeout_s, deadline=deadline)
     return {"rows": rows, "timeout_s": timeout_s, "threads": threads or "all cores",
             "command": f"bench train-speed --arch A --framework F --patch 32 --batch 8 --steps 3 --warmup 1 "
                        f"--threads {threads}"}

@@ -22,7 +22,8 @@ if str(REPO) not in sys.path:  # benchmarks/ is not an installed package: import
 
 from benchmarks import brain_box, load_subjects, normalise, suite, time_interleaved  # noqa: E402
 from benchmarks.bench_inference import Float64GaussianAggregator, aggregator, torch_predictor  # noqa: E402
-from benchmarks.bench_training import TimedSource, conv_flops_per_patch  # noqa: E402
+from benchmarks.training_flops import conv_flops_per_patch  # noqa: E402
+from benchmarks.training_overhead import TimedSource  # noqa: E402
 
 
 def test_conv_flops_counts_convolutions_and_transposed_convolutions() -> None:
