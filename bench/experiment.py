@@ -27,7 +27,7 @@ from bench.evaluation import evaluate_case, summarize, write_summary
 from bench.io import write_volume
 from bench.preprocess import Pipeline, PreparedCase, PreprocessCache
 from bench.segmenters import TrainingData
-from bench.spec import AtlasSpec, RunSpec, spec_summary
+from bench.spec import RunSpec, spec_summary
 from bench.tracking import ChildRun, Tracker, flatten
 from bench.types import TISSUE_NAMES
 
@@ -195,7 +195,7 @@ def run(spec: RunSpec) -> RunResult:
     partial.mkdir(parents=True)
     tags = {
         "table_row": str(spec.row) if spec.row is not None else "", "architecture": spec.model.architecture,
-        "framework": "sitk" if isinstance(spec.segmenter, AtlasSpec) else spec.framework,
+        "framework": spec.segmenter.framework,
         "preprocess": spec.preprocess.name, "optimizer": spec.train.optimizer.name, "loss": spec.train.loss.name,
         "sampling": spec.sampling.mode, "profile": spec.profile, "seed": str(spec.seed), "label": spec.label,
         "data": spec.data.name, **_version_tags(),

@@ -102,6 +102,11 @@ class NetworkSpec:
     sampling: SamplingSpec
     inference: InferenceSpec
 
+    @property
+    def tag(self) -> str:
+        """What the run name says of the method: ``unet3d-torch``."""
+        return f"{self.architecture}-{self.framework}"
+
     def build(self) -> Method:
         """The untrained method (the framework is imported when it is fitted)."""
         from bench.segmenters import PatchNetwork
@@ -114,6 +119,8 @@ class AtlasSpec:
     """An atlas baseline: ``bench.atlas.build_atlas(**params)`` (``kind`` and registration settings)."""
 
     params: dict[str, Any]
+    framework: str = "sitk"
+    tag: str = ATLAS
 
     def build(self) -> Method:
         from bench.atlas import build_atlas
@@ -154,8 +161,7 @@ class RunSpec:
     @property
     def name(self) -> str:
         row = f"row{self.row}-" if self.row is not None else ""
-        fw = "" if isinstance(self.segmenter, AtlasSpec) else f"-{self.framework}"
-        return f"{row}{self.model.architecture}{fw}-{self.preprocess.name}-seed{self.seed}"
+        return f"{row}{self.segmenter.tag}-{self.preprocess.name}-seed{self.seed}"
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
