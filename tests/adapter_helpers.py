@@ -1,13 +1,39 @@
-"""Framework-neutral helpers shared by the torch and TF adapter tests: a nested-spheres toy problem,
-a crop PatchSource, a recording logger, numpy loss oracles and parameter counts by hand from the spec."""
+"""Framework-neutral helpers shared by the adapter tests (tests/test_adapters.py, tests/test_adapters_parity.py):
+a nested-spheres toy problem, a crop PatchSource, a recording logger, a quick TrainSpec, numpy loss oracles and
+parameter counts by hand from the spec. Nothing here imports a framework."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
-from bench.contract import EpochRecord, PatchBatch
+from bench.contract import (
+    EarlyStoppingSpec,
+    EpochRecord,
+    LossSpec,
+    OptimizerSpec,
+    PatchBatch,
+    SchedulerSpec,
+    TrainSpec,
+)
+
+FRAMEWORKS: tuple[str, ...] = ("torch", "tf")
+
+
+def quick_spec(framework: str = "torch", **changes: Any) -> TrainSpec:
+    """Two quiet epochs of Adam (lr 1e-2) on Dice + CE, seed 0, no scheduler, no early stopping.
+
+    torch trains on one thread (its thread count is a process setting that a fit applies); TF keeps its
+    default pools (``num_threads=0``): they are fixed once TF has started, and asking again only warns.
+    """
+    base: dict[str, Any] = {
+        "epochs": 2, "optimizer": OptimizerSpec(name="adam", lr=1e-2), "loss": LossSpec(name="dice_ce"),
+        "scheduler": SchedulerSpec(factor=1.0), "early_stopping": EarlyStoppingSpec(patience=0),
+        "num_threads": 1 if framework == "torch" else 0, "progress": False, "seed": 0,
+    }
+    return TrainSpec(**(base | changes))
 
 
 def spheres(size: int = 32, noise: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -127,3 +153,8 @@ def np_dice_loss(logits: np.ndarray, labels: np.ndarray, smooth: float) -> float
 def np_ce_loss(logits: np.ndarray, labels: np.ndarray) -> float:
     logp = np_log_softmax(logits)
     return -float(np.mean(np.take_along_axis(logp, labels[:, None], axis=1)))
+
+
+# Default-argument parameter counts, as the paper's architectures have them (both frameworks must match).
+DEFAULT_COUNTS = {"unet3d": 2_087_812, "vnet": 43_934_020, "neuronet": 2_451_060}
+COUNTERS: dict[str, Callable[[], int]] = {"unet3d": unet3d_count, "vnet": vnet_count, "neuronet": neuronet_count}

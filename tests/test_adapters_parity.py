@@ -1,7 +1,8 @@
-"""PyTorch vs TensorFlow adapters: the same networks, losses, optimizer steps, schedules and batches.
+"""PyTorch vs TensorFlow adapters: the same networks, losses, train and eval steps, schedules and batches.
 
 Skipped unless both adapters import. The strongest check copies the torch weights into the Keras model
 and asks for the same probabilities: that pins down every layer, padding and normalisation convention.
+The optimizer checks drive each framework's real ``TrainSteps`` (what ``adapters.loop`` drives).
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("adapters.torch.segmenter")
 
 import adapters  # noqa: E402
+from adapters.loop import Plateau  # noqa: E402
 from adapters.tf import to_channels_last  # noqa: E402
 from adapters.tf.losses import make_loss as tf_make_loss  # noqa: E402
 from adapters.tf.segmenter import TfSegmenter  # noqa: E402
-from adapters.tf.training import Plateau, make_train_step  # noqa: E402
-from adapters.tf.training import make_optimizer as tf_make_optimizer  # noqa: E402
+from adapters.tf.steps import TfSteps  # noqa: E402
 from adapters.torch.losses import make_loss as torch_make_loss  # noqa: E402
 from adapters.torch.segmenter import TorchSegmenter  # noqa: E402
-from adapters.torch.training import make_optimizer as torch_make_optimizer  # noqa: E402
+from adapters.torch.steps import TorchSteps  # noqa: E402
 from bench.contract import (  # noqa: E402
     EarlyStoppingSpec,
     LossSpec,
@@ -132,6 +133,15 @@ def pair(architecture: str, params: dict[str, Any], batch: np.ndarray) -> tuple[
     return torch_seg, tf_seg
 
 
+def max_weight_difference(torch_seg: TorchSegmenter, tf_seg: TfSegmenter, batch: np.ndarray) -> float:
+    """The largest difference between a torch weight and its Keras counterpart (in Keras layout)."""
+    return max(
+        float(np.abs(actual - expected).max())
+        for module, layer in layer_pairs(torch_seg, tf_seg, batch)
+        for expected, actual in zip(keras_arrays(module), layer.get_weights(), strict=True)
+    )
+
+
 # --- the same networks ---------------------------------------------------------------------------------
 
 
@@ -174,7 +184,7 @@ def test_same_weights_give_the_same_probabilities(architecture: str, params: dic
     np.testing.assert_allclose(tf_seg.predict_patches(batch), torch_seg.predict_patches(batch), atol=2e-5)
 
 
-# --- the same losses and optimizer steps -----------------------------------------------------------------
+# --- the same losses, train steps and eval steps ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("spec", [LossSpec(name="dice"), LossSpec(name="dice", smooth=1.0), LossSpec(name="ce"),
@@ -196,7 +206,7 @@ def test_losses_agree(spec: LossSpec) -> None:
          "unet3d", {"base_filters": 2, "depth": 2, "skip": "concat", "norm": "instance"}),
         (OptimizerSpec(name="adadelta", lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.001),
          "vnet", {"widths": (2, 4), "convs": (1, 2), "kernel_size": 3}),
-        # Keras adds Adam's epsilon before the bias correction, torch after (adapters/tf/training.py): with
+        # Keras adds Adam's epsilon before the bias correction, torch after (adapters/tf/steps.py): with
         # eps=1e-8 that alone moves weights with gradients below ~1e-6 differently, so a tiny eps here
         (OptimizerSpec(name="adam", lr=1e-3, betas=(0.8, 0.99), eps=1e-12, weight_decay=0.01),
          "neuronet", {"filters": (2, 4), "strides": (1, 2), "units_per_scale": 1, "norm": "none"}),
@@ -209,27 +219,40 @@ def test_training_steps_from_the_same_weights_give_the_same_weights(
     image = rng.normal(size=(2, 1, 8, 8, 8)).astype(np.float32)
     label = rng.integers(0, 4, size=(2, 8, 8, 8))
     torch_seg, tf_seg = pair(architecture, params, image)
-    loss = LossSpec(name="dice_ce")
-
-    optimizer = torch_make_optimizer(torch_seg.net.parameters(), spec)
-    torch_loss = torch_make_loss(loss)
-    torch_seg.net.train()
-    step = make_train_step(tf_seg.model, tf_make_optimizer(spec), tf_make_loss(loss), spec.weight_decay)
+    assert max_weight_difference(torch_seg, tf_seg, image) == 0.0  # the copy is exact
+    train = TrainSpec(optimizer=spec, loss=LossSpec(name="dice_ce"), progress=False)  # what the steps read
+    torch_steps = TorchSteps(torch_seg.net, train, torch.device("cpu"))
+    tf_steps = TfSteps(tf_seg.model, train)
+    batch = PatchBatch(image, label)
     for _ in range(3):
-        optimizer.zero_grad()
-        torch_loss(torch_seg.net(torch.from_numpy(image)), torch.from_numpy(label)).backward()
-        optimizer.step()
-        step(tf.constant(to_channels_last(image)), tf.constant(label))
+        assert tf_steps.train_step(batch) == pytest.approx(torch_steps.train_step(batch), abs=1e-5)
+    assert max_weight_difference(torch_seg, tf_seg, image) < 2e-5
 
-    differences = [
-        float(np.abs(actual - expected).max())
-        for module, layer in layer_pairs(torch_seg, tf_seg, image)
-        for expected, actual in zip(keras_arrays(module), layer.get_weights(), strict=True)
-    ]
-    assert max(differences) < 2e-5
+
+@pytest.mark.parametrize(
+    ("architecture", "params"),
+    [("unet3d", {"base_filters": 4, "depth": 2, "norm": "batch"}),
+     ("vnet", {"widths": (4, 8), "convs": (1, 1), "kernel_size": 3}),
+     ("neuronet", {"filters": (4, 8), "strides": (1, 2), "units_per_scale": 1, "norm": "instance"})],
+)
+def test_eval_steps_give_the_same_loss_and_confusion(architecture: str, params: dict[str, Any]) -> None:
+    rng = np.random.default_rng(13)
+    batch = PatchBatch(rng.normal(size=(2, 1, 8, 8, 8)).astype(np.float32), rng.integers(0, 4, size=(2, 8, 8, 8)))
+    torch_seg, tf_seg = pair(architecture, params, batch.image)
+    with torch.no_grad():
+        top2 = np.sort(torch_seg.net.eval()(torch.from_numpy(batch.image)).numpy(), axis=1)[:, -2:]
+    # every voxel's two largest logits differ by far more than the frameworks do: the argmax cannot flip
+    assert float((top2[:, 1] - top2[:, 0]).min()) > 1e-4
+    spec = TrainSpec(loss=LossSpec(name="dice_ce"), progress=False)
+    torch_loss, torch_confusion = TorchSteps(torch_seg.net, spec, torch.device("cpu")).eval_step(batch)
+    tf_loss, tf_confusion = TfSteps(tf_seg.model, spec).eval_step(batch)
+    assert tf_loss == pytest.approx(torch_loss, abs=1e-5)
+    np.testing.assert_array_equal(tf_confusion, torch_confusion)
+    assert tf_confusion.sum() == batch.label.size
 
 
 def test_plateau_schedule_matches_torch_reduce_lr_on_plateau() -> None:
+    """``adapters.loop.Plateau`` (both frameworks' scheduler) against torch's own ReduceLROnPlateau."""
     rng = np.random.default_rng(5)
     values = list(np.cumsum(rng.normal(-0.01, 0.05, size=60)) + 5.0)
     spec = SchedulerSpec(factor=0.5, patience=2, min_lr=1e-3, threshold=1e-3)
