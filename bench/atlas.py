@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from bench.contract import RunLogger, TrainHistory
-from bench.data import Case
+from bench.data.cohort import Case
 from bench.errors import BenchError, ConfigError, DataError
 from bench.io import Volume, read_volume, write_volume
 from bench.registration import (

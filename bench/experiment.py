@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from bench.contract import NullLogger, TrainHistory
-from bench.data import Cohort, load_cohort
+from bench.data.cohort import Cohort, load_cohort
 from bench.errors import BenchError, DataError
 from bench.evaluation import evaluate_case, summarize, write_summary
 from bench.io import write_volume

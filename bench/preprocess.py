@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.data import Case
+from bench.data.cohort import Case
 from bench.errors import ConfigError
 from bench.io import Volume, write_atomic
 from bench.preprocess_steps import (

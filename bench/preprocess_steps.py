@@ -24,7 +24,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 from skimage.exposure import equalize_adapthist
 
-from bench.data import Case
+from bench.data.cohort import Case
 from bench.errors import ConfigError, DataError
 from bench.io import Volume
 from bench.types import LABELS, BoolArray, FloatArray, Shape3, Spacing

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bench.contract import PatchBatch, PatchSource, RunLogger, Segmenter, TrainHistory
-from bench.data import Case
+from bench.data.cohort import Case
 from bench.errors import ConfigError, DataError
 from bench.inference import background_outside_mask, predict_volume_with_stats
 from bench.patches import PatchSampler, PatchSubject

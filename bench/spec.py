@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from adapters import registry
 from adapters.configs import NetConfig
 from bench.contract import EarlyStoppingSpec, LossSpec, OptimizerSpec, SchedulerSpec, TrainSpec
-from bench.data import SPLITS, SplitSpec
+from bench.data.splits import SPLITS, SplitSpec
 from bench.errors import ConfigError
 
 if TYPE_CHECKING:

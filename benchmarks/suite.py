@@ -5,7 +5,7 @@ Sections (each timed in this one process, after warm-up, as medians of interleav
 ``training`` (adapter overhead, GFLOP/s, settings, TF XLA, optional torch.compile) and ``train_speed``
 (``bench train-speed`` for the 6 architecture × framework pairs, in subprocesses with a timeout).
 
-Data: synthetic subjects from ``bench.synth.generate_subject`` (IBSR grid 256×128×256); IBSR18 training
+Data: synthetic subjects from ``bench.data.synth.generate_subject`` (IBSR grid 256×128×256); IBSR18 training
 subjects when ``$IBSR18_ROOT`` names a folder. ``--quick`` runs everything on tiny volumes and networks
 with one repetition (a smoke test of the suite, not a measurement).
 

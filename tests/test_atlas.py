@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from bench.atlas import AtlasSegmenter, MniAtlas, MultiAtlas, TrainAtlas, build_atlas, normalise
-from bench.data import Case
+from bench.data.cohort import Case
 from bench.errors import BenchError, ConfigError, DataError
 from bench.io import Volume, read_volume
 from bench.registration import RegistrationSpec, affine_register, ras_to_sitk, register, warp

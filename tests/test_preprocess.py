@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import bench.preprocess as pp
-from bench.data import Case
+from bench.data.cohort import Case
 from bench.errors import ConfigError, DataError
 from bench.io import Volume, read_volume, write_volume
 from bench.preprocess import (
