@@ -47,7 +47,7 @@ from bench.segmenters import Prediction, TrainingData
 from bench.types import NUM_CLASSES, FloatArray
 
 if TYPE_CHECKING:
-    from bench.preprocess import Pipeline, PreparedCase
+    from bench.preprocess.pipeline import Pipeline, PreparedCase
 
 KINDS = ("mni", "train", "multi")
 KIND_ALIASES = {

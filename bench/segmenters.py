@@ -23,7 +23,7 @@ from bench.data.cohort import Case
 from bench.errors import ConfigError, DataError
 from bench.inference import background_outside_mask, predict_volume_with_stats
 from bench.patches import PatchSampler, PatchSubject
-from bench.preprocess import Pipeline, PreparedCase
+from bench.preprocess.pipeline import Pipeline, PreparedCase
 from bench.types import FloatArray
 
 if TYPE_CHECKING:

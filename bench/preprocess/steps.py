@@ -1,4 +1,4 @@
-"""Pre-processing steps of the paper's §4.1, one class per step (re-exported by ``bench.preprocess``).
+"""Pre-processing steps of the paper's §4.1, one class per step (re-exported by ``bench.preprocess.pipeline``).
 
 Every step has ``fit(cases)`` (learns from training cases only; a no-op for per-case steps),
 ``apply(case) -> PreparedCase``, ``params() -> dict`` (its configuration, JSON-able) and ``state() -> dict``
