@@ -4,7 +4,7 @@
 ``describe``. Two kinds implement it:
 
 - ``PatchNetwork`` (below): a network of any registered architecture in torch or TF, trained on patches from
-  ``bench.patches.PatchSampler`` and applied by sliding-window inference, so every framework is fed the same
+  ``bench.patching.sampler.PatchSampler`` and applied by sliding-window inference, so every framework is fed the same
   batches and scored through the same stitching;
 - the atlas baselines (``bench.atlas``), which register whole volumes.
 
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bench.contract import PatchBatch, PatchSource, RunLogger, Segmenter, TrainHistory
 from bench.data.cohort import Case
 from bench.errors import ConfigError, DataError
-from bench.inference import background_outside_mask, predict_volume_with_stats
-from bench.patches import PatchSampler, PatchSubject
+from bench.patching.inference import background_outside_mask, predict_volume_with_stats
+from bench.patching.sampler import PatchSampler, PatchSubject
 from bench.preprocess.pipeline import Pipeline, PreparedCase
 from bench.types import FloatArray
 

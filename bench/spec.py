@@ -62,7 +62,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class SamplingSpec:
-    """Training patch sampling (see bench.patches.PatchSampler); sizes in voxels."""
+    """Training patch sampling (see bench.patching.sampler.PatchSampler); sizes in voxels."""
 
     mode: str
     patch_size: tuple[int, int, int]

@@ -4,9 +4,9 @@ Each module times brainbench's own implementation against the tool a user would 
 the same process, after warm-up, as the median of several repetitions:
 
 - ``bench_metrics``: ``bench.metrics`` vs medpy's per-metric functions.
-- ``bench_inference``: ``bench.inference.predict_volume`` vs MONAI's ``sliding_window_inference``.
-- ``bench_patches`` and ``bench_sampler_torchio``: ``bench.patches.PatchSampler`` alone and vs a torchio
-  ``Queue`` with a ``LabelSampler``.
+- ``bench_inference``: ``bench.patching.inference.predict_volume`` vs MONAI's ``sliding_window_inference``.
+- ``bench_patches`` and ``bench_sampler_torchio``: ``bench.patching.sampler.PatchSampler`` alone and vs a
+  torchio ``Queue`` with a ``LabelSampler``.
 - ``bench_training`` (with ``training_*``): the adapters' training loop vs bare forward/backward/step, achieved GFLOP/s vs the
   CPU's matrix-multiply peak, the settings that move it, and ``bench train-speed`` for every model.
 

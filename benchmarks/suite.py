@@ -278,7 +278,7 @@ def _inference_section(r: dict[str, Any]) -> list[str]:
         return []
     st, runs, harness = r.get("settings", {}), r.get("runs", {}), r.get("harness_runs", {})
     clock = r.get("inference_ratio_clock")
-    lines = ["## Sliding-window inference (bench.inference vs MONAI sliding_window_inference)", "",
+    lines = ["## Sliding-window inference (bench.patching.inference vs MONAI sliding_window_inference)", "",
              f"Model: {st.get('model')}; patch {st.get('patch')}³, overlap {st.get('overlap')}, Gaussian blending "
              f"(sigma {st.get('sigma_scale')}), {st.get('sw_batch_size')} patches per call, "
              f"{st.get('torch_threads')} torch thread(s). Volume {st.get('volume_shape')} "
@@ -320,7 +320,7 @@ def _sampler_section(r: dict[str, Any]) -> list[str]:
     if not r or "error" in r:
         return []
     st, g = r.get("settings", {}), r.get("grid_sampler", {})
-    lines = ["## Training patch sampling (bench.patches.PatchSampler vs torchio Queue + LabelSampler)", "",
+    lines = ["## Training patch sampling (bench.patching.sampler.PatchSampler vs torchio Queue + LabelSampler)", "",
              f"{st.get('patches')} foreground-centred {st.get('patch')}³ patches in batches of "
              f"{st.get('batch_size')} from {len(st.get('subjects', []))} subjects {st.get('volume_shape')}, "
              f"num_workers=0, median of {st.get('repeats')} interleaved runs (building the sampler/queue included).",
