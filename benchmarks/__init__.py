@@ -3,7 +3,7 @@
 Each module times brainbench's own implementation against the tool a user would otherwise pick, in
 the same process, after warm-up, as the median of several repetitions:
 
-- ``bench_metrics``: ``bench.metrics`` vs medpy's per-metric functions.
+- ``bench_metrics``: ``bench.evaluation.metrics`` vs medpy's per-metric functions.
 - ``bench_inference``: ``bench.patching.inference.predict_volume`` vs MONAI's ``sliding_window_inference``.
 - ``bench_patches`` and ``bench_sampler_torchio``: ``bench.patching.sampler.PatchSampler`` alone and vs a
   torchio ``Queue`` with a ``LabelSampler``.

@@ -264,7 +264,7 @@ def _load(values: Any) -> str:
 def _metrics_section(r: dict[str, Any]) -> list[str]:
     if not r or "error" in r:
         return []
-    return ["## Metrics (bench.metrics vs medpy 0.5.2)", "",
+    return ["## Metrics (bench.evaluation.metrics vs medpy 0.5.2)", "",
             f"DSC, AVD, HD, HD95 and ASSD for CSF/GM/WM on {r.get('source')} {r.get('shape')} (prediction: the "
             f"reference shifted by one voxel with 10 % of boundary voxels relabelled): ours "
             f"{_fmt(r.get('metrics_s_per_case'))} s (median of {r.get('repeats')}), medpy "
