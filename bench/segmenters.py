@@ -6,7 +6,7 @@
 - ``PatchNetwork`` (below): a network of any registered architecture in torch or TF, trained on patches from
   ``bench.patching.sampler.PatchSampler`` and applied by sliding-window inference, so every framework is fed the same
   batches and scored through the same stitching;
-- the atlas baselines (``bench.atlas``), which register whole volumes.
+- the atlas baselines (``bench.baselines.atlas``), which register whole volumes.
 
 Which one a run uses is decided once, when the config is translated (``bench.spec``): the spec builds it.
 """

@@ -116,14 +116,14 @@ class NetworkSpec:
 
 @dataclass(frozen=True)
 class AtlasSpec:
-    """An atlas baseline: ``bench.atlas.build_atlas(**params)`` (``kind`` and registration settings)."""
+    """An atlas baseline: ``bench.baselines.atlas.build_atlas(**params)`` (``kind`` and registration settings)."""
 
     params: dict[str, Any]
     framework: str = "sitk"
     tag: str = ATLAS
 
     def build(self) -> Method:
-        from bench.atlas import build_atlas
+        from bench.baselines.atlas import build_atlas
 
         return build_atlas(**self.params)
 
