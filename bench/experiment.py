@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 
 from bench.contract import NullLogger, TrainHistory
-from bench.data import Cohort, load_cohort
+from bench.data.cohort import Cohort, load_cohort
 from bench.errors import BenchError, DataError
-from bench.evaluation import evaluate_case, summarize, write_summary
+from bench.evaluation.evaluate import evaluate_case, summarize, write_summary
 from bench.io import write_volume
-from bench.preprocess import Pipeline, PreparedCase, PreprocessCache
+from bench.preprocess.pipeline import Pipeline, PreparedCase, PreprocessCache
 from bench.segmenters import TrainingData
 from bench.spec import RunSpec, spec_summary
 from bench.tracking import ChildRun, Tracker, flatten

@@ -4,9 +4,9 @@
 ``describe``. Two kinds implement it:
 
 - ``PatchNetwork`` (below): a network of any registered architecture in torch or TF, trained on patches from
-  ``bench.patches.PatchSampler`` and applied by sliding-window inference, so every framework is fed the same
+  ``bench.patching.sampler.PatchSampler`` and applied by sliding-window inference, so every framework is fed the same
   batches and scored through the same stitching;
-- the atlas baselines (``bench.atlas``), which register whole volumes.
+- the atlas baselines (``bench.baselines.atlas``), which register whole volumes.
 
 Which one a run uses is decided once, when the config is translated (``bench.spec``): the spec builds it.
 """
@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bench.contract import PatchBatch, PatchSource, RunLogger, Segmenter, TrainHistory
-from bench.data import Case
+from bench.data.cohort import Case
 from bench.errors import ConfigError, DataError
-from bench.inference import background_outside_mask, predict_volume_with_stats
-from bench.patches import PatchSampler, PatchSubject
-from bench.preprocess import Pipeline, PreparedCase
+from bench.patching.inference import background_outside_mask, predict_volume_with_stats
+from bench.patching.sampler import PatchSampler, PatchSubject
+from bench.preprocess.pipeline import Pipeline, PreparedCase
 from bench.types import FloatArray
 
 if TYPE_CHECKING:

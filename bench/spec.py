@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from adapters import registry
 from adapters.configs import NetConfig
 from bench.contract import EarlyStoppingSpec, LossSpec, OptimizerSpec, SchedulerSpec, TrainSpec
-from bench.data import SPLITS, SplitSpec
+from bench.data.splits import SPLITS, SplitSpec
 from bench.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class SamplingSpec:
-    """Training patch sampling (see bench.patches.PatchSampler); sizes in voxels."""
+    """Training patch sampling (see bench.patching.sampler.PatchSampler); sizes in voxels."""
 
     mode: str
     patch_size: tuple[int, int, int]
@@ -116,14 +116,14 @@ class NetworkSpec:
 
 @dataclass(frozen=True)
 class AtlasSpec:
-    """An atlas baseline: ``bench.atlas.build_atlas(**params)`` (``kind`` and registration settings)."""
+    """An atlas baseline: ``bench.baselines.atlas.build_atlas(**params)`` (``kind`` and registration settings)."""
 
     params: dict[str, Any]
     framework: str = "sitk"
     tag: str = ATLAS
 
     def build(self) -> Method:
-        from bench.atlas import build_atlas
+        from bench.baselines.atlas import build_atlas
 
         return build_atlas(**self.params)
 

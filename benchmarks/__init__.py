@@ -3,10 +3,10 @@
 Each module times brainbench's own implementation against the tool a user would otherwise pick, in
 the same process, after warm-up, as the median of several repetitions:
 
-- ``bench_metrics``: ``bench.metrics`` vs medpy's per-metric functions.
-- ``bench_inference``: ``bench.inference.predict_volume`` vs MONAI's ``sliding_window_inference``.
-- ``bench_patches`` and ``bench_sampler_torchio``: ``bench.patches.PatchSampler`` alone and vs a torchio
-  ``Queue`` with a ``LabelSampler``.
+- ``bench_metrics``: ``bench.evaluation.metrics`` vs medpy's per-metric functions.
+- ``bench_inference``: ``bench.patching.inference.predict_volume`` vs MONAI's ``sliding_window_inference``.
+- ``bench_patches`` and ``bench_sampler_torchio``: ``bench.patching.sampler.PatchSampler`` alone and vs a
+  torchio ``Queue`` with a ``LabelSampler``.
 - ``bench_training`` (with ``training_*``): the adapters' training loop vs bare forward/backward/step, achieved GFLOP/s vs the
   CPU's matrix-multiply peak, the settings that move it, and ``bench train-speed`` for every model.
 
@@ -31,7 +31,7 @@ from bench.types import FloatArray, Shape3
 IBSR_SHAPE: Shape3 = (256, 128, 256)
 QUICK_SHAPE: Shape3 = (48, 40, 48)
 QUICK_SPACING_MM = (3.0, 3.0, 3.0)
-"""``--quick`` uses ``bench.synth.phantom_case`` subjects (nested ellipsoids) of this size."""
+"""``--quick`` uses ``bench.data.synth.phantom_case`` subjects (nested ellipsoids) of this size."""
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,10 @@ def ibsr_root() -> Path | None:
 def load_subjects(count: int, *, quick: bool = False, seed: int = 0) -> list[BenchSubject]:
     """``count`` subjects: IBSR18 training subjects when ``$IBSR18_ROOT`` is set, else synthetic ones.
 
-    Synthetic subjects come from ``bench.synth.generate_subject`` on the IBSR grid (256×128×256). With
-    ``quick`` they are tiny ``bench.synth.phantom_case`` ellipsoids instead (IBSR data is never used).
+    Synthetic subjects come from ``bench.data.synth.generate_subject`` on the IBSR grid (256×128×256). With
+    ``quick`` they are tiny ``bench.data.synth.phantom_case`` ellipsoids instead (IBSR data is never used).
     """
-    from bench.synth import generate_subject, phantom_case
+    from bench.data.synth import generate_subject, phantom_case
 
     if quick:
         cases = [phantom_case(QUICK_SHAPE, QUICK_SPACING_MM, seed=seed + i, case_id=f"phantom-{i}")

@@ -1,4 +1,4 @@
-"""Timing: ``bench.inference.predict_volume`` vs MONAI's ``sliding_window_inference``, same torch model.
+"""Timing: ``bench.patching.inference.predict_volume`` vs MONAI's ``sliding_window_inference``, same torch model.
 
 Both tile the image with patches of ``patch``³ voxels, overlap 0.5, blend softmax probabilities with a
 Gaussian importance map (sigma 0.125 × patch) and send ``sw_batch_size`` patches per network call; MONAI
@@ -17,7 +17,7 @@ A second comparison uses a 1×1×1 convolution as the "network", so that the tim
 
 ``GridAggregator`` sums Gaussian-blended probabilities in float32, as MONAI does. Until 2026-11-24 it
 summed them in float64 (ratio 1.17 vs MONAI); ``Float64GaussianAggregator`` keeps that variant, timed
-alongside as ``ours_f64`` (swapped into ``bench.inference`` for those runs only) to show the change.
+alongside as ``ours_f64`` (swapped into ``bench.patching.inference`` for those runs only) to show the change.
 
 Run: ``.venv/bin/python -m benchmarks.bench_inference [--quick]`` (prints JSON).
 """
@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
-import bench.inference
-from bench.inference import _outside_mask, predict_volume_with_stats
-from bench.patches import GridAggregator, GridSampler
+import bench.patching.inference
+from bench.patching.grid import GridAggregator, GridSampler
+from bench.patching.inference import _outside_mask, predict_volume_with_stats
 from bench.types import FloatArray
 from benchmarks import BenchSubject, brain_box, load_subjects, rounded, time_interleaved
 
@@ -54,13 +54,13 @@ class Float64GaussianAggregator(GridAggregator):
 
 @contextlib.contextmanager
 def aggregator(cls: type[GridAggregator]) -> Iterator[None]:
-    """Make ``bench.inference.predict_volume`` use ``cls`` inside the block."""
-    before = bench.inference.GridAggregator
-    bench.inference.GridAggregator = cls  # type: ignore[misc]
+    """Make ``bench.patching.inference.predict_volume`` use ``cls`` inside the block."""
+    before = bench.patching.inference.GridAggregator
+    bench.patching.inference.GridAggregator = cls  # type: ignore[misc]
     try:
         yield
     finally:
-        bench.inference.GridAggregator = before  # type: ignore[misc]
+        bench.patching.inference.GridAggregator = before  # type: ignore[misc]
 
 
 def torch_predictor(net: torch.nn.Module) -> Callable[[FloatArray], FloatArray]:
@@ -105,7 +105,7 @@ def ours_runner(predict: Callable[[FloatArray], FloatArray], image: FloatArray, 
 
 
 def skip_count(mask: np.ndarray, patch: int) -> tuple[int, int]:
-    """(patches, patches skipped) for a whole volume with this brain mask (bench.inference's own rule)."""
+    """(patches, patches skipped) for a whole volume with this brain mask (bench.patching.inference's own rule)."""
     sampler = GridSampler(mask.shape, patch, OVERLAP)
     return len(sampler), int(_outside_mask(mask, sampler).sum())
 

@@ -1,4 +1,4 @@
-"""Timing: ``bench.metrics.evaluate_labels`` vs medpy's per-metric functions on one whole label map.
+"""Timing: ``bench.evaluation.metrics.evaluate_labels`` vs medpy's per-metric functions on one whole label map.
 
 Scores the five metrics (dice, avd, hd, hd95, assd) for CSF, GM and WM of one 256×128×256 case. The reference
 is IBSR_01's label map read from the shared data folder (never copied into the repo); the prediction is a
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from bench.evaluation.metrics import METRIC_NAMES, evaluate_labels
 from bench.io import read_volume
-from bench.metrics import METRIC_NAMES, evaluate_labels
 from bench.types import TISSUE_NAMES
 
 REPO = Path(__file__).resolve().parents[1]

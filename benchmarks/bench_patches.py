@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.patches import PatchSampler, PatchSubject
+from bench.patching.sampler import PatchSampler, PatchSubject
 
 IBSR_SHAPE = (256, 128, 256)
 

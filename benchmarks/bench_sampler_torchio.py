@@ -1,4 +1,4 @@
-"""Timing: ``bench.patches.PatchSampler`` vs a torchio ``Queue`` with a ``LabelSampler``, same patches.
+"""Timing: ``bench.patching.sampler.PatchSampler`` vs a torchio ``Queue`` with a ``LabelSampler``, same patches.
 
 Both produce ``patches_per_subject × subjects`` foreground-centred patches of ``patch``³ voxels in batches
 of ``batch_size`` from the same in-memory subjects, with no worker processes:
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.patches import PatchSampler, PatchSubject
+from bench.patching.sampler import PatchSampler, PatchSubject
 from benchmarks import BenchSubject, load_subjects, rounded, time_interleaved
 
 

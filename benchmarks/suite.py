@@ -5,7 +5,7 @@ Sections (each timed in this one process, after warm-up, as medians of interleav
 ``training`` (adapter overhead, GFLOP/s, settings, TF XLA, optional torch.compile) and ``train_speed``
 (``bench train-speed`` for the 6 architecture × framework pairs, in subprocesses with a timeout).
 
-Data: synthetic subjects from ``bench.synth.generate_subject`` (IBSR grid 256×128×256); IBSR18 training
+Data: synthetic subjects from ``bench.data.synth.generate_subject`` (IBSR grid 256×128×256); IBSR18 training
 subjects when ``$IBSR18_ROOT`` names a folder. ``--quick`` runs everything on tiny volumes and networks
 with one repetition (a smoke test of the suite, not a measurement).
 
@@ -264,7 +264,7 @@ def _load(values: Any) -> str:
 def _metrics_section(r: dict[str, Any]) -> list[str]:
     if not r or "error" in r:
         return []
-    return ["## Metrics (bench.metrics vs medpy 0.5.2)", "",
+    return ["## Metrics (bench.evaluation.metrics vs medpy 0.5.2)", "",
             f"DSC, AVD, HD, HD95 and ASSD for CSF/GM/WM on {r.get('source')} {r.get('shape')} (prediction: the "
             f"reference shifted by one voxel with 10 % of boundary voxels relabelled): ours "
             f"{_fmt(r.get('metrics_s_per_case'))} s (median of {r.get('repeats')}), medpy "
@@ -278,7 +278,7 @@ def _inference_section(r: dict[str, Any]) -> list[str]:
         return []
     st, runs, harness = r.get("settings", {}), r.get("runs", {}), r.get("harness_runs", {})
     clock = r.get("inference_ratio_clock")
-    lines = ["## Sliding-window inference (bench.inference vs MONAI sliding_window_inference)", "",
+    lines = ["## Sliding-window inference (bench.patching.inference vs MONAI sliding_window_inference)", "",
              f"Model: {st.get('model')}; patch {st.get('patch')}³, overlap {st.get('overlap')}, Gaussian blending "
              f"(sigma {st.get('sigma_scale')}), {st.get('sw_batch_size')} patches per call, "
              f"{st.get('torch_threads')} torch thread(s). Volume {st.get('volume_shape')} "
@@ -320,7 +320,7 @@ def _sampler_section(r: dict[str, Any]) -> list[str]:
     if not r or "error" in r:
         return []
     st, g = r.get("settings", {}), r.get("grid_sampler", {})
-    lines = ["## Training patch sampling (bench.patches.PatchSampler vs torchio Queue + LabelSampler)", "",
+    lines = ["## Training patch sampling (bench.patching.sampler.PatchSampler vs torchio Queue + LabelSampler)", "",
              f"{st.get('patches')} foreground-centred {st.get('patch')}³ patches in batches of "
              f"{st.get('batch_size')} from {len(st.get('subjects', []))} subjects {st.get('volume_shape')}, "
              f"num_workers=0, median of {st.get('repeats')} interleaved runs (building the sampler/queue included).",

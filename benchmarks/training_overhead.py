@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from bench.contract import NullLogger, PatchBatch
-from bench.patches import PatchSampler, PatchSubject
+from bench.patching.sampler import PatchSampler, PatchSubject
 from benchmarks import BenchSubject, rounded
 from benchmarks.training_common import LOSS, OPTIMIZER, train_spec
 

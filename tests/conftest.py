@@ -29,7 +29,7 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Paper split: train IBSR_01, IBSR_03; val IBSR_07, IBSR_16; test IBSR_11, IBSR_12; predict IBSR_02.
     """
-    from bench.synth import write_cohort
+    from bench.data.synth import write_cohort
 
     root = tmp_path_factory.mktemp("cohort") / "data"
     write_cohort(root, TINY_SUBJECTS, seed=0, shape=TINY_SHAPE, spacing_scale=TINY_SPACING_SCALE)

@@ -1,4 +1,4 @@
-"""Tests for bench.atlas and bench.registration (synthetic phantoms; MNI from nilearn; IBSR when present)."""
+"""Tests for bench.baselines (atlas, registration): synthetic phantoms; MNI from nilearn; IBSR when present."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from bench.atlas import AtlasSegmenter, MniAtlas, MultiAtlas, TrainAtlas, build_atlas, normalise
-from bench.data import Case
+from bench.baselines.atlas import AtlasSegmenter, MniAtlas, MultiAtlas, TrainAtlas, build_atlas, normalise
+from bench.baselines.registration import RegistrationSpec, affine_register, ras_to_sitk, register, warp
+from bench.data.cohort import Case
 from bench.errors import BenchError, ConfigError, DataError
 from bench.io import Volume, read_volume
-from bench.registration import RegistrationSpec, affine_register, ras_to_sitk, register, warp
 
 SPACING_MM = 2.0
 SHAPE = (48, 48, 48)

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.inference import predict_volume
-from bench.patches import PatchSampler, PatchSubject
+from bench.patching.inference import predict_volume
+from bench.patching.sampler import PatchSampler, PatchSubject
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # benchmarks/ is not an installed package: import it from the checkout

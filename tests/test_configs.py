@@ -160,7 +160,7 @@ def test_profile_model_params_build(profile: str, model: str) -> None:
     """Every profile's model overrides are accepted by the model's constructor."""
     spec = run_spec_from_config(compose_cfg([f"profile={profile}", f"model={model}"]))
     if spec.model.architecture == "atlas":
-        from bench.atlas import build_atlas
+        from bench.baselines.atlas import build_atlas
 
         assert build_atlas(**spec.model.params).describe()["kind"] == spec.model.params["kind"]
     else:

@@ -12,15 +12,12 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.data import (
-    SplitSpec,
-    describe_cohort,
-    discover,
-    load_cohort,
-)
+from bench.data.cohort import describe_cohort, load_cohort
+from bench.data.discovery import discover
+from bench.data.splits import SplitSpec
+from bench.data.synth import phantom_case
 from bench.errors import BenchError, ConfigError, DataError
 from bench.io import Volume, write_volume
-from bench.synth import phantom_case
 
 SHAPE = (10, 12, 10)
 TRAINING = ("IBSR_01", "IBSR_03", "IBSR_04", "IBSR_05", "IBSR_07", "IBSR_09", "IBSR_16", "IBSR_18")

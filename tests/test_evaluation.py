@@ -1,4 +1,4 @@
-"""Tests for bench.evaluation and the ``bench evaluate`` command."""
+"""Tests for bench.evaluation.evaluate and the ``bench evaluate`` command."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from bench.cli import main
 from bench.errors import DataError
-from bench.evaluation import (
+from bench.evaluation.evaluate import (
     ROW_COLUMNS,
     case_id_of,
     evaluate_case,
@@ -23,8 +23,8 @@ from bench.evaluation import (
     summarize,
     write_summary,
 )
+from bench.evaluation.metrics import evaluate_labels
 from bench.io import Volume, write_volume
-from bench.metrics import evaluate_labels
 
 SHAPE = (24, 20, 22)
 SPACING = (0.9375, 1.5, 0.9375)

@@ -15,9 +15,9 @@ from conftest import Workspace, temp_files
 
 import adapters
 from bench.cli import main as bench_main
-from bench.evaluation import evaluate_case
+from bench.evaluation.evaluate import evaluate_case
+from bench.evaluation.paper import paper_value
 from bench.io import read_volume
-from bench.paper import paper_value
 from bench.types import TISSUE_NAMES
 
 TEST_IDS = ["IBSR_11", "IBSR_12"]

@@ -1,4 +1,4 @@
-"""Tests for bench.inference.predict_volume: exact reconstruction, blending, mask skipping, batching."""
+"""Tests for bench.patching.inference.predict_volume: exact reconstruction, blending, mask skipping, batching."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from bench.errors import ConfigError, DataError
-from bench.inference import background_outside_mask, predict_volume, predict_volume_with_stats
-from bench.patches import Blending, GridSampler
+from bench.patching.grid import Blending, GridSampler
+from bench.patching.inference import background_outside_mask, predict_volume, predict_volume_with_stats
 from bench.types import FloatArray
 
 

@@ -1,4 +1,4 @@
-"""Tests for bench.metrics: medpy 0.5.2 is the oracle, plus hand-computed answers on tiny arrays."""
+"""Tests for bench.evaluation.metrics: medpy 0.5.2 is the oracle, plus hand-computed answers on tiny arrays."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from medpy.metric import binary as mb
 from scipy import ndimage
 
-from bench import metrics
-from bench.metrics import evaluate_labels, surface_distances
+from bench.evaluation import metrics
+from bench.evaluation.metrics import evaluate_labels, surface_distances
 
 SPACINGS = [(1.0, 1.0, 1.0), (0.9375, 1.5, 0.9375), (2.0, 0.5, 1.2)]
 SHAPE = (40, 30, 35)

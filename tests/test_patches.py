@@ -1,4 +1,4 @@
-"""Tests for bench.patches: the training PatchSampler (grid / random_subset / random, oversampling,
+"""Tests for bench.patching: the training PatchSampler (grid / random_subset / random, oversampling,
 padding, determinism, memory) and the inference GridSampler / GridAggregator / importance map."""
 
 from __future__ import annotations
@@ -11,16 +11,9 @@ import pytest
 
 from bench.contract import PatchSource
 from bench.errors import ConfigError, DataError
-from bench.patches import (
-    GridAggregator,
-    GridSampler,
-    PatchSampler,
-    PatchSubject,
-    axis_starts,
-    class_counts_on_grid,
-    extract_patch,
-    importance_map,
-)
+from bench.patching.grid import GridAggregator, GridSampler, importance_map
+from bench.patching.sampler import PatchSampler, PatchSubject, class_counts_on_grid
+from bench.patching.windows import axis_starts, extract_patch
 
 
 def make_subject(shape: tuple[int, int, int] = (8, 8, 8), *, channels: int | None = None, seed: int = 0,

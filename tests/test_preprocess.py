@@ -1,4 +1,4 @@
-"""Tests for bench.preprocess / bench.preprocess_steps on tiny synthetic phantoms (and one real IBSR pair)."""
+"""Tests for bench.preprocess (pipeline, steps) on tiny synthetic phantoms (and one real IBSR pair)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-import bench.preprocess as pp
-from bench.data import Case
+import bench.preprocess.pipeline as pp
+from bench.data.cohort import Case
 from bench.errors import ConfigError, DataError
 from bench.io import Volume, read_volume, write_volume
-from bench.preprocess import (
+from bench.preprocess.pipeline import (
     PRESETS,
     Clahe,
     HistogramMatching,
@@ -287,7 +287,7 @@ def test_spacing_round_trip_recovers_labels() -> None:
 def test_fast_inverse_matches_simpleitk_linear_resampling() -> None:
     import SimpleITK as sitk
 
-    from bench.preprocess_steps import _resample
+    from bench.preprocess.steps import _resample
 
     case = prepare(make_case())
     step = SpacingNormalisation((1.0, 1.0, 1.0))

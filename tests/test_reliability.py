@@ -24,8 +24,8 @@ import SimpleITK as sitk
 from conftest import Workspace, temp_files
 
 from bench.cli import main as bench_main
+from bench.evaluation.metrics import EMPTY_MASK_RULE
 from bench.io import Volume, read_volume, write_volume
-from bench.metrics import EMPTY_MASK_RULE
 from bench.run import hydra_error_line
 
 TRAIN = "Training_Set/IBSR_01"

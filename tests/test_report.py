@@ -1,4 +1,4 @@
-"""bench.report.collect: which MLflow runs make a Table 1 row (a fake tracker with known runs)."""
+"""bench.evaluation.report.collect: which MLflow runs make a Table 1 row (a fake tracker with known runs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report import CONFIG_KEYS, cell_stats, collect
+from bench.evaluation.report import CONFIG_KEYS, cell_stats, collect
 
 KEY = {"table_row": "5", "architecture": "unet3d", "preprocess": "raw", "optimizer": "adadelta", "loss": "dice",
        "framework": "torch", "sampling": "uniform", "profile": "quick"}

@@ -1,4 +1,4 @@
-"""Tests for bench.synth: determinism, labels, IBSR layout, rewrite rules, ``bench synth``, phantom."""
+"""Tests for bench.data.synth: determinism, labels, IBSR layout, rewrite rules, ``bench synth``, phantom."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.data import IBSR18, SPACING_TOL_MM, load_cohort
-from bench.errors import ConfigError
-from bench.io import read_volume
-from bench.synth import (
+from bench.data.cohort import SPACING_TOL_MM, load_cohort
+from bench.data.discovery import IBSR18
+from bench.data.synth import (
     IBSR_DIRECTION,
     SUBJECT_ORDER,
     generate_subject,
     phantom_case,
     write_cohort,
 )
+from bench.errors import ConfigError
+from bench.io import read_volume
 
 TINY = (48, 32, 48)
 SCALE = 4.5

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.data import CLASS_COLUMNS, NAMED_SPLITS, SPLITS, describe_cohort, load_cohort
+from bench.data.cohort import CLASS_COLUMNS, describe_cohort, load_cohort
+from bench.data.splits import NAMED_SPLITS, SPLITS
 
 COLUMNS = ("id", "split", "shape", "spacing_mm", *CLASS_COLUMNS)
 

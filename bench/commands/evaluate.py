@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError
-from bench.evaluation import (
+from bench.evaluation.evaluate import (
     MATCHING_RULE,
     case_id_of,
     evaluate_case,
@@ -27,8 +27,8 @@ from bench.evaluation import (
     to_json_safe,
     write_summary,
 )
+from bench.evaluation.metrics import BACKENDS, HD95_MODES, METRIC_NAMES
 from bench.io import read_volume
-from bench.metrics import BACKENDS, HD95_MODES, METRIC_NAMES
 
 _UNITS = {"dice": "", "avd": "%", "hd": "mm", "hd95": "mm", "assd": "mm"}
 

@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.report import write_report
+    from bench.evaluation.report import write_report
 
     out = args.out or args.runs / "reports"
     written = write_report(args.experiment, out, args.tracking_uri, args.runs)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.synth import FULL_SHAPE, SUBJECT_ORDER, write_cohort
+from bench.data.synth import FULL_SHAPE, SUBJECT_ORDER, write_cohort
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Pre-processing pipeline (paper §4.1): fit on training cases, apply to any case, invert to the native grid.
 
-A :class:`Pipeline` is a sequence of steps from ``bench.preprocess_steps`` (spacing normalisation,
+A :class:`Pipeline` is a sequence of steps from ``bench.preprocess.steps`` (spacing normalisation,
 histogram matching, CLAHE, standardisation), built from config dicts with :meth:`Pipeline.from_spec`
 or by preset name (``PRESETS``, mirroring ``conf/preprocess/*.yaml``). :class:`PreprocessCache` stores
 the output of a fitted pipeline per case on disk, keyed by input content, pipeline params and fitted state.
@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.data import Case
+from bench.data.cohort import Case
 from bench.errors import ConfigError
 from bench.io import Volume, write_atomic
-from bench.preprocess_steps import (
+from bench.preprocess.steps import (
     MASK_DEFINITION_VERSION,
     STEP_TYPES,
     Clahe,

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.evaluation.paper import CLASSES, TABLE1_ROWS, paper_value
 from bench.io import write_atomic, write_text_atomic
-from bench.paper import CLASSES, TABLE1_ROWS, paper_value
 
 TABLE1_METRICS = ("dice",)
 TABLE2_METRICS = ("avd", "hd")

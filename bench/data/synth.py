@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from bench.data import IBSR18, Case, IbsrSubject
+from bench.data.cohort import Case
+from bench.data.discovery import IBSR18, IbsrSubject
 from bench.errors import ConfigError
 from bench.io import Volume, write_volume
 from bench.types import FloatArray, Shape3, Spacing

@@ -12,7 +12,7 @@ native grid:
   one-hot labels are averaged (a soft majority vote).
 
 With ``restrict_to_foreground`` (default) voxels where the skull-stripped subject image is 0 are background.
-Registration settings are in :class:`bench.registration.RegistrationSpec`.
+Registration settings are in :class:`bench.baselines.registration.RegistrationSpec`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import SimpleITK as sitk
 
-from bench.contract import RunLogger, TrainHistory
-from bench.data import Case
-from bench.errors import BenchError, ConfigError, DataError
-from bench.io import Volume, read_volume, write_volume
-from bench.registration import (
+from bench.baselines.registration import (
     RegistrationSpec,
     crop_to_foreground,
     foreground_bounds,
@@ -43,11 +39,15 @@ from bench.registration import (
     vector_to_array,
     warp,
 )
+from bench.contract import RunLogger, TrainHistory
+from bench.data.cohort import Case
+from bench.errors import BenchError, ConfigError, DataError
+from bench.io import Volume, read_volume, write_volume
 from bench.segmenters import Prediction, TrainingData
 from bench.types import NUM_CLASSES, FloatArray
 
 if TYPE_CHECKING:
-    from bench.preprocess import Pipeline, PreparedCase
+    from bench.preprocess.pipeline import Pipeline, PreparedCase
 
 KINDS = ("mni", "train", "multi")
 KIND_ALIASES = {

@@ -1,4 +1,4 @@
-"""Pre-processing steps of the paper's §4.1, one class per step (re-exported by ``bench.preprocess``).
+"""Pre-processing steps of the paper's §4.1, one class per step (re-exported by ``bench.preprocess.pipeline``).
 
 Every step has ``fit(cases)`` (learns from training cases only; a no-op for per-case steps),
 ``apply(case) -> PreparedCase``, ``params() -> dict`` (its configuration, JSON-able) and ``state() -> dict``
@@ -24,7 +24,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 from skimage.exposure import equalize_adapthist
 
-from bench.data import Case
+from bench.data.cohort import Case
 from bench.errors import ConfigError, DataError
 from bench.io import Volume
 from bench.types import LABELS, BoolArray, FloatArray, Shape3, Spacing

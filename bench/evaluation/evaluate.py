@@ -1,9 +1,9 @@
 """Scoring predicted label maps: one row per case × class, a stable ``summary.json``, folder pairs.
 
 Rows hold ``case, class, dice, avd, hd, hd95, assd, ref_voxels, pred_voxels`` (avd in percent, distances in
-mm; see ``bench.metrics`` for definitions and the empty-mask rule). The summary follows nnU-Net's
-``summary.json``: per-case rows, then mean / std / median per class and metric, computed over finite values
-only, with the number of non-finite values (empty masks) reported next to them.
+mm; see ``bench.evaluation.metrics`` for definitions and the empty-mask rule). The summary follows
+nnU-Net's ``summary.json``: per-case rows, then mean / std / median per class and metric, computed over
+finite values only, with the number of non-finite values (empty masks) reported next to them.
 """
 
 from __future__ import annotations
@@ -18,8 +18,15 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import DataError
+from bench.evaluation.metrics import (
+    EMPTY_MASK_RULE,
+    METRIC_NAMES,
+    Backend,
+    Hd95Mode,
+    class_name,
+    evaluate_labels,
+)
 from bench.io import Volume, read_volume, write_atomic, write_text_atomic
-from bench.metrics import EMPTY_MASK_RULE, METRIC_NAMES, Backend, Hd95Mode, class_name, evaluate_labels
 from bench.types import LABELS, TISSUE_NAMES, LabelArray
 
 SPACING_TOLERANCE_MM: Final = 1e-3
@@ -55,7 +62,7 @@ def evaluate_case(
         case_id: Written to the ``case`` column.
         pred_path: File of the prediction, named in errors.
         ref_path: File of the reference, named in errors.
-        backend: ``"fast"`` or ``"medpy"`` (see ``bench.metrics.evaluate_labels``).
+        backend: ``"fast"`` or ``"medpy"`` (see ``bench.evaluation.metrics.evaluate_labels``).
         hd95_mode: ``"pooled"`` or ``"max_directed"``.
 
     Returns:

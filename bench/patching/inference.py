@@ -24,14 +24,8 @@ import numpy as np
 from scipy import ndimage
 
 from bench.errors import ConfigError, DataError
-from bench.patches import (
-    Blending,
-    GridAggregator,
-    GridSampler,
-    IntArray,
-    channel_minimum,
-    extract_patch,
-)
+from bench.patching.grid import Blending, GridAggregator, GridSampler
+from bench.patching.windows import IntArray, channel_minimum, extract_patch
 from bench.types import BoolArray, FloatArray, Shape3
 
 PredictPatches = Callable[[FloatArray], FloatArray]

@@ -1,0 +1,9 @@
+"""Evaluation stage: score predicted label maps and turn the scores into the paper's tables.
+
+* ``metrics``: Dice, AVD, HD, HD95 and ASSD per class (medpy 0.5.2's definitions; brainbench's own
+  empty-mask rule).
+* ``evaluate``: per-case rows, ``summary.json`` and folder pairing (``bench evaluate``).
+* ``report``: MLflow runs -> Table 1 / Table 2 beside the paper's values, box plots and overlays
+  (``bench report``).
+* ``paper``: the paper's published Table 1 / Table 2 numbers.
+"""
