@@ -112,7 +112,10 @@ def _signature(in_channels: int) -> list[tf.TensorSpec]:
 def make_train_step(
     model: keras.Model, optimizer: keras.optimizers.Optimizer, loss_fn: LossFn, weight_decay: float
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
-    """One compiled step: forward, loss, gradients (+ coupled L2), optimizer update; returns the loss."""
+    """One compiled step: forward, loss, gradients (+ coupled L2), optimizer update; returns the loss.
+
+    A non-finite loss updates nothing (``adapters.loop`` then stops with an error naming epoch and step).
+    """
     variables = model.trainable_variables
     optimizer.build(variables)
 
@@ -123,7 +126,8 @@ def make_train_step(
         grads = tape.gradient(loss, variables)
         if weight_decay > 0:
             grads = [g + weight_decay * v.value for g, v in zip(grads, variables, strict=True)]
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        if tf.math.is_finite(loss):  # as torch's step: the loop stops on a non-finite loss, unapplied
+            optimizer.apply_gradients(zip(grads, variables, strict=True))
         return loss
 
     return train_step
