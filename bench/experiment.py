@@ -9,6 +9,7 @@ and ``checkpoint/``; the same files are logged to the run's MLflow child run.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import shutil
 import sys
@@ -22,13 +23,16 @@ import pandas as pd
 
 from bench.contract import NullLogger, TrainHistory
 from bench.data.cohort import Cohort, load_cohort
+from bench.data.discovery import discover
+from bench.data.folds import FoldSplit, fold_of_subject
+from bench.data.manifest import content_digest, manifest
 from bench.errors import BenchError, DataError
 from bench.evaluation.evaluate import evaluate_case, summarize, write_summary
 from bench.io import write_volume
 from bench.preprocess.pipeline import Pipeline, PreparedCase, PreprocessCache
 from bench.segmenters import TrainingData
-from bench.spec import RunSpec, spec_summary
-from bench.tracking import ChildRun, Tracker, flatten
+from bench.spec import NetworkSpec, RunSpec, effective_settings, spec_summary
+from bench.tracking import DESCRIPTION_TAG, ChildRun, Tracker, flatten
 from bench.types import TISSUE_NAMES
 
 log = logging.getLogger(__name__)
@@ -127,6 +131,9 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
         "patches_predicted": patches_done, "patches_skipped": patches_skipped,
         "best_epoch": history.best_epoch, "epochs_run": len(history.epochs), "stopped_early": history.stopped_early,
         "peak_memory_mb": _peak_memory_mb(), "segmenter": segmenter.describe(),
+        "split": cohort.split_name,
+        "folds": fold_of_subject(discover(spec.data.root), spec.data.split)
+        if isinstance(spec.data.split, FoldSplit) else None,
         "test_subjects": [c.id for c in cohort.split("test")],
         "train_subjects": [c.id for c in cohort.split("train")],
         "val_subjects": [c.id for c in cohort.split("val")],
@@ -158,6 +165,22 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
     return summary
 
 
+def _log_datasets(child: ChildRun, spec: RunSpec, cohort: Cohort) -> None:
+    """One MLflow dataset input per split used (train, val, test): subject ids, files and content digest."""
+    frame = manifest(cohort)
+    for context in ("train", "val", "test"):
+        subjects = frame[frame["split"] == context].reset_index(drop=True)
+        if len(subjects):
+            child.log_dataset(subjects, name=f"{spec.data.name}:{cohort.split_name}:{context}",
+                              source=spec.data.root, digest=content_digest(subjects), context=context)
+
+
+def _source_tags() -> dict[str, str]:
+    """MLflow's source tags: the entry point that ran (``bench.run``) and how it was started."""
+    return {"mlflow.source.name": "python -m bench.run", "mlflow.source.type": "LOCAL",
+            "mlflow.user": os.environ.get("USER", "") or "unknown"}
+
+
 def _version_tags() -> dict[str, str]:
     import importlib.metadata as md
     import subprocess
@@ -174,6 +197,8 @@ def _version_tags() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     tags["git_commit"] = commit or "unknown"
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
     return tags
 
 
@@ -187,21 +212,30 @@ def run(spec: RunSpec) -> RunResult:
         log.info("skipping %s: already finished as run %s", spec.name, done.run_id)
         return RunResult(spec.name, spec.config_hash, "skipped", run_id=done.run_id)
     cohort = load_data(spec)
-    out = Path(spec.outputs_dir) / spec.tracking.experiment / f"{spec.name}-{spec.config_hash}"
-    partial = out.with_name(f".{out.name}.partial")  # renamed to `out` only when the run FINISHED
-    for stale in (out, partial):
-        if stale.exists():
-            shutil.rmtree(stale)
-    partial.mkdir(parents=True)
+    network = spec.segmenter if isinstance(spec.segmenter, NetworkSpec) else None
+    fold = spec.data.split.fold if isinstance(spec.data.split, FoldSplit) else None
     tags = {
         "table_row": str(spec.row) if spec.row is not None else "", "architecture": spec.model.architecture,
-        "framework": spec.segmenter.framework,
-        "preprocess": spec.preprocess.name, "optimizer": spec.train.optimizer.name, "loss": spec.train.loss.name,
-        "sampling": spec.sampling.mode, "profile": spec.profile, "seed": str(spec.seed), "label": spec.label,
-        "data": spec.data.name, **_version_tags(),
+        "framework": spec.segmenter.framework, "preprocess": spec.preprocess.name,
+        "optimizer": network.train.optimizer.name if network else "", "loss": network.train.loss.name if network else "",
+        "sampling": network.sampling.mode if network else "", "profile": spec.profile, "seed": str(spec.seed),
+        "fold": "" if fold is None else str(fold), "split": cohort.split_name, "label": spec.label,
+        "data": spec.data.name, DESCRIPTION_TAG: spec.label or spec.name, **_source_tags(), **_version_tags(),
     }
+    params = flatten(effective_settings(spec))
+    child = tracker.start_child(parent_id, spec.name, spec.config_hash, params, tags, rerun_finished=spec.force)
+    if child is None:
+        log.info("skipping %s: another process is running or has finished it", spec.name)
+        return RunResult(spec.name, spec.config_hash, "skipped")
+    out = Path(spec.outputs_dir) / spec.tracking.experiment / f"{spec.name}-{spec.config_hash}"
+    partial = out.with_name(f".{out.name}.partial")  # renamed to `out` only when the run FINISHED
     try:
-        with tracker.start_child(parent_id, spec.name, spec.config_hash, flatten(spec.config), tags) as child:
+        with child:
+            for stale in (out, partial):
+                if stale.exists():
+                    shutil.rmtree(stale)
+            partial.mkdir(parents=True)
+            _log_datasets(child, spec, cohort)
             summary = execute(spec, cohort, partial, child)
             partial.rename(out)
             return RunResult(spec.name, spec.config_hash, "finished", child.run_id, out, summary)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from adapters import registry
 from adapters.configs import NetConfig
 from bench.contract import EarlyStoppingSpec, LossSpec, OptimizerSpec, SchedulerSpec, TrainSpec
+from bench.data.folds import FoldSplit
 from bench.data.splits import SPLITS, SplitSpec
 from bench.errors import ConfigError
 
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
 ATLAS = "atlas"
 FRAMEWORKS = registry.FRAMEWORKS
 SAMPLING_MODES = ("grid", "random_subset", "random")
-HASH_EXCLUDED = ("paths", "tracking", "force", "label")
-"""Top-level keys that do not change a run's result, left out of its identity hash."""
+RECORD_VERSION = 2
+"""Version of what ``effective_settings`` records (1: the raw config, before profile overrides)."""
 
 
 def architectures() -> tuple[str, ...]:
@@ -43,11 +44,13 @@ class DataSpec:
 
     name: str
     root: str
-    split: str | SplitSpec
+    split: str | SplitSpec | FoldSplit
 
 
 @dataclass(frozen=True)
 class PreprocessSpec:
+    """The preprocessing pipeline: its name and every step with all its parameters (defaults filled in)."""
+
     name: str
     steps: tuple[dict[str, Any], ...]
 
@@ -156,7 +159,8 @@ class RunSpec:
 
     @property
     def config_hash(self) -> str:
-        return config_hash(self.config)
+        """The run's identity: a hash of ``effective_settings`` (what ran, not how it was written)."""
+        return config_hash(effective_settings(self))
 
     @property
     def name(self) -> str:
@@ -164,10 +168,44 @@ class RunSpec:
         return f"{row}{self.segmenter.tag}-{self.preprocess.name}-seed{self.seed}"
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
-    """Identity of a run: sha256 of the canonical JSON of the config without paths/tracking/force."""
-    kept = {k: v for k, v in config.items() if k not in HASH_EXCLUDED}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def config_hash(settings: Mapping[str, Any]) -> str:
+    """sha256 (16 hex digits) of the canonical JSON of ``settings``."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def split_record(split: str | SplitSpec | FoldSplit) -> Any:
+    """A split as plain values: its name, the explicit id lists, or the fold settings."""
+    if isinstance(split, str):
+        return split
+    if isinstance(split, FoldSplit):
+        return {"folds": split.folds, "fold": split.fold, "fold_seed": split.seed}
+    return {name: list(getattr(split, name)) for name in SPLITS}
+
+
+def effective_settings(spec: RunSpec) -> dict[str, Any]:
+    """Everything that decides a run's result, as it ran: profile overrides and defaults applied, and only
+    what applies to the method (an atlas has no framework, optimizer, patches or inference settings).
+
+    Its hash is the run's identity and its flattened form the run's MLflow params. Paths other than the
+    data root, tracking, ``force``, the row number, label and profile name do not change a result and are
+    left out.
+    """
+    settings: dict[str, Any] = {
+        "record_version": RECORD_VERSION,
+        "data": {"name": spec.data.name, "root": spec.data.root, "split": split_record(spec.data.split)},
+        "preprocess": {"name": spec.preprocess.name, "steps": [dict(step) for step in spec.preprocess.steps]},
+        "model": {"architecture": spec.model.architecture, "params": dict(spec.model.params)},
+        "seed": spec.seed,
+    }
+    method = spec.segmenter
+    if isinstance(method, NetworkSpec):
+        settings.update(
+            framework=method.framework,
+            train={k: v for k, v in asdict(method.train).items() if k != "progress"},  # progress: display only
+            sampling=asdict(method.sampling),
+            inference=asdict(method.inference),
+        )
+    return settings
 
 
 def _triple(value: Any, setting: str) -> tuple[int, int, int]:
@@ -243,11 +281,14 @@ def _epochs(profile: Mapping[str, Any], architecture: str) -> int:
     return _positive(profile.get("epochs"), "profile.epochs", integer=True)
 
 
-def _model(model_cfg: Mapping[str, Any], profile: Mapping[str, Any]) -> tuple[ModelSpec, NetConfig | None]:
-    """The effective model (YAML params, then the profile's overrides) and, for a network, its config.
+def _model(
+    model_cfg: Mapping[str, Any], profile: Mapping[str, Any], seed: int
+) -> tuple[ModelSpec, NetConfig | None]:
+    """The effective model (YAML params, then the profile's overrides, then defaults) and a network's config.
 
     Every override is checked against the architecture's config, so a profile cannot set a width the
     network does not have. A model YAML with an ``implementation`` block registers its architecture here.
+    An atlas's registration is seeded by the run's ``seed`` unless its params name one.
     """
     name = model_cfg.get("architecture")
     if model_cfg.get("implementation"):
@@ -261,7 +302,10 @@ def _model(model_cfg: Mapping[str, Any], profile: Mapping[str, Any]) -> tuple[Mo
     overrides = _by_model(profile, "model_overrides").get(architecture) or {}
     params.update(overrides)
     if architecture == ATLAS:
-        return ModelSpec(architecture, params), None
+        from bench.baselines.atlas import build_atlas
+
+        atlas = build_atlas(**{"seed": seed, **params})
+        return ModelSpec(architecture, {"kind": atlas.kind, **atlas.params()}), None
     try:
         config = registry.lookup(architecture).make_config(params)
     except ConfigError as exc:
@@ -270,8 +314,12 @@ def _model(model_cfg: Mapping[str, Any], profile: Mapping[str, Any]) -> tuple[Mo
     return ModelSpec(architecture, config.to_params()), config
 
 
-def _split(split: Any) -> str | SplitSpec:
-    """A named split, or explicit id lists (``{train: [...], val: [...], test: [...], predict: [...]}``)."""
+def _split(data: Mapping[str, Any]) -> str | SplitSpec | FoldSplit:
+    """``data.fold`` (k-fold cross-validation), else a named split or explicit id lists
+    (``{train: [...], val: [...], test: [...], predict: [...]}``)."""
+    if data.get("fold") is not None:
+        return FoldSplit(folds=data.get("folds", 5), fold=data["fold"], seed=data.get("fold_seed", 0))
+    split = data.get("split", "paper")
     if isinstance(split, str):
         return split
     if not isinstance(split, Mapping):
@@ -287,11 +335,11 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     """Validate a resolved config dict (as composed from conf/) and build the RunSpec."""
     profile = cfg["profile"]
     framework = _choice(cfg["framework"]["name"], FRAMEWORKS, "framework")
-    model, net_config = _model(cfg["model"], profile)
-    architecture = model.architecture
     seed = cfg.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed={seed!r} must be an integer")
+    model, net_config = _model(cfg["model"], profile, seed)
+    architecture = model.architecture
 
     batch_size = _positive(profile.get("batch_size"), "profile.batch_size", integer=True)
     sampling_cfg = cfg["sampling"]
@@ -340,6 +388,9 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     if not data.get("root"):
         raise ConfigError("data.root is empty", fix="set data.root=/path/to/dataset")
     steps_cfg = cfg["preprocess"].get("steps") or []
+    from bench.preprocess.pipeline import Pipeline
+
+    preprocess_steps = tuple({"name": step.name, **step.params()} for step in Pipeline.from_spec(steps_cfg).steps)
     tracking = cfg.get("tracking") or {}
     paths = cfg.get("paths") or {}
     segmenter: SegmenterSpec = AtlasSpec(model.params) if net_config is None else NetworkSpec(
@@ -348,8 +399,8 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     if isinstance(segmenter, NetworkSpec):
         segmenter.config.check_patch_size(sampling.patch_size)
     return RunSpec(
-        data=DataSpec(name=str(data.get("name")), root=str(data["root"]), split=_split(data.get("split", "paper"))),
-        preprocess=PreprocessSpec(name=str(cfg["preprocess"].get("name")), steps=tuple(dict(s) for s in steps_cfg)),
+        data=DataSpec(name=str(data.get("name")), root=str(data["root"]), split=_split(data)),
+        preprocess=PreprocessSpec(name=str(cfg["preprocess"].get("name")), steps=preprocess_steps),
         model=model,
         framework=framework,
         train=train,

@@ -41,6 +41,10 @@ TAG_PID = "brainbench.pid"
 TAG_HOST = "brainbench.host"
 TAG_ERROR = "brainbench.error"
 PARENT_ID_TAG = "mlflow.parentRunId"
+DESCRIPTION_TAG = "mlflow.note.content"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""Opens the experiment in the UI's model-training view (MLflow 3 otherwise may guess GenAI)."""
 T = TypeVar("T")
 
 
@@ -119,11 +123,15 @@ class Tracker:
                 artifacts.mkdir(parents=True, exist_ok=True)
                 self.experiment_id = _retry(
                     lambda: self.client.create_experiment(
-                        experiment, artifact_location=(artifacts / experiment).as_uri()
+                        experiment, artifact_location=(artifacts / experiment).as_uri(),
+                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
                     )
                 )
             else:
                 self.experiment_id = found.experiment_id
+                if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # stores made before the tag
+                    _retry(lambda: self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
+                                                                  EXPERIMENT_KIND))
         self.experiment = experiment
 
     @contextlib.contextmanager
@@ -194,9 +202,26 @@ class Tracker:
             _retry(functools.partial(self.client.log_batch, run_id, params=chunk))
 
     def start_child(
+        self, parent_id: str, name: str, config_hash: str, params: Mapping[str, str], tags: Mapping[str, str],
+        *, rerun_finished: bool = False,
+    ) -> ChildRun | None:
+        """Create a RUNNING child run; use it as a context manager so it always ends FINISHED/FAILED/KILLED.
+
+        Returns None, creating nothing, when a run with this hash is already RUNNING (a live process: dead
+        ones are reaped first) or FINISHED (unless ``rerun_finished``). The check and the creation happen
+        under the tracking lock, so two workers given the same configuration (say an atlas row swept over
+        two frameworks, which do not apply to it) run it once.
+        """
+        with self._lock():
+            self.reap_stale(config_hash)
+            active = ("RUNNING",) if rerun_finished else ("RUNNING", "FINISHED")
+            if any(run.info.status in active for run in self._search(f"tags.`{TAG_HASH}` = '{config_hash}'")):
+                return None
+            return self._create_child(parent_id, name, config_hash, params, tags)
+
+    def _create_child(
         self, parent_id: str, name: str, config_hash: str, params: Mapping[str, str], tags: Mapping[str, str]
     ) -> ChildRun:
-        """Create a RUNNING child run; use it as a context manager so it always ends FINISHED/FAILED/KILLED."""
         all_tags = {
             PARENT_ID_TAG: parent_id,
             TAG_KIND: "child",
@@ -278,6 +303,16 @@ class ChildRun:
         for name, value in (record.val_dice or {}).items():
             metrics[f"val_dice_{name}"] = value
         self.log_metrics(metrics, step=record.epoch)
+
+    def log_dataset(self, frame: pd.DataFrame, name: str, source: str, digest: str, context: str) -> None:
+        """Record ``frame`` (one row per subject) as the run's MLflow dataset input used for ``context``."""
+        from mlflow.data.pandas_dataset import from_pandas
+        from mlflow.entities import DatasetInput, InputTag
+
+        dataset = from_pandas(frame, source=source, name=name, digest=digest)
+        tags = [InputTag(key="mlflow.data.context", value=context)]
+        entity = DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags)
+        _retry(lambda: self.client.log_inputs(self.run_id, datasets=[entity]))
 
     def log_table(self, frame: pd.DataFrame, artifact_file: str) -> None:
         _retry(lambda: mlflow.MlflowClient(self.client.tracking_uri).log_table(self.run_id, frame, artifact_file))

@@ -43,7 +43,7 @@ def test_smoke_run_end_to_end(tiny_cohort: Path, workspace: Workspace, capsys: p
     assert (tags["table_row"], tags["architecture"], tags["framework"], tags["profile"]) == ("5", "unet3d", "torch",
                                                                                             "smoke")
     assert tags["git_commit"] and tags["mlflow.parentRunId"]
-    assert params["model.architecture"] == "unet3d" and params["optimizer.name"] == "adadelta"
+    assert params["model.architecture"] == "unet3d" and params["train.optimizer.name"] == "adadelta"
     assert params["data.root"] == str(tiny_cohort)
 
     # Outputs on disk

@@ -116,7 +116,7 @@ def test_two_joblib_workers_on_the_default_sqlite_store(tiny_cohort: Path, works
     assert len(errors) == 2 and all("profile.patch_size=[64, 64, 64]" in e for e in errors), done.stderr
     assert (workspace.runs / "mlflow.db").is_file()
     runs = workspace.runs_()
-    assert sorted((r.data.tags["table_row"], r.data.params["profile.patch_size"], r.info.status) for r in runs) == [
+    assert sorted((r.data.tags["table_row"], r.data.params["sampling.patch_size"], r.info.status) for r in runs) == [
         ("5", "[16, 16, 16]", "FINISHED"), ("5", "[64, 64, 64]", "FAILED"),
         ("7", "[16, 16, 16]", "FINISHED"), ("7", "[64, 64, 64]", "FAILED")]
     good = sorted((r.info.start_time, r.info.end_time) for r in runs if r.info.status == "FINISHED")

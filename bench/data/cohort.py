@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.discovery import SubjectFiles, discover
+from bench.data.folds import FoldSplit
 from bench.data.splits import SPLITS, SplitSpec, assign_split
 from bench.errors import ConfigError, DataError
 from bench.io import Volume, read_volume
@@ -170,7 +171,7 @@ def _check_required_labels(subjects: Iterable[tuple[SubjectFiles, str]], require
 
 def load_cohort(
     root: str | Path,
-    split: str | SplitSpec = "course",
+    split: str | SplitSpec | FoldSplit = "course",
     *,
     require_labels: Sequence[str] = ("train", "val", "test"),
     max_workers: int = 2,
@@ -179,7 +180,7 @@ def load_cohort(
 
     Args:
         root: Dataset root (course or flat layout).
-        split: ``course``, ``paper``, ``holdout`` or an explicit :class:`SplitSpec`.
+        split: ``course``, ``paper``, ``holdout``, an explicit :class:`SplitSpec` or a k-fold ``FoldSplit``.
         require_labels: Splits whose subjects must have a label file. Labels of other splits are read
             when present.
         max_workers: Files are read in this many threads (SimpleITK decompresses outside the GIL).
@@ -201,7 +202,7 @@ def load_cohort(
     _check_required_labels(pairs, require_labels)
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
         cases = list(pool.map(lambda pair: _load_case(*pair), pairs))
-    split_name = "explicit" if isinstance(split, SplitSpec) else split
+    split_name = "explicit" if isinstance(split, SplitSpec) else split.name if isinstance(split, FoldSplit) else split
     return Cohort(tuple(cases), root=found.root, split_name=split_name)
 
 

@@ -2,7 +2,8 @@
 validate, test or are only predicted.
 
 Named splits (see :data:`NAMED_SPLITS`) turn the subjects into ``train``/``val``/``test``/``predict``
-sets; an explicit :class:`SplitSpec` lists the ids of each set instead.
+sets; an explicit :class:`SplitSpec` lists the ids of each set instead, and a
+:class:`~bench.data.folds.FoldSplit` picks one fold of a k-fold cross-validation.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bench.data.discovery import COURSE_FOLDERS, IBSR18, Discovery
+from bench.data.folds import FoldSplit, fold_split
 from bench.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test", "predict")
@@ -143,10 +145,12 @@ def explicit_split(found: Discovery, spec: SplitSpec) -> dict[str, str]:
     return dict(sorted(assignment.items(), key=lambda item: order.index(item[0])))
 
 
-def assign_split(found: Discovery, split: str | SplitSpec) -> dict[str, str]:
-    """Subject id -> split (``train``/``val``/``test``/``predict``) for a named or explicit split."""
+def assign_split(found: Discovery, split: str | SplitSpec | FoldSplit) -> dict[str, str]:
+    """Subject id -> split (``train``/``val``/``test``/``predict``) for a named, explicit or k-fold split."""
     if isinstance(split, SplitSpec):
         return explicit_split(found, split)
+    if isinstance(split, FoldSplit):
+        return fold_split(found, split)
     named = {"course": course_split, "paper": paper_split, "holdout": holdout_split}
     if split not in named:
         raise ConfigError(f"unknown split {split!r}", fix=f"use one of {', '.join(NAMED_SPLITS)} or a SplitSpec")
