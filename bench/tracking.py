@@ -17,6 +17,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,7 +310,9 @@ class ChildRun:
         from mlflow.data.pandas_dataset import from_pandas
         from mlflow.entities import DatasetInput, InputTag
 
-        dataset = from_pandas(frame, source=source, name=name, digest=digest)
+        with warnings.catch_warnings():  # a local path matches two registered local sources; either is right
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = from_pandas(frame, source=str(Path(source).resolve()), name=name, digest=digest)
         tags = [InputTag(key="mlflow.data.context", value=context)]
         entity = DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags)
         _retry(lambda: self.client.log_inputs(self.run_id, datasets=[entity]))
