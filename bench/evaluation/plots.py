@@ -1,0 +1,198 @@
+"""The report's figures: Dice box plots (the paper's Figure 6), mean ranks, and tri-planar overlays with error
+maps (its Figure 8).
+
+Overlays are cropped to the brain (the ground truth's bounding box plus a margin), drawn in millimetres (so
+anisotropic voxels keep their shape) in radiological orientation from the image's direction cosines (LPS
+world: axial with anterior up and the patient's left on the right, coronal and sagittal with superior up),
+and large enough to see a one-voxel rim. Beside every configuration's labels is its error map against the
+ground truth: red = tissue where the truth is background (false positive), cyan = background where the truth
+is tissue (false negative), yellow = the wrong tissue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from bench.evaluation.paper import CLASSES
+from bench.evaluation.stats import mean_ranks, subject_values
+from bench.io import write_atomic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+COLORS = {1: (1.0, 0.55, 0.0), 2: (0.2, 0.4, 1.0), 3: (0.1, 0.8, 0.2)}  # CSF orange, GM blue, WM green
+ERROR_COLORS = {"false positive": (1.0, 0.0, 0.0), "false negative": (0.0, 0.9, 1.0),
+                "wrong tissue": (1.0, 0.95, 0.0)}
+PLANES = ("axial", "coronal", "sagittal")
+# plane -> (normal, horizontal, vertical) LPS world axis; screen x grows with +world horizontal
+_PLANE_AXES = {"axial": (2, 0, 1), "coronal": (1, 0, 2), "sagittal": (0, 1, 2)}
+_DOWN_IS_PLUS = {"axial": True, "coronal": False, "sagittal": False}  # axial: posterior (+y) down; else superior up
+CROP_MARGIN = 4  # voxels around the brain
+PANEL_INCHES = 3.6
+DPI = 130
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Figure, path: Path, dpi: int = 110) -> None:
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"), suffix=".png")
+    _pyplot().close(fig)
+
+
+def _names(labels: Sequence[str]) -> list[str]:
+    return ["\n".join(label.rsplit(" ", 1)) for label in labels]
+
+
+def boxplots(tables: Sequence[pd.DataFrame], labels: Sequence[str], path: Path) -> None:
+    """Dice per class per configuration (the paper's Figure 6); one value per subject (mean over seeds)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(4 + 1.65 * len(tables), 4.5), sharey=True)
+    for ax, tissue in zip(axes, CLASSES, strict=True):
+        ax.boxplot([subject_values(t, "dice", tissue).to_numpy() for t in tables], tick_labels=_names(labels))
+        ax.set_title(f"Dice {tissue}")
+        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def ranking(tables: Sequence[pd.DataFrame], labels: Sequence[str], path: Path, metric: str = "dice") -> pd.DataFrame:
+    """Mean rank per configuration and tissue with its bootstrap 95 % interval; returns the numbers plotted."""
+    plt = _pyplot()
+    frames = []
+    fig, axes = plt.subplots(1, 3, figsize=(13, 1.4 + 0.42 * len(tables)), sharey=True)
+    positions = np.arange(len(tables))[::-1]
+    for ax, tissue in zip(axes, CLASSES, strict=True):
+        ranks = mean_ranks(tables, metric, tissue)
+        frames.append(ranks.assign(tissue=tissue, label=list(labels)))
+        n = int(ranks["n_subjects"].max()) if len(ranks) else 0
+        if n:
+            err = np.vstack([ranks["mean_rank"] - ranks["ci_low"], ranks["ci_high"] - ranks["mean_rank"]])
+            ax.errorbar(ranks["mean_rank"], positions, xerr=err, fmt="o", color="black", ecolor="grey", capsize=3)
+            ax.set_xlim(0.5, len(tables) + 0.5)
+            ax.set_xticks(range(1, len(tables) + 1))
+        else:
+            ax.text(0.5, 0.5, "no subject shared by\nall configurations", ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.set_title(f"{metric.upper()} {tissue}: mean rank over {n} subjects")
+        ax.set_xlabel("mean rank (1 = best), 95 % bootstrap CI")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(positions, labels, fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[["tissue", "label", *(c for c in frame.columns if c not in ("tissue", "label"))]]
+
+
+def crop_box(mask: np.ndarray, margin: int = CROP_MARGIN) -> tuple[slice, slice, slice]:
+    """The bounding box of ``mask`` widened by ``margin`` voxels and clipped to the array (all of it if empty)."""
+    found = np.argwhere(mask)
+    if found.size == 0:
+        return tuple(slice(0, n) for n in mask.shape)  # type: ignore[return-value]
+    low = np.maximum(found.min(axis=0) - margin, 0)
+    high = np.minimum(found.max(axis=0) + 1 + margin, mask.shape)
+    return tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high, strict=True))  # type: ignore[return-value]
+
+
+def world_axes(direction: Sequence[float]) -> list[tuple[int, float]]:
+    """Per array axis, the LPS world axis it runs along and its sign (identity when the matrix is ambiguous)."""
+    matrix = np.asarray(direction, dtype=float).reshape(3, 3)
+    world = [int(np.argmax(np.abs(matrix[:, axis]))) for axis in range(3)]
+    if sorted(world) != [0, 1, 2]:
+        return [(axis, 1.0) for axis in range(3)]
+    return [(w, 1.0 if matrix[w, axis] >= 0 else -1.0) for axis, w in enumerate(world)]
+
+
+def plane_slice(volume: np.ndarray, plane: str, direction: Sequence[float], index: int | None = None
+                ) -> tuple[np.ndarray, tuple[int, int]]:
+    """A 2D slice for display (rows top to bottom, columns left to right) and its (row, column) array axes.
+
+    ``index`` is along the array axis normal to ``plane`` (default: the middle).
+    """
+    mapping = world_axes(direction)
+    array_axis = {w: axis for axis, (w, _) in enumerate(mapping)}
+    normal, horizontal, vertical = (array_axis[w] for w in _PLANE_AXES[plane])
+    index = volume.shape[normal] // 2 if index is None else index
+    image = np.take(volume, index, axis=normal)
+    remaining = [a for a in range(3) if a != normal]
+    image = image.transpose(remaining.index(vertical), remaining.index(horizontal))
+    if mapping[horizontal][1] < 0:
+        image = image[:, ::-1]
+    if (mapping[vertical][1] > 0) != _DOWN_IS_PLUS[plane]:
+        image = image[::-1, :]
+    return image, (vertical, horizontal)
+
+
+def _label_rgba(labels: np.ndarray) -> np.ndarray:
+    rgba = np.zeros((*labels.shape, 4))
+    for cls, color in COLORS.items():
+        rgba[labels == cls] = (*color, 0.55)
+    return rgba
+
+
+def error_rgba(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Red = false positive tissue, cyan = false negative tissue, yellow = wrong tissue; clear elsewhere."""
+    rgba = np.zeros((*truth.shape, 4))
+    kinds = {"false positive": (prediction > 0) & (truth == 0), "false negative": (prediction == 0) & (truth > 0),
+             "wrong tissue": (prediction > 0) & (truth > 0) & (prediction != truth)}
+    for kind, where in kinds.items():
+        rgba[where] = (*ERROR_COLORS[kind], 0.9)
+    return rgba
+
+
+def overlay_figure(image: np.ndarray, spacing: Sequence[float], direction: Sequence[float], truth: np.ndarray,
+                   predictions: Sequence[tuple[str, np.ndarray]], title: str = "") -> Figure:
+    """Rows: the ground truth, then one per configuration; columns: labels and errors in each plane, cropped.
+
+    Every panel is drawn in mm: its image extent is the cropped box's size × spacing along the panel's axes.
+    """
+    plt = _pyplot()
+    from matplotlib.patches import Patch
+
+    box = crop_box(truth > 0 if np.any(truth > 0) else image > 0)
+    image, truth = image[box], truth[box]
+    vmax = float(np.percentile(image[image > 0], 99.5)) if np.any(image > 0) else 1.0
+    rows = [("ground truth", truth), *((name, labels[box]) for name, labels in predictions)]
+    fig, axes = plt.subplots(len(rows), 2 * len(PLANES), squeeze=False,
+                             figsize=(2 * len(PLANES) * PANEL_INCHES, len(rows) * PANEL_INCHES + 0.9))
+    for r, (name, labels) in enumerate(rows):
+        for p, plane in enumerate(PLANES):
+            grey, (row_axis, col_axis) = plane_slice(image, plane, direction)
+            extent = (0.0, grey.shape[1] * spacing[col_axis], grey.shape[0] * spacing[row_axis], 0.0)
+            left = plane_slice(labels, plane, direction)[0]
+            overlays = [("image" if r == 0 else "labels", None if r == 0 else _label_rgba(left)),
+                        ("ground truth" if r == 0 else "errors",
+                         _label_rgba(left) if r == 0 else error_rgba(left, plane_slice(truth, plane, direction)[0]))]
+            for k, (what, rgba) in enumerate(overlays):
+                ax = axes[r][2 * p + k]
+                ax.imshow(grey, cmap="gray", vmin=0, vmax=vmax, extent=extent, interpolation="nearest")
+                if rgba is not None:
+                    ax.imshow(rgba, extent=extent, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"{plane} {what}", fontsize=9)
+        axes[r][0].set_ylabel(name, fontsize=10)
+    handles = [Patch(color=c, label=n) for n, c in zip(CLASSES, COLORS.values(), strict=True)]
+    handles += [Patch(color=c, label=n) for n, c in ERROR_COLORS.items()]
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=10, frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.35 / fig.get_figheight()))
+    fig.suptitle(title, fontsize=12, y=1 - 0.05 / fig.get_figheight(), va="top")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / fig.get_figheight()))
+    return fig
+
+
+def save_overlays(fig: Figure, path: Path) -> None:
+    """Write an :func:`overlay_figure` (at :data:`DPI`)."""
+    _save(fig, path, dpi=DPI)
