@@ -1,4 +1,4 @@
-"""``bench report``: MLflow runs → runs/reports/ (Table 1, Table 2, box plots, overlays)."""
+"""``bench report``: MLflow runs → runs/reports/ (Table 1, Table 2 with statistics, box plots, ranks, overlays)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         "report", help="write Table 1 / Table 2 (with the paper's values) and plots from MLflow runs",
         description="Read the FINISHED runs of an MLflow experiment and write table1.md/.csv, table2.md/.csv, "
-        "boxplots.png and overlays.png; also log them to the sweep's parent run.",
+        "their statistics (table1_stats.csv, table2_stats.csv: 95 percent bootstrap intervals, Wilcoxon signed-rank "
+        "tests against a reference row with Holm correction), boxplots.png, ranking.png/.csv and overlays.png; "
+        "also log them to the sweep's parent run.",
     )
     parser.add_argument("--experiment", help="MLflow experiment name (default: the one with the newest run)")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="runs folder (default store and artifacts)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default <runs>/reports)")
+    parser.add_argument("--reference", type=int, default=None, metavar="N",
+                        help="Table 1 row every configuration is tested against (default 9, the paper's best; "
+                        "an N the experiment lacks is an error)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
     return parser
 
@@ -24,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.evaluation.report import write_report
 
     out = args.out or args.runs / "reports"
-    written = write_report(args.experiment, out, args.tracking_uri, args.runs)
+    written = write_report(args.experiment, out, args.tracking_uri, args.runs, reference=args.reference)
     for path in written.values():
         print(f"wrote {path}")
     table = written.get("table1.md")

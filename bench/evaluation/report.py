@@ -1,86 +1,114 @@
-"""MLflow runs → Table 1 / Table 2 with the paper's values side by side, box plots and overlays.
+"""MLflow runs → Table 1 / Table 2 with the paper's values side by side, statistics, and figures.
 
 One row per configuration (row, model, data, optimizer, loss, framework, sampling, profile): its FINISHED
-runs are counted once per seed, the newest, so a configuration re-run with changed settings (say more
-epochs) replaces the older numbers instead of being averaged with them. With one seed a cell is mean ± sd over test subjects; with
-several seeds it is mean ± sd over the seeds' means. Each cell also gives the paper's value and our
-difference (ours − paper).
+runs are counted once per (seed, fold), the newest, so a configuration re-run with changed settings (say
+more epochs) replaces the older numbers instead of being averaged with them; runs without a ``fold`` tag
+are one fold. With one seed a cell is mean ± sd over test subjects; with several seeds it is mean ± sd
+over the seeds' means. Each cell also gives a 95 % bootstrap interval over subjects, a mark from a paired
+test against a reference row (``bench.evaluation.stats``), the paper's value and our difference
+(ours − paper). Figures are drawn by ``bench.evaluation.plots``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError
+from bench.evaluation import plots, stats
 from bench.evaluation.paper import CLASSES, TABLE1_ROWS, paper_value
-from bench.io import write_atomic, write_text_atomic
+from bench.io import write_text_atomic
 
 TABLE1_METRICS = ("dice",)
 TABLE2_METRICS = ("avd", "hd")
 CONFIG_KEYS = ("row", "architecture", "preprocess", "optimizer", "loss", "framework", "sampling", "profile")
-COLORS = {1: (1.0, 0.55, 0.0), 2: (0.2, 0.4, 1.0), 3: (0.1, 0.8, 0.2)}  # CSF orange, GM blue, WM green
+DEFAULT_REFERENCE = 9  # the paper's best row
 DIGITS = {"dice": 3, "avd": 2, "hd": 2, "hd95": 2, "assd": 3}
 
 
 @dataclass
 class ConfigResult:
-    """All FINISHED runs of one configuration (over seeds), with their per-subject metrics."""
+    """All FINISHED runs of one configuration (over seeds and folds), with their per-subject metrics."""
 
     key: dict[str, str]
     label: str
     run_ids: list[str]
     seeds: list[str]
-    per_subject: pd.DataFrame  # columns: seed, case, class, dice, avd, hd, hd95, assd
-    predictions: dict[str, Path]  # run_id -> local predictions folder (first seed)
-    summary: dict[str, Any]
+    per_subject: pd.DataFrame  # columns: run_id, seed, fold, case, class, dice, avd, hd, hd95, assd
+    predictions: dict[str, Path]  # run_id -> local predictions folder (downloaded on demand)
+    summary: dict[str, Any]  # the first run's summary.json
+    folds: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """``row: architecture framework``, for figures."""
+        return f"{self.key['row'] or '-'}: {self.key['architecture']} {self.key['framework']}"
 
 
+def _tag(run: pd.Series, name: str, default: str = "") -> str:
+    """A run's tag as text; a tag the run lacks (missing column, NaN, empty) gives ``default``."""
+    value = run.get(f"tags.{name}")
+    return default if value is None or (isinstance(value, float) and np.isnan(value)) or value == "" else str(value)
 
-def collect(tracker: Any, cache_dir: Path) -> list[ConfigResult]:
-    """Read the experiment's FINISHED child runs and group them by configuration."""
+
+def select_runs(tracker: Any) -> dict[tuple[str, ...], list[pd.Series]]:
+    """The runs that make each configuration: per (seed, fold) the newest FINISHED one. Queries only."""
     frame = tracker.runs_frame(status="FINISHED")
     if frame.empty:
         raise BenchError(f"MLflow experiment {tracker.experiment!r} has no finished runs",
                          fix="run `make reproduce-table1` (or python -m bench.run) first")
     frame = frame.sort_values("start_time", ascending=False).drop_duplicates("tags.brainbench.config_hash")
-    groups: dict[tuple[str, ...], dict[str, pd.Series]] = {}
-    for _, run in frame.iterrows():  # newest first: the first run seen per (configuration, seed) is kept
-        key = tuple(str(run.get(f"tags.{k}" if k != "row" else "tags.table_row", "") or "") for k in CONFIG_KEYS)
-        groups.setdefault(key, {}).setdefault(str(run.get("tags.seed", "0")), run)
+    groups: dict[tuple[str, ...], dict[tuple[str, str], pd.Series]] = {}
+    for _, run in frame.iterrows():  # newest first: the first run seen per (configuration, seed, fold) is kept
+        key = tuple(_tag(run, k if k != "row" else "table_row") for k in CONFIG_KEYS)
+        groups.setdefault(key, {}).setdefault((_tag(run, "seed", "0"), _tag(run, "fold")), run)
+    return {key: [by_run[k] for k in sorted(by_run)] for key, by_run in groups.items()}
+
+
+def row_numbers(groups: dict[tuple[str, ...], list[pd.Series]]) -> list[int]:
+    """The Table 1 row numbers present, sorted."""
+    position = CONFIG_KEYS.index("row")
+    return sorted({int(key[position]) for key in groups if key[position].isdigit()})
+
+
+def load(groups: dict[tuple[str, ...], list[pd.Series]], tracker: Any, cache_dir: Path) -> list[ConfigResult]:
+    """Download each selected run's metrics.csv (and the first run's summary.json) into ``cache_dir``."""
     results = []
-    for key, by_seed in groups.items():
-        runs = list(by_seed.values())
+    for key, runs in groups.items():
         tables: list[pd.DataFrame] = []
-        seeds: list[str] = []
-        run_ids: list[str] = []
         summary: dict[str, Any] = {}
-        predictions: dict[str, Path] = {}
-        for run in sorted(runs, key=lambda r: str(r.get("tags.seed", ""))):
+        for run in runs:
             local = cache_dir / run["run_id"]
             metrics_csv = local / "metrics.csv"
             if not metrics_csv.exists():
                 tracker.download_artifact(run["run_id"], "metrics.csv", local)
             table = pd.read_csv(metrics_csv)
-            table["seed"] = str(run.get("tags.seed", "0"))
+            table.insert(0, "fold", _tag(run, "fold"))
+            table.insert(0, "seed", _tag(run, "seed", "0"))
+            table.insert(0, "run_id", run["run_id"])
             tables.append(table)
-            seeds.append(str(run.get("tags.seed", "0")))
-            run_ids.append(run["run_id"])
             if not summary:
                 summary_path = local / "summary.json"
                 if not summary_path.exists():
                     tracker.download_artifact(run["run_id"], "summary.json", local)
                 summary = json.loads(summary_path.read_text())
-                predictions[run["run_id"]] = local / "predictions"
-        results.append(ConfigResult(dict(zip(CONFIG_KEYS, key, strict=True)), str(runs[0].get("tags.label", "")),
-                                    run_ids, seeds, pd.concat(tables, ignore_index=True), predictions, summary))
+        results.append(ConfigResult(
+            dict(zip(CONFIG_KEYS, key, strict=True)), _tag(runs[0], "label"), [r["run_id"] for r in runs],
+            [_tag(r, "seed", "0") for r in runs], pd.concat(tables, ignore_index=True),
+            {r["run_id"]: cache_dir / r["run_id"] / "predictions" for r in runs}, summary,
+            sorted({_tag(r, "fold") for r in runs})))
     return sorted(results, key=lambda r: (int(r.key["row"]) if r.key["row"].isdigit() else 99, r.key["framework"]))
+
+
+def collect(tracker: Any, cache_dir: Path) -> list[ConfigResult]:
+    """Read the experiment's FINISHED child runs and group them by configuration."""
+    return load(select_runs(tracker), tracker, cache_dir)
 
 
 def cell_stats(result: ConfigResult, metric: str, tissue: str) -> tuple[float, float, int]:
@@ -99,10 +127,34 @@ def _row_number(result: ConfigResult) -> int | None:
     return int(result.key["row"]) if result.key["row"].isdigit() else None
 
 
-def table_frame(results: Sequence[ConfigResult], metrics: Sequence[str]) -> pd.DataFrame:
-    """One row per configuration with mean, sd, paper value and difference per metric × tissue."""
+def reference_index(results: Sequence[ConfigResult], row: int) -> int | None:
+    """The configuration the others are tested against: the first (in table order) of Table 1 row ``row``."""
+    return next((i for i, r in enumerate(results) if _row_number(r) == row), None)
+
+
+def comparison(results: Sequence[ConfigResult], metrics: Sequence[str], reference_row: int) -> pd.DataFrame:
+    """:func:`bench.evaluation.stats.compare` with each configuration's row, model and framework.
+
+    ``config`` is the index into ``results``; the CSV leaves it out.
+    """
+    frame = stats.compare([r.per_subject for r in results], reference_index(results, reference_row), metrics)
+    config = frame["config"]
+    frame.insert(1, "row", [_row_number(results[i]) for i in config])
+    frame.insert(2, "model", [results[i].key["architecture"] for i in config])
+    frame.insert(3, "framework", [results[i].key["framework"] for i in config])
+    frame.insert(frame.columns.get_loc("n_pairs"), "reference_row", reference_row)
+    return frame
+
+
+def table_frame(results: Sequence[ConfigResult], metrics: Sequence[str],
+                compared: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per configuration with mean, sd, paper value and difference per metric × tissue.
+
+    With ``compared`` (from :func:`comparison`, same ``results``) also the 95 % interval, the Holm p-value
+    against the reference and the cell's mark.
+    """
     rows = []
-    for result in results:
+    for index, result in enumerate(results):
         row_no = _row_number(result)
         paper_row = TABLE1_ROWS.get(row_no or -1, {})
         row: dict[str, Any] = {
@@ -110,10 +162,12 @@ def table_frame(results: Sequence[ConfigResult], metrics: Sequence[str]) -> pd.D
             "data": result.key["preprocess"], "optimizer": result.key["optimizer"] or "-",
             "loss": result.key["loss"] or "-", "framework": result.key["framework"],
             "sampling": result.key["sampling"], "profile": result.key["profile"],
-            "seeds": len(set(result.seeds)), "subjects": int(result.per_subject["case"].nunique()),
+            "seeds": len(set(result.seeds)), "folds": len(set(result.folds)) or 1,
+            "subjects": int(result.per_subject["case"].nunique()),
         }
         if result.key["architecture"] == "atlas":
             row.update(optimizer="-", loss="-", sampling="-")
+        cells = None if compared is None else compared[compared["config"] == index].set_index(["metric", "tissue"])
         for metric in metrics:
             for tissue in CLASSES:
                 mean, sd, _ = cell_stats(result, metric, tissue)
@@ -122,8 +176,18 @@ def table_frame(results: Sequence[ConfigResult], metrics: Sequence[str]) -> pd.D
                 row[f"{metric}_{tissue}_sd"] = sd
                 row[f"{metric}_{tissue}_paper"] = paper
                 row[f"{metric}_{tissue}_diff"] = None if paper is None else mean - paper
+                if cells is not None:
+                    cell = cells.loc[(metric, tissue)]
+                    row[f"{metric}_{tissue}_ci_low"] = cell["ci_low"]
+                    row[f"{metric}_{tissue}_ci_high"] = cell["ci_high"]
+                    row[f"{metric}_{tissue}_p_holm"] = cell["p_holm"]
+                    row[f"{metric}_{tissue}_mark"] = stats.mark(str(cell["note"]), _float(cell["p_holm"]))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
 
 
 def _fmt_cell(frame_row: pd.Series, metric: str, tissue: str) -> str:
@@ -131,67 +195,83 @@ def _fmt_cell(frame_row: pd.Series, metric: str, tissue: str) -> str:
     mean, sd = frame_row[f"{metric}_{tissue}_mean"], frame_row[f"{metric}_{tissue}_sd"]
     paper, diff = frame_row[f"{metric}_{tissue}_paper"], frame_row[f"{metric}_{tissue}_diff"]
     text = "n/a" if pd.isna(mean) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+    low, high = frame_row.get(f"{metric}_{tissue}_ci_low"), frame_row.get(f"{metric}_{tissue}_ci_high")
+    if low is not None and not pd.isna(low):
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+    mark = frame_row.get(f"{metric}_{tissue}_mark")
+    if mark:
+        text += f" {mark}"
     if paper is not None and not pd.isna(paper):
         text += f" ({paper:.{digits}f}, {diff:+.{digits}f})"
     return text
 
 
-def markdown_table(frame: pd.DataFrame, metrics: Sequence[str], title: str) -> str:
-    """A Markdown table; each cell is ``ours mean ± sd (paper, ours − paper)``."""
+def markdown_table(frame: pd.DataFrame, metrics: Sequence[str], title: str, notes: str = "") -> str:
+    """A Markdown table; each cell is ``ours mean ± sd [95 % CI] mark (paper, ours − paper)``, then ``notes``."""
     head = ["N", "Model", "Data", "Optim.", "Loss", "Framework", "Seeds"]
     head += [f"{m.upper()} {t}" for m in metrics for t in CLASSES]
-    lines = [f"### {title}", "", "Cells: ours mean ± sd (paper, ours − paper).", "",
+    cells_are = "ours mean ± sd"
+    if any(c.endswith("_ci_low") for c in frame.columns):
+        cells_are += " [95 % CI] mark"
+    lines = [f"### {title}", "", f"Cells: {cells_are} (paper, ours − paper).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in frame.iterrows():
         cells = [str(r["row"] if r["row"] is not None and not pd.isna(r["row"]) else "-"), str(r["model"]),
                  str(r["data"]), str(r["optimizer"]), str(r["loss"]), str(r["framework"]), str(r["seeds"])]
         cells += [_fmt_cell(r, m, t) for m in metrics for t in CLASSES]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return text + ("\n" + notes if notes else "")
 
 
-def boxplots(results: Sequence[ConfigResult], path: Path) -> None:
-    """Dice per class per configuration (the paper's Figure 6)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(4 + 1.1 * len(results) * 1.5, 4.5), sharey=True)
-    names = [f"{r.key['row']}:{r.key['architecture']}\n{r.key['framework']}" for r in results]
-    for ax, tissue in zip(axes, CLASSES, strict=True):
-        data = []
-        for r in results:
-            table = r.per_subject[r.per_subject["class"] == tissue]
-            data.append(pd.to_numeric(table["dice"], errors="coerce").dropna().to_numpy())
-        ax.boxplot(data, tick_labels=names)
-        ax.set_title(f"Dice {tissue}")
-        ax.tick_params(axis="x", labelrotation=90, labelsize=7)
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".png")
-    plt.close(fig)
+def _label(result: ConfigResult) -> str:
+    return f"row {result.key['row'] or '-'} ({result.key['architecture']}, {result.key['framework']})"
 
 
-def _view_axes(direction: Sequence[float]) -> dict[str, int]:
-    """Array axis normal to each anatomical plane, from the direction cosines (LPS world)."""
-    matrix = np.asarray(direction, dtype=float).reshape(3, 3)
-    world_of_axis = [int(np.argmax(np.abs(matrix[:, i]))) for i in range(3)]
-    normal = {0: "sagittal", 1: "coronal", 2: "axial"}
-    out = {normal[w]: axis for axis, w in enumerate(world_of_axis)}
-    for plane, axis in zip(("axial", "coronal", "sagittal"), (2, 1, 0), strict=True):
-        out.setdefault(plane, axis)
-    return out
+def statistics_notes(results: Sequence[ConfigResult], compared: pd.DataFrame, reference_row: int,
+                     stats_file: str) -> str:
+    """What the intervals and marks of a table mean: the reference, the test, the pairs, the correction."""
+    seeds = "; a subject's value is first averaged over the configuration's seeds" if any(
+        len(set(r.seeds)) > 1 for r in results) else ""
+    folds = "; the subjects of all folds are pooled" if any(len(set(r.folds)) > 1 for r in results) else ""
+    lines = [f"95 % CI: percentile bootstrap of the mean over subjects ({stats.BOOTSTRAP_RESAMPLES:,} resamples "
+             f"of the subjects, seed {stats.BOOTSTRAP_SEED}){seeds}{folds}; sd: over subjects with one seed, "
+             "over the seeds' means with several."]
+    reference = reference_index(results, reference_row)
+    if reference is None:
+        rows = ", ".join(map(str, sorted({r for r in (_row_number(x) for x in results) if r is not None}))) or "none"
+        lines.append(f"No paired test: reference row {reference_row} is not in this experiment (rows here: {rows}; "
+                     "choose one with `bench report --reference N`).")
+    else:
+        tested = compared[compared["p"].notna()]
+        pairs = sorted({int(n) for n in compared.loc[compared["config"] != reference, "n_pairs"].dropna()})
+        pair_text = ("no configuration to compare" if not pairs else f"{pairs[0]} paired subjects" if len(pairs) == 1
+                     else f"{pairs[0]}–{pairs[-1]} paired subjects (per cell in {stats_file})")
+        family = tested.groupby(["metric", "tissue"]).size()
+        m = f"{int(family.max())}" if len(family) and family.min() == family.max() else (
+            f"{int(family.min())}–{int(family.max())}" if len(family) else "0")
+        methods = ", ".join(sorted(set(tested["method"]))) or "none computed"
+        lines.append(
+            f"Test: each configuration against the reference, {_label(results[reference])}, by a two-sided "
+            f"Wilcoxon signed-rank test on the subjects both have ({pair_text}); p-values: {methods} (scipy: "
+            "exact when the differences have no zeros and no ties; otherwise zero differences are dropped and "
+            f"p comes from all sign flips up to {stats.MAX_EXHAUSTIVE} pairs, from the tie-corrected normal "
+            f"approximation above); Holm correction over the {m} tested configurations per "
+            f"{'metric and ' if compared['metric'].nunique() > 1 else ''}tissue."
+        )
+        lines.append(f"Marks: `*` differs from the reference (Holm p < {stats.ALPHA}); no mark: no significant "
+                     f"difference; `ref`: the reference; `n<{stats.MIN_PAIRS}`: fewer than {stats.MIN_PAIRS} paired "
+                     "subjects, not tested; `=ref`: equal to the reference on every paired subject, not tested.")
+    lines.append(f"Every interval, statistic and p-value: `{stats_file}`.")
+    return "\n\n".join(lines) + "\n"
 
 
 def overlays(results: Sequence[ConfigResult], path: Path, tracker: Any = None) -> str | None:
-    """Tri-planar overlays for one test subject: ground truth, then each configuration (Figure 8)."""
-    import matplotlib
+    """Tri-planar overlays and error maps for one test subject, ground truth then each configuration (Figure 8).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bench.io import read_volume, write_atomic
+    Returns the subject shown, or None when no run records its subjects' files (nothing is written then).
+    """
+    from bench.io import read_volume
 
     first = next((r for r in results if r.summary.get("run", {}).get("subject_files")), None)
     if first is None:
@@ -203,53 +283,35 @@ def overlays(results: Sequence[ConfigResult], path: Path, tracker: Any = None) -
         return None
     image = read_volume(files[subject]["image"])
     truth = read_volume(files[subject]["label"]).array
-    columns: list[tuple[str, np.ndarray]] = [("ground truth", truth)]
+    predictions: list[tuple[str, np.ndarray]] = []
     for r in results:
-        run_id, folder = next(iter(r.predictions.items()), (None, None))
+        tested = r.per_subject.loc[r.per_subject["case"].astype(str) == subject, "run_id"]
+        run_id = str(tested.iloc[0]) if len(tested) else next(iter(r.predictions), None)
+        folder = r.predictions.get(run_id) if run_id else None
         pred_path = None if folder is None else folder / f"{subject}.nii.gz"
         if pred_path is not None and not pred_path.exists() and tracker is not None:
             try:
                 tracker.download_artifact(run_id, f"predictions/{subject}.nii.gz", folder)
-            except Exception:  # a run without that prediction is shown without its column
+            except Exception:  # a run without that prediction is shown without its row
                 pred_path = None
         if pred_path is not None and pred_path.exists():
-            columns.append((f"{r.key['row']}: {r.key['architecture']} {r.key['framework']}",
-                            read_volume(pred_path).array))
-    views = _view_axes(image.direction)
-    brain = np.argwhere(truth > 0)
-    centre = ((brain.min(0) + brain.max(0)) // 2) if len(brain) else np.array(image.shape) // 2
-    fig, axes = plt.subplots(3, len(columns), figsize=(2.2 * len(columns), 6.8), squeeze=False)
-    vmax = float(np.percentile(image.array[image.array > 0], 99)) if np.any(image.array > 0) else 1.0
-    for row, plane in enumerate(("axial", "coronal", "sagittal")):
-        axis = views[plane]
-        other = [a for a in range(3) if a != axis]
-        aspect = image.spacing_mm[other[0]] / image.spacing_mm[other[1]]
-        for col, (title, labels) in enumerate(columns):
-            ax = axes[row][col]
-            img = np.take(image.array, int(centre[axis]), axis=axis).astype(float)
-            lab = np.take(labels, int(centre[axis]), axis=axis)
-            rgba = np.zeros((*lab.shape, 4))
-            for cls, color in COLORS.items():
-                rgba[lab == cls] = (*color, 0.55)
-            ax.imshow(np.rot90(img), cmap="gray", vmin=0, vmax=vmax, aspect=aspect)
-            ax.imshow(np.rot90(rgba), aspect=aspect)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(title, fontsize=7)
-            if col == 0:
-                ax.set_ylabel(plane, fontsize=8)
-    fig.suptitle(f"{subject}: CSF orange, GM blue, WM green", fontsize=9)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".png")
-    plt.close(fig)
+            predictions.append((r.name, read_volume(pred_path).array))
+    fig = plots.overlay_figure(image.array, image.spacing_mm, image.direction, truth, predictions,
+                               title=f"{subject}: labels and errors against the ground truth, cropped to the brain")
+    plots.save_overlays(fig, path)
     return subject
 
 
 def write_report(
-    experiment: str | None, out_dir: Path, uri: str | None = None, runs_root: Path = Path("runs")
+    experiment: str | None, out_dir: Path, uri: str | None = None, runs_root: Path = Path("runs"),
+    reference: int | None = None,
 ) -> dict[str, Path]:
-    """Build every report file for an experiment (default: the one with the newest run); log to its parent."""
+    """Build every report file for an experiment (default: the one with the newest run); log to its parent.
+
+    ``reference`` is the Table 1 row every configuration is tested against (default row
+    :data:`DEFAULT_REFERENCE`, untested when absent); a ``reference`` the experiment lacks is an error, raised
+    before anything is downloaded or written.
+    """
     from bench.tracking import Tracker, existing_store, experiment_names, latest_experiment
 
     uri = existing_store(uri, runs_root)  # a report never creates a store
@@ -263,18 +325,27 @@ def write_report(
         raise BenchError("no MLflow experiment with brainbench runs found",
                          fix="run `make reproduce-table1` first, or pass --experiment")
     tracker = Tracker(name, uri, runs_root)
-    results = collect(tracker, out_dir / ".artifacts")
-    written: dict[str, Path] = {}
+    groups = select_runs(tracker)
+    if reference is not None and reference not in (rows := row_numbers(groups)):
+        raise ConfigError(f"--reference {reference}: no Table 1 row {reference} in experiment {name!r}",
+                          fix=f"rows here: {', '.join(map(str, rows)) or 'none'}")
+    reference_row = DEFAULT_REFERENCE if reference is None else reference
+    results = load(groups, tracker, out_dir / ".artifacts")
+    texts: dict[str, str] = {}
     for table_name, metrics, title in (("table1", TABLE1_METRICS, "Table 1: Dice"),
                                        ("table2", TABLE2_METRICS, "Table 2: AVD (%) and HD (mm)")):
-        frame = table_frame(results, metrics)
-        md = markdown_table(frame, metrics, f"{title} — experiment {name}")
-        write_text_atomic(out_dir / f"{table_name}.md", md)
-        write_text_atomic(out_dir / f"{table_name}.csv", frame.to_csv(index=False))
-        written[f"{table_name}.md"] = out_dir / f"{table_name}.md"
-        written[f"{table_name}.csv"] = out_dir / f"{table_name}.csv"
-    boxplots(results, out_dir / "boxplots.png")
-    written["boxplots.png"] = out_dir / "boxplots.png"
+        compared = comparison(results, metrics, reference_row)
+        frame = table_frame(results, metrics, compared)
+        notes = statistics_notes(results, compared, reference_row, f"{table_name}_stats.csv")
+        texts[f"{table_name}.md"] = markdown_table(frame, metrics, f"{title} — experiment {name}", notes)
+        texts[f"{table_name}.csv"] = frame.to_csv(index=False)
+        texts[f"{table_name}_stats.csv"] = compared.drop(columns="config").to_csv(index=False)
+    written = {file: write_text_atomic(out_dir / file, text) for file, text in texts.items()}
+    tables, labels = [r.per_subject for r in results], [r.name for r in results]
+    plots.boxplots(tables, labels, out_dir / "boxplots.png")
+    ranks = plots.ranking(tables, labels, out_dir / "ranking.png")
+    written["ranking.csv"] = write_text_atomic(out_dir / "ranking.csv", ranks.drop(columns="config").to_csv(index=False))
+    written.update({"boxplots.png": out_dir / "boxplots.png", "ranking.png": out_dir / "ranking.png"})
     if overlays(results, out_dir / "overlays.png", tracker):
         written["overlays.png"] = out_dir / "overlays.png"
     parent = tracker.parent_run(name)
