@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bench.contract import (
+    Convergence,
     EarlyStoppingSpec,
     EpochRecord,
     PatchBatch,
@@ -182,7 +183,7 @@ def fit(
     per_epoch = len(train) if spec.steps_per_epoch is None else min(spec.steps_per_epoch, len(train))
     history = TrainHistory()
     plateau, stopper = Plateau(spec.scheduler), EarlyStopper(spec.early_stopping)
-    best_value, best_state = math.inf, None
+    best_value, best_state, seen = math.inf, None, 0
     with progress_bar(spec.progress, per_epoch * train.batch_size) as progress:
         for epoch in range(spec.epochs):
             lr = steps.get_lr()
@@ -190,11 +191,13 @@ def fit(
             batches = islice(train.batches(epoch), per_epoch)
             train_loss, patches = train_epoch(steps, batches, epoch, progress(epoch))
             train_seconds = time.perf_counter() - epoch_start
+            seen += patches
             val_loss, val_dice = evaluate(steps, val.batches(epoch), epoch) if val is not None else (None, None)
             monitored = train_loss if val_loss is None else val_loss
             record = EpochRecord(
                 epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice, lr=lr,
                 seconds=time.perf_counter() - epoch_start, patches_per_s=patches / max(train_seconds, 1e-9),
+                patches_seen=seen,
             )
             history.epochs.append(record)
             log.log_epoch(record)
@@ -205,11 +208,31 @@ def fit(
                 steps.set_lr(new_lr)
             if stopper.step(monitored):
                 history.stopped_early = epoch < spec.epochs - 1
+                history.convergence = "stopped_early" if history.stopped_early else "plateaued"
                 break
+        else:
+            history.convergence = convergence_at_the_end(history, spec)
     if best_state is not None:  # None only if every monitored value was NaN
         steps.restore(best_state)
+    history.unlearned = unlearned_classes(history)
     history.fit_seconds = time.perf_counter() - started
     return history
+
+
+def convergence_at_the_end(history: TrainHistory, spec: TrainSpec) -> Convergence:
+    """How a fit that ran all its epochs ended: ``plateaued`` when the best epoch lies more than a window
+    before the last (the early-stopping patience, or with stopping off ``max(3, epochs // 5)``; with stopping
+    on, reaching the last epoch means it improved within the patience), else ``still_improving``."""
+    if spec.early_stopping.patience > 0 or history.best_epoch is None:
+        return "still_improving"
+    window = max(3, spec.epochs // 5)
+    return "plateaued" if history.best_epoch < len(history.epochs) - window else "still_improving"
+
+
+def unlearned_classes(history: TrainHistory) -> tuple[str, ...]:
+    """Classes whose validation Dice is 0 at the last epoch (none without validation)."""
+    last = history.epochs[-1].val_dice if history.epochs else None
+    return tuple(name for name, dice in (last or {}).items() if dice == 0.0)
 
 
 @contextlib.contextmanager

@@ -192,16 +192,36 @@ class EpochRecord:
     lr: float
     seconds: float
     patches_per_s: float
+    patches_seen: int = 0
+    """Training patches seen since the fit began, this epoch's included."""
+
+
+Convergence = Literal["stopped_early", "plateaued", "still_improving", "no_training"]
+"""How a fit ended: early stopping fired before the last epoch; the monitored loss stopped improving
+(stopping fired at the last epoch, or no improvement in the last epochs with stopping off); the epochs ran
+out while it still improved (more would likely help: not converged); or nothing was trained (an atlas)."""
 
 
 @dataclass
 class TrainHistory:
-    """All epochs of one fit, and which epoch's weights were kept."""
+    """All epochs of one fit, which epoch's weights were kept, and how the fit ended.
+
+    Attributes:
+        unlearned: Tissue classes whose validation Dice was still 0 at the last epoch (a network that never
+            predicts them): runs, logs and reports say so rather than showing a silent 0.000.
+    """
 
     epochs: list[EpochRecord] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
     fit_seconds: float = 0.0
+    convergence: Convergence = "no_training"
+    unlearned: tuple[str, ...] = ()
+
+    @property
+    def converged(self) -> bool:
+        """False only when the epochs ran out while the monitored loss was still improving."""
+        return self.convergence != "still_improving"
 
 
 class RunLogger(Protocol):

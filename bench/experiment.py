@@ -28,11 +28,12 @@ from bench.data.folds import FoldSplit, fold_of_subject
 from bench.data.manifest import content_digest, manifest
 from bench.errors import BenchError, DataError
 from bench.evaluation.evaluate import evaluate_case, summarize, write_summary
+from bench.evaluation.plots import history_plot
 from bench.io import write_volume
 from bench.preprocess.pipeline import Pipeline, PreparedCase, PreprocessCache
 from bench.segmenters import TrainingData
 from bench.spec import NetworkSpec, RunSpec, effective_settings, spec_summary
-from bench.tracking import DESCRIPTION_TAG, ChildRun, Tracker, flatten
+from bench.tracking import DESCRIPTION_TAG, TAG_CONVERGENCE, TAG_UNLEARNED, ChildRun, Tracker, flatten
 from bench.types import TISSUE_NAMES
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,8 @@ def _peak_memory_mb() -> float:
 def _history_frame(history: TrainHistory) -> pd.DataFrame:
     rows = []
     for r in history.epochs:
-        row = {"epoch": r.epoch, "train_loss": r.train_loss, "val_loss": r.val_loss, "lr": r.lr,
-               "seconds": r.seconds, "patches_per_s": r.patches_per_s}
+        row = {"epoch": r.epoch, "patches_seen": r.patches_seen, "train_loss": r.train_loss, "val_loss": r.val_loss,
+               "lr": r.lr, "seconds": r.seconds, "patches_per_s": r.patches_per_s}
         row.update({f"val_dice_{k}": v for k, v in (r.val_dice or {}).items()})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -102,6 +103,12 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
     data = TrainingData(train=cohort.split("train"), val=cohort.split("val"), prepared=prepared)
     history = segmenter.fit(data, logger)
     fit_s = time.perf_counter() - t_fit
+    if history.unlearned:
+        log.warning("%s: validation Dice of %s is still 0 after %d epochs (the network never predicts it)",
+                    spec.name, ", ".join(history.unlearned), len(history.epochs))
+    if not history.converged:
+        log.warning("%s: the epochs ran out while the validation loss was still improving (best epoch %s of %d)",
+                    spec.name, history.best_epoch, len(history.epochs))
     checkpoint = out / "checkpoint"
     segmenter.save(checkpoint)
 
@@ -122,7 +129,10 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
 
     table = pd.DataFrame(rows)
     table.to_csv(out / "metrics.csv", index=False)
-    _history_frame(history).to_csv(out / "history.csv", index=False)
+    curves = _history_frame(history)
+    curves.to_csv(out / "history.csv", index=False)
+    if len(curves):
+        history_plot(curves, out / "history.png", title=f"{spec.name}: {history.convergence.replace('_', ' ')}")
     summary = summarize(rows)
     summary["run"] = {
         "name": spec.name, "config_hash": spec.config_hash, "row": spec.row, "label": spec.label,
@@ -130,6 +140,8 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
         "seconds_per_volume": float(np.mean(predict_times)) if predict_times else None,
         "patches_predicted": patches_done, "patches_skipped": patches_skipped,
         "best_epoch": history.best_epoch, "epochs_run": len(history.epochs), "stopped_early": history.stopped_early,
+        "convergence": history.convergence, "unlearned_classes": list(history.unlearned),
+        "patches_seen": history.epochs[-1].patches_seen if history.epochs else 0,
         "peak_memory_mb": _peak_memory_mb(), "segmenter": segmenter.describe(),
         "split": cohort.split_name,
         "folds": fold_of_subject(discover(spec.data.root), spec.data.split)
@@ -157,9 +169,11 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
                 if value is not None:
                     metrics[f"test_{metric}_{cls_name}"] = float(value)
         child.log_metrics(metrics)
+        child.set_tags({TAG_CONVERGENCE: history.convergence, TAG_UNLEARNED: ",".join(history.unlearned)})
         child.log_table(table, "per_subject_metrics.json")
-        for name in ("summary.json", "metrics.csv", "history.csv"):
-            child.log_artifact(out / name)
+        for name in ("summary.json", "metrics.csv", "history.csv", "history.png"):
+            if (out / name).exists():
+                child.log_artifact(out / name)
         child.log_artifacts(out / "predictions", "predictions")
         child.log_artifacts(checkpoint, "checkpoint")
     return summary

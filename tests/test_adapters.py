@@ -452,6 +452,50 @@ def test_non_finite_loss_names_epoch_and_step() -> None:
         loop.train_epoch(ScriptedSteps(losses=[math.inf]), batches, epoch=0)
 
 
+def _eval(loss: float, csf_predicted: bool = True) -> tuple[float, np.ndarray]:
+    """An eval result with this loss; CSF (class 1) predicted right, or never predicted."""
+    confusion = np.diag([10, 5, 5, 5]).astype(np.int64)
+    if not csf_predicted:
+        confusion[1, 1], confusion[1, 0] = 0, 5
+    return loss, confusion
+
+
+@pytest.mark.parametrize(
+    ("val_losses", "patience", "epochs", "convergence", "best"),
+    [
+        ([0.9, 0.8, 0.85, 0.86, 0.9, 0.9], 2, 6, "stopped_early", 1),  # stops after epoch 3
+        ([0.9, 0.8, 0.7, 0.75, 0.76], 2, 5, "plateaued", 2),  # stopping fires at the last epoch
+        ([0.9, 0.8, 0.7, 0.6, 0.5], 2, 5, "still_improving", 4),  # epochs run out while improving
+        ([0.9, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6], 0, 7, "plateaued", 1),  # stopping off: best 5 epochs before the end
+        ([0.9, 0.8, 0.7, 0.6, 0.6, 0.6, 0.5], 0, 7, "still_improving", 6),  # stopping off, best in the last 3
+    ],
+)
+def test_a_fit_records_how_it_ended(val_losses: list[float], patience: int, epochs: int, convergence: str,
+                                    best: int) -> None:
+    image, label = spheres(size=8)
+    source, val = CropSource(image, label, 8, 1, 2), CropSource(image, label, 8, 1, 1)  # one eval per epoch
+    spec = TrainSpec(epochs=epochs, scheduler=SchedulerSpec(factor=1.0), progress=False,
+                     early_stopping=EarlyStoppingSpec(patience=patience))
+    steps = ScriptedSteps(evals=[_eval(v) for v in val_losses])
+    history = loop.fit(steps, source, val, spec, NullLogger())
+    assert (history.convergence, history.best_epoch) == (convergence, best)
+    assert history.converged == (convergence != "still_improving")
+    assert [r.patches_seen for r in history.epochs] == [2 * (i + 1) for i in range(len(history.epochs))]
+    assert history.unlearned == ()
+
+
+def test_a_class_never_predicted_at_the_end_is_recorded() -> None:
+    image, label = spheres(size=8)
+    source = CropSource(image, label, 8, 1, 1)
+    spec = TrainSpec(epochs=3, scheduler=SchedulerSpec(factor=1.0), progress=False,
+                     early_stopping=EarlyStoppingSpec(patience=0))
+    late = ScriptedSteps(evals=[_eval(0.9, False), _eval(0.8, False), _eval(0.7, True)])
+    assert loop.fit(late, source, source, spec, NullLogger()).unlearned == ()  # learnt CSF by the end
+    never = ScriptedSteps(evals=[_eval(0.9, False), _eval(0.8, False), _eval(0.7, False)])
+    assert loop.fit(never, source, source, spec, NullLogger()).unlearned == ("CSF",)
+    assert loop.fit(ScriptedSteps(), source, None, spec, NullLogger()).unlearned == ()  # no validation
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_batch_is_refused_before_its_step(bad: float) -> None:
     image, label = spheres(size=8)

@@ -51,13 +51,26 @@ def test_two_smoke_rows_log_the_networks_they_built(tiny_cohort: Path, workspace
         assert sorted(inputs) == ["test", "train", "val"]
         assert inputs["test"].name == "synthetic:paper:test" and len(inputs["test"].digest) == 16
         assert json.loads(inputs["test"].profile or "{}") != {} or inputs["test"].schema
+    # how each fit ended, and its training curves as an artifact (smoke: 2 epochs, stopping off)
+    for row, run in runs.items():
+        assert run.data.tags["brainbench.convergence"] in ("still_improving", "plateaued")
+        assert "brainbench.unlearned_classes" in run.data.tags
+        (out,) = (workspace.runs / "outputs").glob(f"*/row{row}-*")
+        assert (out / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        curves = (out / "history.csv").read_text().splitlines()
+        assert curves[0].startswith("epoch,patches_seen,train_loss,val_loss") and len(curves) == 3
+        summary = json.loads((out / "summary.json").read_text())["run"]
+        assert summary["convergence"] == run.data.tags["brainbench.convergence"]
+        assert summary["patches_seen"] == 2 * 3 * 4  # smoke: 2 epochs of 3 batches of 4
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(workspace.uri)
+    assert "history.png" in {a.path for a in client.list_artifacts(runs["9"].info.run_id)}
     assert runs["9"].data.params["model.params.base_filters"] == "4"  # smoke override, not the YAML's 32
     assert runs["9"].data.params["model.params.norm"] == "instance"
     assert runs["2"].data.params["model.params.widths"] == "[4, 8, 16]"
 
-    from mlflow.tracking import MlflowClient
-
-    experiment = MlflowClient(workspace.uri).get_experiment(runs["9"].info.experiment_id)
+    experiment = client.get_experiment(runs["9"].info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 

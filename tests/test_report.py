@@ -38,6 +38,7 @@ class FakeRun:
     config_hash: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
     predictions: dict[str, Path] = field(default_factory=dict)  # subject -> a NIfTI to serve
+    tags: dict[str, str] = field(default_factory=dict)  # more tags (convergence, unlearned classes)
 
     def metrics_frame(self) -> pd.DataFrame:
         return pd.DataFrame([{"case": case, "class": tissue, "dice": dice, "avd": 100 * (1 - dice),
@@ -64,6 +65,7 @@ class FakeTracker:
             row["tags.table_row"] = run.row
             if run.fold is not None:  # an old run has no fold tag: the column is NaN, or absent altogether
                 row["tags.fold"] = run.fold
+            row.update({f"tags.{k}": v for k, v in run.tags.items()})
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -367,3 +369,31 @@ def test_overlays_are_written_cropped_with_an_error_map(tmp_path: Path, use_trac
     assert fig.get_size_inches()[0] >= 6 * 3  # at least 3 inches per panel
     errors = axes[6 + 1].images[1].get_array()  # first configuration, axial errors
     assert errors[..., 3].max() > 0  # the missed rim is painted
+
+
+def test_rows_that_did_not_converge_or_never_predict_a_class_are_marked(tmp_path: Path, use_tracker: Any) -> None:
+    cases = subjects(6)
+    values = {c: 0.8 for c in cases}
+    unlearned = {"brainbench.convergence": "stopped_early", "brainbench.unlearned_classes": "CSF"}
+    runs = [FakeRun("r9", 1, dice_table(values), row="9", tags={"brainbench.convergence": "plateaued"}),
+            FakeRun("r3a", 2, dice_table({c: 0.0 for c in cases}), row="3", seed="0", tags=unlearned),
+            FakeRun("r3b", 3, dice_table({c: 0.0 for c in cases}), row="3", seed="1", tags=unlearned),
+            FakeRun("r5a", 4, dice_table(values), row="5", seed="0",
+                    tags={"brainbench.convergence": "still_improving", "brainbench.unlearned_classes": "CSF"}),
+            FakeRun("r5b", 5, dice_table(values), row="5", seed="1", tags={"brainbench.convergence": "stopped_early"})]
+    use_tracker(FakeTracker(runs))
+    out = tmp_path / "reports"
+    assert bench_main(["report", "--out", str(out)]) == 0
+    lines = (out / "table1.md").read_text().splitlines()
+    row3 = next(line for line in lines if line.startswith("| 3 |"))
+    row5 = next(line for line in lines if line.startswith("| 5 † |"))
+    row9 = next(line for line in lines if line.startswith("| 9 |"))
+    csf3, gm3 = row3.split(" | ")[7:9]
+    assert "∅" in csf3 and "∅1" not in csf3 and "∅" not in gm3  # both runs of row 3: CSF never predicted
+    assert "∅1/2" in row5.split(" | ")[7]  # one of row 5's two runs
+    assert "∅" not in row9 and "†" not in row9
+    text = "\n".join(lines)
+    assert "`†` after N: not converged" in text and "validation Dice was still 0" in text
+    table = pd.read_csv(out / "table1.csv").set_index("row")
+    assert table.loc[5, "not_converged"] == 1 and table.loc[9, "not_converged"] == 0
+    assert table.loc[3, "dice_CSF_unlearned"] == 2 and table.loc[3, "dice_GM_unlearned"] == 0

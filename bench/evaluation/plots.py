@@ -21,6 +21,7 @@ import pandas as pd
 from bench.evaluation.paper import CLASSES
 from bench.evaluation.stats import mean_ranks, subject_values
 from bench.io import write_atomic
+from bench.types import TISSUE_NAMES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -196,3 +197,34 @@ def overlay_figure(image: np.ndarray, spacing: Sequence[float], direction: Seque
 def save_overlays(fig: Figure, path: Path) -> None:
     """Write an :func:`overlay_figure` (at :data:`DPI`)."""
     _save(fig, path, dpi=DPI)
+
+
+def history_plot(history: pd.DataFrame, path: Path, title: str = "") -> None:
+    """Training curves of one run against patches seen: train/val loss, and validation Dice per class.
+
+    ``history`` is ``history.csv``: ``patches_seen``, ``train_loss``, ``val_loss`` and ``val_dice_<class>``
+    columns (validation columns may be missing or empty).
+    """
+    plt = _pyplot()
+    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    x = history["patches_seen"] if "patches_seen" in history else history.index + 1
+    loss_ax.plot(x, history["train_loss"], label="train loss", color="0.3")
+    if "val_loss" in history and history["val_loss"].notna().any():
+        loss_ax.plot(x, history["val_loss"], label="validation loss", color="tab:red")
+    loss_ax.set_xlabel("training patches seen")
+    loss_ax.set_ylabel("loss")
+    loss_ax.legend(fontsize=8)
+    loss_ax.grid(alpha=0.3)
+    for column in [c for c in history.columns if c.startswith("val_dice_")]:
+        tissue = column.removeprefix("val_dice_")
+        colour = next((COLORS[c] for c, name in TISSUE_NAMES.items() if name == tissue), None)
+        dice_ax.plot(x, history[column], label=tissue, color=colour)
+    dice_ax.set_ylim(0, 1)
+    dice_ax.set_xlabel("training patches seen")
+    dice_ax.set_ylabel("validation Dice")
+    if dice_ax.lines:
+        dice_ax.legend(fontsize=8)
+    dice_ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)

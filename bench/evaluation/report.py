@@ -29,6 +29,8 @@ TABLE1_METRICS = ("dice",)
 TABLE2_METRICS = ("avd", "hd")
 CONFIG_KEYS = ("row", "architecture", "preprocess", "optimizer", "loss", "framework", "sampling", "profile")
 DEFAULT_REFERENCE = 9  # the paper's best row
+NOT_CONVERGED = "†"  # beside the row number: a run's epochs ran out while it still improved
+NOT_LEARNED = "∅"  # on a cell: the class's validation Dice was still 0 at the end of training
 DIGITS = {"dice": 3, "avd": 2, "hd": 2, "hd95": 2, "assd": 3}
 
 
@@ -44,6 +46,8 @@ class ConfigResult:
     predictions: dict[str, Path]  # run_id -> local predictions folder (downloaded on demand)
     summary: dict[str, Any]  # the first run's summary.json
     folds: list[str] = field(default_factory=list)
+    not_converged: int = 0  # runs whose epochs ran out while still improving (tag brainbench.convergence)
+    unlearned: dict[str, int] = field(default_factory=dict)  # class -> runs whose validation Dice ended at 0
 
     @property
     def name(self) -> str:
@@ -102,8 +106,18 @@ def load(groups: dict[tuple[str, ...], list[pd.Series]], tracker: Any, cache_dir
             dict(zip(CONFIG_KEYS, key, strict=True)), _tag(runs[0], "label"), [r["run_id"] for r in runs],
             [_tag(r, "seed", "0") for r in runs], pd.concat(tables, ignore_index=True),
             {r["run_id"]: cache_dir / r["run_id"] / "predictions" for r in runs}, summary,
-            sorted({_tag(r, "fold") for r in runs})))
+            sorted({_tag(r, "fold") for r in runs}),
+            sum(_tag(r, "brainbench.convergence") == "still_improving" for r in runs),
+            _count_unlearned(runs)))
     return sorted(results, key=lambda r: (int(r.key["row"]) if r.key["row"].isdigit() else 99, r.key["framework"]))
+
+
+def _count_unlearned(runs: Sequence[pd.Series]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for run in runs:
+        for tissue in filter(None, _tag(run, "brainbench.unlearned_classes").split(",")):
+            counts[tissue] = counts.get(tissue, 0) + 1
+    return counts
 
 
 def collect(tracker: Any, cache_dir: Path) -> list[ConfigResult]:
@@ -163,7 +177,8 @@ def table_frame(results: Sequence[ConfigResult], metrics: Sequence[str],
             "loss": result.key["loss"] or "-", "framework": result.key["framework"],
             "sampling": result.key["sampling"], "profile": result.key["profile"],
             "seeds": len(set(result.seeds)), "folds": len(set(result.folds)) or 1,
-            "subjects": int(result.per_subject["case"].nunique()),
+            "subjects": int(result.per_subject["case"].nunique()), "runs": len(result.run_ids),
+            "not_converged": result.not_converged,
         }
         if result.key["architecture"] == "atlas":
             row.update(optimizer="-", loss="-", sampling="-")
@@ -176,6 +191,7 @@ def table_frame(results: Sequence[ConfigResult], metrics: Sequence[str],
                 row[f"{metric}_{tissue}_sd"] = sd
                 row[f"{metric}_{tissue}_paper"] = paper
                 row[f"{metric}_{tissue}_diff"] = None if paper is None else mean - paper
+                row[f"{metric}_{tissue}_unlearned"] = result.unlearned.get(tissue, 0)
                 if cells is not None:
                     cell = cells.loc[(metric, tissue)]
                     row[f"{metric}_{tissue}_ci_low"] = cell["ci_low"]
@@ -201,6 +217,9 @@ def _fmt_cell(frame_row: pd.Series, metric: str, tissue: str) -> str:
     mark = frame_row.get(f"{metric}_{tissue}_mark")
     if mark:
         text += f" {mark}"
+    unlearned, runs = frame_row.get(f"{metric}_{tissue}_unlearned"), frame_row.get("runs")
+    if unlearned:
+        text += f" {NOT_LEARNED}" if unlearned == runs else f" {NOT_LEARNED}{int(unlearned)}/{int(runs)}"
     if paper is not None and not pd.isna(paper):
         text += f" ({paper:.{digits}f}, {diff:+.{digits}f})"
     return text
@@ -216,11 +235,24 @@ def markdown_table(frame: pd.DataFrame, metrics: Sequence[str], title: str, note
     lines = [f"### {title}", "", f"Cells: {cells_are} (paper, ours − paper).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in frame.iterrows():
-        cells = [str(r["row"] if r["row"] is not None and not pd.isna(r["row"]) else "-"), str(r["model"]),
+        number = str(r["row"] if r["row"] is not None and not pd.isna(r["row"]) else "-")
+        if r.get("not_converged"):
+            number += f" {NOT_CONVERGED}"
+        cells = [number, str(r["model"]),
                  str(r["data"]), str(r["optimizer"]), str(r["loss"]), str(r["framework"]), str(r["seeds"])]
         cells += [_fmt_cell(r, m, t) for m in metrics for t in CLASSES]
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
+    flags = []
+    if "not_converged" in frame and frame["not_converged"].fillna(0).astype(int).any():
+        flags.append(f"`{NOT_CONVERGED}` after N: not converged: in at least one of the row's runs (how many: CSV column "
+                     "`not_converged`) the epochs ran out while the validation loss was still improving.")
+    if any(frame.get(f"{m}_{t}_unlearned", pd.Series(dtype=float)).fillna(0).astype(int).any()
+           for m in metrics for t in CLASSES):
+        flags.append(f"`{NOT_LEARNED}`: the class's validation Dice was still 0 at the end of training (`{NOT_LEARNED}k/n`: "
+                     "in k of the row's n runs): the network does not predict it.")
+    if flags:
+        text += "\n" + "\n\n".join(flags) + "\n"
     return text + ("\n" + notes if notes else "")
 
 
