@@ -6,12 +6,18 @@ framework work: build the network, make its ``TrainSteps``, one forward pass, an
 
 A freshly built segmenter is re-initialised from ``spec.seed`` at the start of its first ``fit``, so a fit is
 reproducible from its spec; later fits (and fits after ``load``) continue from the current weights.
+
+Precision (``spec.precision``, see ``bench.hardware``): ``fit`` resolves ``auto`` for the device it trains on
+and refuses (``ConfigError``) a precision that device cannot run natively; training and ``predict_patches``
+then run in it (weights, loss, softmax stay float32), and ``describe()`` and ``segmenter.json`` record it.
+``load`` predicts in the saved precision, or in fp32 with a warning where that is not native.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -19,6 +25,7 @@ import numpy as np
 
 from adapters import loop, registry
 from adapters.configs import NetConfig
+from bench import hardware
 from bench.contract import PatchSource, RunLogger, TrainHistory, TrainSpec
 from bench.errors import ConfigError, DataError
 from bench.io import write_text_atomic
@@ -35,21 +42,36 @@ class NetSegmenter:
         name: Architecture name (``unet3d``, ``vnet``, ``neuronet`` or a registered one).
         framework: ``torch`` or ``tf`` (set by the subclass).
         config: The validated constructor arguments.
+        precision: What training and prediction run in: ``fp32``, ``bf16`` or ``fp16`` (never ``auto``).
     """
 
     framework: ClassVar[str]
     weights_file: ClassVar[str]
 
-    def __init__(self, architecture: registry.Architecture, config: NetConfig, trained: bool = False) -> None:
+    def __init__(self, architecture: registry.Architecture, config: NetConfig, trained: bool = False,
+                 precision: str = "fp32") -> None:
         self.architecture = architecture
         self.name = architecture.name
         self.config = config
         self._trained = trained
+        self.precision = precision
         self._build_network()
 
     # ------------------------------------------------------------------------ framework hooks
     def _build_network(self) -> None:
-        """Build a new network from ``self.config`` with fresh weights from the current seed."""
+        """Build a new network from ``self.config`` with fresh weights from the current seed (in ``self.precision``
+        where the framework fixes it at build time)."""
+        raise NotImplementedError
+
+    def _apply_precision(self) -> None:
+        """Make the network run in ``self.precision`` from now on, keeping its weights (default: nothing to do)."""
+
+    def _device_kind(self) -> hardware.DeviceKind:
+        """``cpu`` or ``cuda``: where the network trains and predicts now."""
+        raise NotImplementedError
+
+    def _native_precisions(self) -> tuple[str, ...]:
+        """The precisions the device in use runs natively (``bench.hardware``)."""
         raise NotImplementedError
 
     def _configure(self, spec: TrainSpec) -> None:
@@ -104,12 +126,26 @@ class NetSegmenter:
         if val is not None:
             self.check_patch_size(tuple(val.patch_size))
         self._configure(spec)
+        precision = self.resolve_precision(spec.precision)
         if not self._trained:
+            self.precision = precision
             self._build_network()
             self._configure(spec)  # re-seed: training starts from the seed's random state, as the weights did
+        else:
+            self.use_precision(precision)
         history = loop.fit(self._steps(spec), train, val, spec, log)
         self._trained = True
         return history
+
+    def resolve_precision(self, precision: str) -> str:
+        """``precision`` for the device in use (``auto`` resolved as ``bench.hardware`` says).
+
+        Raises:
+            ConfigError: An unknown value, or one the device cannot run natively (bf16 on a CPU without
+                ``avx512_bf16``/``amx_bf16``, fp16 on a CPU), naming the value and the fix.
+        """
+        return hardware.resolve_precision(precision, framework=self.framework, device=self._device_kind(),
+                                          native=self._native_precisions())
 
     def predict_patches(self, batch: FloatArray) -> FloatArray:
         """``float32[B, C, X, Y, Z]`` -> softmax ``float32[B, K, X, Y, Z]`` (eval mode, one forward pass)."""
@@ -121,7 +157,7 @@ class NetSegmenter:
         return self._forward(batch.astype(np.float32, copy=False))
 
     def describe(self) -> dict[str, Any]:
-        """Architecture, framework, constructor parameters, trainable parameter count, versions, device."""
+        """Architecture, framework, constructor parameters, trainable parameter count, versions, device, precision."""
         versions = self.versions()
         return {
             "architecture": self.name,
@@ -130,6 +166,7 @@ class NetSegmenter:
             "trainable_parameters": self.parameter_count(),
             "framework_version": ", ".join(f"{k} {v}" for k, v in versions.items()),
             "device": self.device(),
+            "precision": self.precision,
         }
 
     def save(self, directory: Path) -> None:
@@ -142,6 +179,7 @@ class NetSegmenter:
             "architecture": self.name,
             "params": self.config.to_params(),
             "implementation": dict(self.architecture.implementation),
+            "precision": self.precision,
             "versions": {**self.versions(), "numpy": np.__version__, "python": platform.python_version()},
         }
         write_text_atomic(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
@@ -165,8 +203,31 @@ class NetSegmenter:
         except ConfigError as exc:
             raise DataError(f"saved network is invalid: {exc.problem}", path=meta_path) from exc
         segmenter._load_weights(directory / cls.weights_file)
+        segmenter._adopt_saved_precision(meta.get("precision", "fp32"), meta_path)
         return segmenter
 
+    def use_precision(self, precision: str) -> str:
+        """Predict (and keep training) in ``precision`` from now on, the weights unchanged; the resolved value.
+
+        Raises:
+            ConfigError: As ``resolve_precision``.
+        """
+        resolved = self.resolve_precision(precision)
+        if resolved != self.precision:
+            self.precision = resolved
+            self._apply_precision()
+        return resolved
+
+    def _adopt_saved_precision(self, precision: Any, meta_path: Path) -> None:
+        """Predict in the precision the weights were trained in, or in fp32 (with a warning) where it is not
+        native on this machine; ``describe()`` says which. Checkpoints older than the setting are fp32."""
+        if precision not in hardware.PRECISIONS or precision == "auto":
+            raise DataError(f"precision={precision!r} in segmenter.json is not fp32, bf16 or fp16", path=meta_path)
+        try:
+            self.use_precision(precision)
+        except ConfigError as exc:
+            warnings.warn(f"{meta_path}: trained in {precision}, predicting in fp32 here ({exc.problem})",
+                          RuntimeWarning, stacklevel=3)
 
 def read_meta(path: Path) -> dict[str, Any]:
     """A ``segmenter.json`` written by ``save``, checked; DataError naming the file otherwise."""

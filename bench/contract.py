@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol, Self, runtime_checkable
 import numpy as np
 
 from bench.errors import ConfigError
+from bench.hardware import Precision, check_precision_name
 from bench.types import FloatArray
 
 OptimizerName = Literal["adam", "adadelta", "sgd"]
@@ -156,6 +157,11 @@ class TrainSpec:
         num_threads: CPU threads for the framework; ``0`` uses all cores.
         deterministic: Ask the framework for deterministic kernels where it has them.
         progress: Show a progress bar per epoch (it stays quiet when output is not a terminal).
+        precision: ``fp32``; ``bf16`` (bfloat16 autocast / Keras ``mixed_bfloat16``: weights, loss, softmax and
+            metrics stay float32); ``fp16`` (float16 with loss scaling, CUDA only); ``auto`` (resolved by
+            ``bench.hardware``: ``bench.spec`` resolves it before a run is recorded, an adapter given ``auto``
+            resolves it the same way and its ``describe()`` says what ran). ConfigError at fit if the device
+            cannot run it natively.
     """
 
     epochs: int = 10
@@ -169,6 +175,7 @@ class TrainSpec:
     num_threads: int = 0
     deterministic: bool = True
     progress: bool = True
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -179,6 +186,7 @@ class TrainSpec:
             raise ConfigError(f"train.device={self.device!r} is unknown", fix="use auto, cpu or cuda")
         if self.num_threads < 0:
             raise ConfigError(f"train.num_threads={self.num_threads} must be >= 0")
+        check_precision_name(self.precision, "train.precision")
 
 
 @dataclass(frozen=True)

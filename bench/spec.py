@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from adapters import registry
 from adapters.configs import NetConfig
@@ -22,6 +22,7 @@ from bench.contract import EarlyStoppingSpec, LossSpec, OptimizerSpec, Scheduler
 from bench.data.folds import FoldSplit
 from bench.data.splits import SPLITS, SplitSpec
 from bench.errors import ConfigError
+from bench.hardware import check_precision_name, resolve_for_run
 
 if TYPE_CHECKING:
     from bench.segmenters import Method
@@ -29,8 +30,11 @@ if TYPE_CHECKING:
 ATLAS = "atlas"
 FRAMEWORKS = registry.FRAMEWORKS
 SAMPLING_MODES = ("grid", "random_subset", "random")
-RECORD_VERSION = 2
-"""Version of what ``effective_settings`` records (1: the raw config, before profile overrides)."""
+DEVICE: Literal["auto"] = "auto"
+"""``train.device`` of every run (CUDA when the framework sees one, else CPU); not a config value yet."""
+RECORD_VERSION = 3
+"""Version of what ``effective_settings`` records (1: the raw config, before profile overrides; 2: before
+``train.precision``, when every network trained in float32)."""
 
 
 def architectures() -> tuple[str, ...]:
@@ -281,6 +285,20 @@ def _epochs(profile: Mapping[str, Any], architecture: str) -> int:
     return _positive(profile.get("epochs"), "profile.epochs", integer=True)
 
 
+def _precision(profile: Mapping[str, Any], framework: str, device: str) -> str:
+    """``profile.precision`` resolved to what the network will train in (``auto`` -> fp32, bf16 or fp16).
+
+    Resolved here, before the run's hash and params are made, so that the record says what ran: see
+    ``bench.hardware`` for the rule (CPU flags, or the GPU ``nvidia-smi`` lists when ``device`` allows CUDA).
+    A profile without the key trains in fp32, as every run did before the setting existed.
+    """
+    value = check_precision_name(profile.get("precision", "fp32"), "profile.precision")
+    try:
+        return resolve_for_run(value, framework=framework, device=device)
+    except ConfigError as exc:
+        raise ConfigError(f"profile.{exc.problem}", fix=exc.fix) from None
+
+
 def _model(
     model_cfg: Mapping[str, Any], profile: Mapping[str, Any], seed: int
 ) -> tuple[ModelSpec, NetConfig | None]:
@@ -372,6 +390,8 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         early_stopping=EarlyStoppingSpec(patience=int(profile.get("early_stopping_patience", 0))),
         seed=seed,
         num_threads=int(profile.get("num_threads", 0)),
+        device=DEVICE,
+        precision=_precision(profile, framework, DEVICE) if net_config is not None else "fp32",  # type: ignore[arg-type]
     )
     inf = cfg.get("inference") or {}
     overlap = float(inf.get("overlap", 0.5))

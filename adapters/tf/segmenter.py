@@ -20,7 +20,8 @@ import tensorflow as tf
 
 from adapters.segmenter import NetSegmenter
 from adapters.tf import to_channels_first, to_channels_last
-from adapters.tf.steps import TfSteps, configure_runtime
+from adapters.tf.steps import TfSteps, configure_runtime, native_precisions, policy_scope, select_device
+from bench import hardware
 from bench.contract import TrainSpec
 from bench.errors import DataError
 from bench.io import write_atomic
@@ -50,14 +51,31 @@ class TfSegmenter(NetSegmenter):
     model: keras.Model
 
     def _build_network(self) -> None:
-        self.model = self.architecture.builder(self.framework)(self.config)
+        with policy_scope(self.precision):  # bf16: Keras mixed_bfloat16 (layers compute in bf16, weights fp32)
+            self.model = self.architecture.builder(self.framework)(self.config)
         self._predict_fn: Any = None
+
+    def _apply_precision(self) -> None:
+        """Rebuild the model under ``self.precision``'s policy with the same (float32) weights."""
+        weights = self.model.get_weights()
+        self._build_network()
+        self.model.set_weights(weights)
 
     def _configure(self, spec: TrainSpec) -> None:
         configure_runtime(spec)
+        self._tf_device = select_device(spec)
 
     def _steps(self, spec: TrainSpec) -> TfSteps:
-        return TfSteps(self.model, spec)
+        return TfSteps(self.model, spec, self.precision)
+
+    def _device_kind(self) -> hardware.DeviceKind:
+        return "cuda" if self._current_device().startswith("/GPU") else "cpu"
+
+    def _native_precisions(self) -> tuple[str, ...]:
+        return native_precisions(self._current_device())
+
+    def _current_device(self) -> str:
+        return getattr(self, "_tf_device", None) or self.device()
 
     def _forward(self, batch: FloatArray) -> FloatArray:
         if self._predict_fn is None:

@@ -15,7 +15,15 @@ import torch
 from torch import nn
 
 from adapters.segmenter import NetSegmenter
-from adapters.torch.steps import TorchSteps, configure_runtime, image_tensor, place
+from adapters.torch.steps import (
+    TorchSteps,
+    autocast,
+    configure_runtime,
+    image_tensor,
+    native_precisions,
+    place,
+)
+from bench import hardware
 from bench.contract import TrainSpec
 from bench.errors import DataError
 from bench.io import write_atomic
@@ -38,15 +46,26 @@ class TorchSegmenter(NetSegmenter):
         place(self.net, self._device)
 
     def _steps(self, spec: TrainSpec) -> TorchSteps:
-        return TorchSteps(self.net, spec, self._device)
+        return TorchSteps(self.net, spec, self._device, self.precision)
+
+    def _device_kind(self) -> hardware.DeviceKind:
+        return "cuda" if self._net_device().type == "cuda" else "cpu"
+
+    def _native_precisions(self) -> tuple[str, ...]:
+        return native_precisions(self._net_device())
+
+    def _net_device(self) -> torch.device:
+        return next(self.net.parameters()).device
 
     def _forward(self, batch: FloatArray) -> FloatArray:
-        device = next(self.net.parameters()).device
+        device = self._net_device()
         if self.net.training:  # eval() walks every module: ~0.3 ms a call, once per batch adds up
             self.net.eval()
         with torch.inference_mode():
-            probabilities = torch.softmax(self.net(image_tensor(batch, device)), dim=1)
-        return probabilities.float().cpu().contiguous().numpy()
+            with autocast(device, self.precision):
+                logits = self.net(image_tensor(batch, device))
+            probabilities = torch.softmax(logits.float(), dim=1)  # softmax in float32 whatever the forward ran in
+        return probabilities.cpu().contiguous().numpy()
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
@@ -55,7 +74,7 @@ class TorchSegmenter(NetSegmenter):
         return {"torch": torch.__version__}
 
     def device(self) -> str:
-        return str(next(self.net.parameters()).device)
+        return str(self._net_device())
 
     def _save_weights(self, path: Path) -> None:
         state = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}

@@ -2,20 +2,29 @@
 
 Everything else about training (epochs, validation Dice, plateau, early stopping, best weights) is in the
 framework-neutral ``adapters.loop``.
+
+Precision: ``bf16`` and ``fp16`` run the network's forward under ``torch.autocast`` (convolutions in the low
+precision, weights and optimizer state float32); the loss is computed in float32 from ``logits.float()``,
+outside the autocast region, and so are softmax and the confusion counts. ``fp16`` (CUDA) scales the loss
+with ``torch.amp.GradScaler`` (a step whose gradients overflow is skipped and the scale halved). Measured
+(``make bench``, 1 thread, 32³, batch 8, channels-last): bf16 trains the U-Net ~2× faster on a CPU with AMX.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from adapters.torch.losses import LossFn, make_loss
+from bench import hardware
 from bench.contract import OptimizerSpec, PatchBatch, TrainSpec
 
 MEMORY_FORMAT = torch.channels_last_3d
@@ -23,6 +32,24 @@ MEMORY_FORMAT = torch.channels_last_3d
 1.3-1.8x faster in it than in NCDHW on this CPU (1 thread, 32^3 patches, quick-profile U-Net, V-Net and
 NeuroNet, training and inference; ``benchmarks/bench_training.py`` times it). Results change only by float
 rounding; the numpy interface stays ``[B, C, X, Y, Z]``."""
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+"""The autocast dtype of each low precision (``fp32`` runs without autocast)."""
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The context the forward pass runs in: nothing for ``fp32``, ``torch.autocast`` to bf16/fp16 otherwise."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def native_precisions(device: torch.device) -> tuple[str, ...]:
+    """What ``device`` runs natively: a CUDA GPU by its compute capability, the CPU by its flags."""
+    if device.type == "cuda":
+        return hardware.cuda_native_precisions(tuple(torch.cuda.get_device_capability(device)))  # type: ignore[arg-type]
+    return hardware.cpu_native_precisions()
 
 
 def place(net: nn.Module, device: torch.device) -> nn.Module:
@@ -99,29 +126,45 @@ def make_optimizer(params: Iterator[nn.Parameter], spec: OptimizerSpec) -> torch
 
 
 class TorchSteps:
-    """``adapters.loop.TrainSteps`` for a torch module on ``device``."""
+    """``adapters.loop.TrainSteps`` for a torch module on ``device``, its forward in ``precision``.
 
-    def __init__(self, net: nn.Module, spec: TrainSpec, device: torch.device) -> None:
-        self.net, self.device = net, device
+    ``precision`` must be concrete (``fp32``, ``bf16``, ``fp16``); the segmenter checks that the device runs it.
+    """
+
+    def __init__(self, net: nn.Module, spec: TrainSpec, device: torch.device, precision: str = "fp32") -> None:
+        self.net, self.device, self.precision = net, device, precision
         self.loss_fn: LossFn = make_loss(spec.loss)
         self.optimizer = make_optimizer(net.parameters(), spec.optimizer)
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        """The network's float32 logits, its forward run in ``self.precision``."""
+        with autocast(self.device, self.precision):
+            logits = self.net(image)
+        return logits.float()
 
     def train_step(self, batch: PatchBatch) -> float:
         self.net.train()
         image, label = to_tensors(batch, self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.net(image), label)
+        loss = self.loss_fn(self.logits(image), label)
         value = float(loss.item())
-        if np.isfinite(value):  # the loop stops on a non-finite loss: do not apply its update
+        if not np.isfinite(value):  # the loop stops on a non-finite loss: do not apply its update
+            return value
+        if self.scaler is None:
             loss.backward()
             self.optimizer.step()
+        else:  # fp16: scaled backward; the step is skipped (and the scale halved) if a gradient overflowed
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         return value
 
     @torch.inference_mode()
     def eval_step(self, batch: PatchBatch) -> tuple[float, np.ndarray]:
         self.net.eval()
         image, label = to_tensors(batch, self.device)
-        logits = self.net(image)
+        logits = self.logits(image)
         classes = logits.shape[1]
         pairs = (label * classes + logits.argmax(dim=1)).flatten()
         confusion = torch.bincount(pairs, minlength=classes * classes).reshape(classes, classes)

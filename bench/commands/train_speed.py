@@ -20,6 +20,7 @@ from bench.contract import (
     TrainSpec,
 )
 from bench.errors import ConfigError
+from bench.hardware import PRECISIONS
 
 
 class RandomPatches:
@@ -67,6 +68,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up steps (not timed)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="auto: CUDA when present, else CPU (the JSON says which ran)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp32 (default), bf16, fp16 (CUDA) or auto (the JSON says which ran)")
     parser.add_argument("--param", action="append", default=[], help="network parameter name=value (repeatable)")
     return parser
 
@@ -85,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=2, steps_per_epoch=None, optimizer=OptimizerSpec("adam", lr=1e-4),
         scheduler=SchedulerSpec(factor=1.0, patience=0), loss=LossSpec("dice"),
         early_stopping=EarlyStoppingSpec(patience=0), num_threads=args.threads, progress=False,
+        device=args.device, precision=args.precision,
     )
     # Epoch 1 is the warm-up (graph tracing, allocator); epoch 2 is timed by the adapter.
     source = _TwoPhase(patch, args.batch, args.warmup, args.steps)
@@ -101,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"train_patches_per_s": round(timed.patches_per_s, 3),
                       "infer_patches_per_s": round(infer, 3),
                       "architecture": args.arch, "framework": args.framework, "patch": list(patch),
-                      "batch": args.batch, "parameters": segmenter.describe().get("trainable_parameters")}))
+                      "batch": args.batch, "parameters": segmenter.describe().get("trainable_parameters"),
+                      "device": segmenter.describe().get("device"),
+                      "precision": segmenter.describe().get("precision")}))
     return 0
 
 

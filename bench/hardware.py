@@ -1,0 +1,180 @@
+"""Which numeric precisions the hardware runs natively, and what ``precision: auto`` means (no torch, no TF).
+
+``TrainSpec.precision`` is one of ``PRECISIONS``: ``fp32``; ``bf16`` (autocast to bfloat16: torch
+``torch.autocast``, Keras ``mixed_bfloat16``; weights, loss, softmax and metrics stay float32); ``fp16``
+(float16 autocast with loss scaling, CUDA only); or ``auto``. A run's record must say what ran, so ``auto``
+is resolved to one of the others when the config is translated (``bench.spec``), before the run's hash and
+params are made, and the adapter checks again against the device it actually trains on.
+
+``auto`` is resolved as follows:
+
+- **CPU** (``train.device=cpu``, or ``auto``/``cuda`` without an NVIDIA GPU): ``bf16`` when the CPU has
+  native bfloat16 arithmetic (the ``avx512_bf16`` or ``amx_bf16`` flag in ``/proc/cpuinfo``) and the
+  framework was measured faster in bf16 on such a CPU (``CPU_BF16_FASTER``), else ``fp32``. Without
+  ``/proc/cpuinfo`` (not Linux) the flags are unknown and ``auto`` means ``fp32``.
+- **CUDA** (``train.device=auto|cuda`` and ``nvidia-smi`` lists a GPU; bench never imports a framework to
+  ask): ``bf16`` from compute capability 8.0 (Ampere) on, ``fp16`` from 7.0 (tensor cores, with loss
+  scaling), else ``fp32``. The probe sees the GPU, not the framework build: if the framework then cannot use
+  the GPU (a CPU-only wheel) it trains on the CPU, where the resolved precision must be native too or the
+  adapter raises ``ConfigError`` (set ``train.device=cpu`` or ``profile.precision`` explicitly).
+
+An explicit ``bf16`` or ``fp16`` is refused (``ConfigError``) where the device cannot run it natively:
+bfloat16 emulated in software on a CPU without the flags is several times slower than float32 and would
+make the record claim a speed-up that is not there. Nothing falls back silently.
+
+Example:
+    >>> resolve_precision("auto", framework="torch", device="cpu", native=("fp32", "bf16"))
+    'bf16'
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from bench.errors import ConfigError
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+"""Every value of ``profile.precision`` / ``TrainSpec.precision``."""
+DeviceKind = Literal["cpu", "cuda"]
+CPUINFO = Path("/proc/cpuinfo")
+"""Where the CPU's flags are read (tests point it at a fake file)."""
+CPU_BF16_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
+"""Either flag means native bfloat16 arithmetic (AVX-512 BF16 dot products, AMX tiles)."""
+CPU_BF16_FASTER: dict[str, bool] = {"torch": True, "tf": True}
+"""Frameworks that train faster in bf16 than in fp32 on a CPU with native bf16 (so ``auto`` picks bf16).
+
+Measured on this project's 2-core Xeon (AVX-512 BF16 and AMX), 3D U-Net, 32³ patches, batch 8, 1 thread,
+``make bench`` (``benchmarks/training_precision.py``): see README, Performance. A framework not listed here
+keeps fp32 under ``auto``."""
+SMI_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """An NVIDIA GPU as ``nvidia-smi`` reports it."""
+
+    name: str
+    compute_capability: tuple[int, int]
+
+
+def cpu_flags(path: Path | None = None) -> frozenset[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (its first ``flags`` line); empty when it cannot be read."""
+    source = CPUINFO if path is None else path
+    return _read_flags(str(source))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_flags(path: str) -> frozenset[str]:
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:  # not Linux, or no /proc
+        return frozenset()
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):  # x86: flags; ARM: Features
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_has_native_bf16(flags: Collection[str] | None = None) -> bool:
+    """True when the CPU computes in bfloat16 natively (``avx512_bf16`` or ``amx_bf16``)."""
+    found = cpu_flags() if flags is None else flags
+    return any(flag in found for flag in CPU_BF16_FLAGS)
+
+
+def cpu_native_precisions(flags: Collection[str] | None = None) -> tuple[str, ...]:
+    """Precisions a CPU runs natively: ``fp32``, and ``bf16`` when the flags allow."""
+    return ("fp32", "bf16") if cpu_has_native_bf16(flags) else ("fp32",)
+
+
+def cuda_native_precisions(compute_capability: tuple[int, int]) -> tuple[str, ...]:
+    """Precisions a CUDA GPU runs natively: ``fp16`` from 7.0 (tensor cores), ``bf16`` from 8.0."""
+    native = ["fp32"]
+    if compute_capability >= (7, 0):
+        native.append("fp16")
+    if compute_capability >= (8, 0):
+        native.append("bf16")
+    return tuple(native)
+
+
+@functools.lru_cache(maxsize=1)
+def nvidia_gpu() -> Gpu | None:
+    """The first GPU ``nvidia-smi`` lists (name and compute capability), or None (no driver, no GPU)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        done = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True,
+                              text=True, timeout=SMI_TIMEOUT_S, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in done.stdout.splitlines():
+        name, _, capability = line.rpartition(",")
+        major, _, minor = capability.strip().partition(".")
+        if done.returncode == 0 and major.isdigit() and minor.isdigit():
+            return Gpu(name.strip(), (int(major), int(minor)))
+    return None
+
+
+def device_kind(device: str) -> DeviceKind:
+    """Where a run with ``train.device=device`` trains, as far as bench can tell without a framework."""
+    if device == "cpu":
+        return "cpu"
+    return "cuda" if nvidia_gpu() is not None else "cpu"
+
+
+def native_precisions(kind: DeviceKind) -> tuple[str, ...]:
+    """Precisions this machine runs natively on ``kind`` (the GPU from ``nvidia-smi``, the CPU from its flags)."""
+    gpu = nvidia_gpu() if kind == "cuda" else None
+    return cuda_native_precisions(gpu.compute_capability) if gpu else cpu_native_precisions()
+
+
+def resolve_precision(precision: str, *, framework: str, device: DeviceKind, native: Collection[str]) -> str:
+    """The concrete precision (``fp32``, ``bf16`` or ``fp16``) a run trains in.
+
+    Args:
+        precision: One of ``PRECISIONS``.
+        framework: ``torch``, ``tf`` (``auto`` on a CPU uses ``CPU_BF16_FASTER``).
+        device: Where it trains.
+        native: What that device runs natively (``cpu_native_precisions``, ``cuda_native_precisions``).
+
+    Raises:
+        ConfigError: An unknown value, or an explicit precision the device cannot run natively (naming the
+            setting, the device and the fix).
+    """
+    check_precision_name(precision)
+    if precision == "auto":
+        if device == "cuda":
+            return next((p for p in ("bf16", "fp16") if p in native), "fp32")
+        return "bf16" if "bf16" in native and CPU_BF16_FASTER.get(framework, False) else "fp32"
+    if precision not in native:
+        if device == "cpu":
+            why = ("fp16 runs on CUDA GPUs only" if precision == "fp16"
+                   else "this CPU has no avx512_bf16 or amx_bf16 flag in /proc/cpuinfo (bf16 would be emulated)")
+        else:
+            why = f"this GPU's compute capability is below {'8.0' if precision == 'bf16' else '7.0'}"
+        raise ConfigError(
+            f"precision={precision!r} is not native here: {why}",
+            fix=f"use precision auto or fp32 (this {device} runs {', '.join(native)} natively)",
+        )
+    return precision
+
+
+def check_precision_name(precision: object, setting: str = "precision") -> str:
+    """``precision`` if it is one of ``PRECISIONS``, else a ConfigError naming ``setting=<value>`` and the choices."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"{setting}={precision!r} is unknown", fix=f"use one of {', '.join(PRECISIONS)}")
+    return str(precision)
+
+
+def resolve_for_run(precision: str, *, framework: str, device: str) -> str:
+    """``resolve_precision`` for a run about to be configured with ``train.device=device`` (bench.spec)."""
+    kind = device_kind(device)
+    return resolve_precision(precision, framework=framework, device=kind, native=native_precisions(kind))
