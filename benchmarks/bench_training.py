@@ -7,9 +7,11 @@
   pair, median over pairs (time outside the network's step). The sampler's own time inside ``fit`` is
   measured too (a direct, steadier figure).
 - FLOPs per training patch of the 3D U-Net, counted from its convolution shapes: ``2·k³·c_in·c_out`` per
-  output voxel of a convolution (per input voxel of a transposed one), ×3 for forward + backward.
-  Achieved GFLOP/s = FLOPs per patch × patches/s, against the CPU's float32 matmul peak (4096²: torch on
-  all cores and on one, numpy; the best of the three).
+  output voxel of a convolution (per input voxel of a transposed one); backward = weight gradients + input
+  gradients, the first convolution's input (the image) getting none (``training_flops``).
+  Achieved GFLOP/s = FLOPs per patch × patches/s, against the matmul peak of the same dtype at the same
+  thread count (4096², best of the repeats); ``sanity`` flags any figure above its peak.
+- Precision: the adapters' fit in fp32 and in bf16 (torch autocast, Keras ``mixed_bfloat16``), alternated.
 - Settings (bare torch steps, interleaved): threads 1 vs all, channels_last_3d, batch size, oneDNN
   (mkldnn) off; torch.compile in a subprocess with a timeout; TF with and without XLA (``jit_compile``).
 - ``bench train-speed`` for every architecture × framework at default settings (subprocesses).
@@ -28,15 +30,16 @@ from typing import Any
 import torch
 
 from benchmarks import BenchSubject, load_subjects, rounded
-from benchmarks.training_flops import conv_flops_per_patch, cpu_peak_gflops
+from benchmarks.training_flops import cpu_peak_gflops, peak_for, training_flops_per_patch
 from benchmarks.training_overhead import tf_overhead, torch_overhead
+from benchmarks.training_precision import precision_speed
 from benchmarks.training_settings import compile_probe, run_compile_probe, tf_xla, torch_settings
 
 
 def run(subjects: Sequence[BenchSubject], *, base_filters: int = 16, depth: int = 4, patch: int = 32,
         batch_size: int = 8, steps: int = 8, repeats: int = 3, threads: int = 0, tensorflow: bool = True,
         compile_timeout_s: float = 300.0, peak_size: int = 4096, xla: bool = True,
-        overhead_repeats: int | None = None) -> dict[str, Any]:
+        overhead_repeats: int | None = None, precision_rounds: int = 2) -> dict[str, Any]:
     """Overhead, GFLOP/s and settings for the 3D U-Net (``base_filters``, ``depth``) at ``patch``³, ``batch_size``.
 
     Args:
@@ -49,36 +52,59 @@ def run(subjects: Sequence[BenchSubject], *, base_filters: int = 16, depth: int 
         peak_size: Matrix size of the matmul peak.
         xla: Also time the TF step with XLA (compiling it takes a while).
         overhead_repeats: Fit/bare pairs for the overhead (default ``repeats``).
+        precision_rounds: fp32/bf16 fits of each framework for the precision comparison (0 skips it).
     """
     import adapters
+    from adapters.torch.steps import available_cores
 
     net = adapters.build("unet3d", "torch", base_filters=base_filters, depth=depth).net  # type: ignore[attr-defined]
-    forward = conv_flops_per_patch(net, (patch, patch, patch))
-    peak = cpu_peak_gflops(peak_size)
+    flops = training_flops_per_patch(net, (patch, patch, patch))
+    train_flops = flops.train
+    peak = cpu_peak_gflops(peak_size, threads=threads)
+    fit_threads = threads or available_cores()
     shared = {"base_filters": base_filters, "depth": depth, "patch": patch, "batch_size": batch_size,
               "repeats": repeats}
     pairs = {**shared, "repeats": overhead_repeats or repeats}
     torch_fit = torch_overhead(subjects, steps=steps, threads=threads, **pairs)
-    train_flops = 3.0 * forward
     result: dict[str, Any] = {
         "train_step_overhead_fraction": torch_fit["overhead_fraction"],
         "unet3d_torch_train_patches_per_s": torch_fit["fit_train_patches_per_s"],
         "achieved_gflops_torch": rounded(train_flops * torch_fit["fit_train_patches_per_s"] / 1e9),
         "achieved_gflops_torch_bare": rounded(train_flops * torch_fit["bare_patches_per_s"] / 1e9),
         "cpu_peak_gflops": peak["cpu_peak_gflops"],
-        "unet3d_forward_gflop_per_patch": rounded(forward / 1e9),
+        "cpu_peak_gflops_bf16": peak["cpu_peak_gflops_bf16"],
+        "unet3d_forward_gflop_per_patch": rounded(flops.forward / 1e9),
+        "unet3d_backward_gflop_per_patch": rounded(flops.backward / 1e9),
         "unet3d_train_gflop_per_patch": rounded(train_flops / 1e9),
+        "unet3d_train_gflop_per_patch_3x_forward": rounded(3 * flops.forward / 1e9),
         "peak": peak,
         "torch_overhead": torch_fit,
     }
+    checks = [("torch fp32, adapter fit", result["achieved_gflops_torch"], "fp32", fit_threads),
+              ("torch fp32, bare steps", result["achieved_gflops_torch_bare"], "fp32", fit_threads)]
     settings = torch_settings(**shared)
     for row in settings:
         row["gflops"] = rounded(train_flops * row["patches_per_s"] / 1e9)
+        checks.append((f"torch fp32, {row['setting']}", row["gflops"], "fp32", row["threads"]))
     result["torch_settings"] = settings
     if compile_timeout_s > 0:
         result["torch_compile"] = run_compile_probe(base_filters=base_filters, depth=depth, patch=patch,
                                                     batch=batch_size, repeats=repeats, threads=threads,
                                                     timeout_s=compile_timeout_s)
+    frameworks = ["torch", "tf"] if tensorflow else ["torch"]
+    if precision_rounds > 0:
+        result["precision"] = {}
+        for framework in frameworks:
+            speed = precision_speed(subjects, framework=framework, base_filters=base_filters, depth=depth,
+                                    patch=patch, batch_size=batch_size, steps=steps, rounds=precision_rounds,
+                                    threads=fit_threads)
+            result["precision"][framework] = speed
+            for dtype in ("fp32", "bf16"):
+                result[f"unet3d_{framework}_train_patches_per_s_{dtype}"] = speed[dtype]
+                gflops = None if speed[dtype] is None else rounded(train_flops * speed[dtype] / 1e9)
+                result[f"achieved_gflops_{framework}_{dtype}"] = gflops
+                checks.append((f"{framework} {dtype}, adapter fit (precision comparison)", gflops, dtype, fit_threads))
+            result[f"unet3d_{framework}_bf16_speedup"] = speed.get("speedup_bf16")
     if tensorflow:
         tf_fit = tf_overhead(subjects, steps=steps, threads=threads, **pairs)
         result.update({
@@ -87,15 +113,40 @@ def run(subjects: Sequence[BenchSubject], *, base_filters: int = 16, depth: int 
             "train_step_overhead_fraction_tf": tf_fit["overhead_fraction"],
             "tf_overhead": tf_fit,
         })
+        checks.append(("tf fp32, adapter fit", result["achieved_gflops_tf"], "fp32", fit_threads))
         if xla:
             result["tf_xla"] = tf_xla(base_filters=base_filters, depth=depth, patch=patch, batch=batch_size,
                                       repeats=repeats)
         for row in result.get("tf_xla", {}).get("rows", []):
             row["gflops"] = rounded(train_flops * row["patches_per_s"] / 1e9)
+            checks.append((f"tf fp32, {row['setting']}", row["gflops"], "fp32", fit_threads))
+    result["sanity"] = sanity(checks, peak)
+    result["achieved_le_peak"] = result["sanity"]["achieved_le_peak"]
     result["settings"] = {**shared, "overhead_pairs": overhead_repeats or repeats, "steps_per_epoch": steps,
                           "threads": threads or "all cores", "model": f"unet3d base_filters={base_filters} depth={depth}",
                           "optimizer": "adam lr=1e-3", "loss": "dice", "sampler": "grid, step patch/2"}
     return result
+
+
+def sanity(checks: Sequence[tuple[str, float | None, str, int]], peak: dict[str, Any]) -> dict[str, Any]:
+    """Every achieved GFLOP/s against the matmul peak of its dtype and thread count.
+
+    Achieved above peak means the FLOP count or the peak is wrong (or the figure ran on more threads than
+    it says): ``achieved_le_peak`` is False and ``above_peak`` names the figures.
+
+    Args:
+        checks: ``(figure, achieved GFLOP/s or None, dtype, threads)``.
+        peak: ``cpu_peak_gflops``'s result.
+    """
+    rows = []
+    for figure, gflops, dtype, threads in checks:
+        limit = peak_for(peak, dtype, threads)
+        measured = gflops is not None and limit is not None
+        rows.append({"figure": figure, "gflops": gflops, "dtype": dtype, "threads": threads, "peak_gflops": limit,
+                     "fraction_of_peak": rounded(gflops / limit) if measured else None,  # type: ignore[operator]
+                     "ok": gflops <= limit if measured else None})  # type: ignore[operator]
+    above = [row["figure"] for row in rows if row["ok"] is False]
+    return {"achieved_le_peak": not above, "above_peak": above, "checks": rows}
 
 
 def main(argv: list[str] | None = None) -> int:

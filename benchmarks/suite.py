@@ -2,7 +2,8 @@
 
 Sections (each timed in this one process, after warm-up, as medians of interleaved repetitions):
 ``metrics`` (vs medpy), ``inference`` (vs MONAI), ``sampler`` (vs torchio, and the grid sampler alone),
-``training`` (adapter overhead, GFLOP/s, settings, TF XLA, optional torch.compile) and ``train_speed``
+``training`` (adapter overhead, fp32 vs bf16, GFLOP/s against per-dtype peaks with a ``sanity`` check, settings,
+TF XLA, optional torch.compile) and ``train_speed``
 (``bench train-speed`` for the 6 architecture × framework pairs, in subprocesses with a timeout).
 
 Data: synthetic subjects from ``bench.data.synth.generate_subject`` (IBSR grid 256×128×256); IBSR18 training
@@ -42,6 +43,14 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "train_step_overhead_fraction", "unet3d_torch_train_patches_per_s",
     "unet3d_tf_train_patches_per_s", "achieved_gflops_torch", "cpu_peak_gflops",
 )
+PRECISION_KEYS: tuple[str, ...] = (
+    "unet3d_torch_train_patches_per_s_fp32", "unet3d_torch_train_patches_per_s_bf16", "unet3d_torch_bf16_speedup",
+    "unet3d_tf_train_patches_per_s_fp32", "unet3d_tf_train_patches_per_s_bf16", "unet3d_tf_bf16_speedup",
+    "achieved_gflops_torch_fp32", "achieved_gflops_torch_bf16", "achieved_gflops_tf_fp32", "achieved_gflops_tf_bf16",
+    "cpu_peak_gflops_bf16", "achieved_le_peak",
+)
+"""Top-level figures of the precision comparison and the GFLOP/s sanity check (``None``: not measured, e.g.
+bf16 on a CPU without it, or ``--no-tf``)."""
 TARGETS: dict[str, tuple[str, float, str]] = {
     "metrics_s_per_case": ("<=", 1.0, "≤ 1 s per case (5 metrics × 3 classes)"),
     "metrics_speedup_vs_medpy": (">=", 20.0, "≥ 20× medpy"),
@@ -100,7 +109,7 @@ def run_training(subjects: list[BenchSubject], quick: bool, threads: int, tensor
 
     if quick:
         return bench_training.run(subjects, base_filters=4, depth=3, patch=16, batch_size=2, steps=2, repeats=1,
-                                  threads=threads, tensorflow=tensorflow, compile_timeout_s=0, peak_size=512,
+                                  threads=threads, tensorflow=tensorflow, compile_timeout_s=0, peak_size=1024,
                                   xla=False)
     return bench_training.run(subjects, base_filters=16, depth=4, patch=32, batch_size=8, steps=8, repeats=3,
                               overhead_repeats=5, threads=threads, tensorflow=tensorflow,
@@ -121,9 +130,9 @@ def run_train_speed(timeout_s: float, threads: int, deadline: float) -> dict[str
 
 def headline(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The required top-level figures (``None`` for a section that was skipped or failed)."""
-    out: dict[str, Any] = dict.fromkeys(REQUIRED_KEYS)
+    out: dict[str, Any] = dict.fromkeys(REQUIRED_KEYS + PRECISION_KEYS)
     for section in sections.values():
-        for key in REQUIRED_KEYS:
+        for key in REQUIRED_KEYS + PRECISION_KEYS:
             if key in section:
                 out[key] = section[key]
     training = sections.get("training", {})
@@ -160,8 +169,11 @@ def verdict(key: str, value: Any) -> str:
 def machine_info(threads: int) -> dict[str, Any]:
     import torch
 
+    from bench.hardware import CPU_BF16_FLAGS, cpu_flags
+
     return {
         "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+        "cpu_bf16_flags": sorted(set(CPU_BF16_FLAGS) & cpu_flags()),
         "numpy": np.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "threads_arg": threads, "load_average_start": list(os.getloadavg()),
     }
@@ -239,7 +251,8 @@ def render_report(results: dict[str, Any]) -> str:
     lines = ["# brainbench performance benchmarks", ""]
     if results.get("quick"):
         lines += ["**Quick mode**: tiny volumes and networks, one repetition. A smoke test, not a measurement.", ""]
-    lines += [f"Machine: {m.get('cpu_count')} CPU cores, {m.get('platform')}; torch {m.get('torch')} "
+    lines += [f"Machine: {m.get('cpu_count')} CPU cores, {m.get('platform')}, native bf16 flags: "
+              f"{', '.join(m.get('cpu_bf16_flags') or []) or 'none'}; torch {m.get('torch')} "
               f"({m.get('torch_threads')} threads), numpy {m.get('numpy')}. Load average at start "
               f"{_load(m.get('load_average_start'))}, at end {_load(m.get('load_average_end'))}: the machine is "
               "shared, so timings are noisy; every comparison is interleaved in one process and reports medians.",
@@ -248,6 +261,9 @@ def render_report(results: dict[str, Any]) -> str:
     rows = [[f"`{key}`", results.get(key), TARGETS.get(key, ("", 0, "—"))[2], verdict(key, results.get(key))]
             for key in REQUIRED_KEYS]
     lines += _table(["figure", "value", "target", "result"], rows)
+    lines += ["Precision and GFLOP/s (U-Net training; `achieved_le_peak`: every achieved GFLOP/s at or below the "
+              "matmul peak of its dtype and thread count):", ""]
+    lines += _table(["figure", "value"], [[f"`{key}`", results.get(key)] for key in PRECISION_KEYS])
     for name in SECTIONS:
         if "error" in s.get(name, {}):
             lines += [f"**{name} failed**: `{s[name]['error']}`", ""]
@@ -344,8 +360,10 @@ def _training_section(r: dict[str, Any]) -> list[str]:
              f"{st.get('model')}, patch {st.get('patch')}³, batch {st.get('batch_size')}, {st.get('optimizer')}, "
              f"{st.get('loss')} loss, {st.get('steps_per_epoch')} steps per epoch from a {st.get('sampler')} "
              f"sampler on the subjects above; threads: {st.get('threads')}. FLOPs per patch (convolutions, "
-             f"analytic): {_fmt(r.get('unet3d_forward_gflop_per_patch'))} GFLOP forward, "
-             f"{_fmt(r.get('unet3d_train_gflop_per_patch'))} GFLOP for a training step (×3).", "",
+             f"from their shapes): {_fmt(r.get('unet3d_forward_gflop_per_patch'))} GFLOP forward, "
+             f"{_fmt(r.get('unet3d_backward_gflop_per_patch'))} backward (weight gradients, and input gradients "
+             f"for every convolution but the first), {_fmt(r.get('unet3d_train_gflop_per_patch'))} GFLOP for a "
+             f"training step (3 × forward would say {_fmt(r.get('unet3d_train_gflop_per_patch_3x_forward'))}).", "",
              f"### Time outside the network's step ({st.get('overhead_pairs')} pairs of epochs)", ""]
     rows = []
     for o in (t, r.get("tf_overhead", {})):
@@ -360,20 +378,22 @@ def _training_section(r: dict[str, Any]) -> list[str]:
               f"each pair sees the same load; overhead = median over pairs of 1 − bare / fit, headline in "
               f"{t.get('overhead_clock')} seconds. The fit epoch is timed from its first batch to the next epoch "
               "(end-of-epoch bookkeeping included); `sampler / fit` is timed inside the fit itself.", "",
+              *_precision_lines(r.get("precision", {})),
               "### GFLOP/s", "",
-              f"CPU float32 matmul peak ({r.get('peak', {}).get('matrix_size', r.get('peak', {}).get('matmul_size'))}²): "
-              f"torch {_fmt(r.get('peak', {}).get('matmul_gflops_torch'))}, numpy "
-              f"{_fmt(r.get('peak', {}).get('matmul_gflops_numpy'))}, torch with 1 thread "
-              f"{_fmt(r.get('peak', {}).get('matmul_gflops_torch_1_thread'))} GFLOP/s.", ""]
+              *_peak_lines(r.get("peak", {}))]
     gf_rows = [["torch, adapter fit", r.get("unet3d_torch_train_patches_per_s"), r.get("achieved_gflops_torch")],
                ["torch, bare steps", t.get("bare_patches_per_s"), r.get("achieved_gflops_torch_bare")]]
     if "achieved_gflops_tf" in r:
         gf_rows.append(["tf, adapter fit", r.get("unet3d_tf_train_patches_per_s"), r.get("achieved_gflops_tf")])
-    peak = r.get("cpu_peak_gflops") or float("nan")
+    for framework in ("torch", "tf"):
+        for dtype in ("fp32", "bf16"):
+            if f"achieved_gflops_{framework}_{dtype}" in r:
+                gf_rows.append([f"{framework}, adapter fit, {dtype} (precision comparison)",
+                                r.get(f"unet3d_{framework}_train_patches_per_s_{dtype}"),
+                                r.get(f"achieved_gflops_{framework}_{dtype}")])
     lines += _table(["path", "train patches/s", "GFLOP/s"], gf_rows)
-    lines += [f"Fraction of the matmul peak: torch {_fmt((r.get('achieved_gflops_torch') or 0) / peak)}"
-              + (f", tf {_fmt((r.get('achieved_gflops_tf') or 0) / peak)}." if "achieved_gflops_tf" in r else "."), "",
-              "### Settings tried (before/after, interleaved bare training steps)", ""]
+    lines += _sanity_lines(r.get("sanity", {}))
+    lines += ["### Settings tried (before/after, interleaved bare training steps)", ""]
     settings = r.get("torch_settings", [])
     base = settings[0]["patches_per_s"] if settings else None
     rows = [["torch", x["setting"], x["step_s"], x["patches_per_s"], x.get("gflops"),
@@ -401,6 +421,44 @@ def _training_section(r: dict[str, Any]) -> list[str]:
         lines += [f"XLA: failed ({xla.get('error')}).", ""]
     lines += _recommendations(rows)
     return lines
+
+
+def _precision_lines(p: dict[str, Any]) -> list[str]:
+    """fp32 vs bf16 training patches/s per framework."""
+    if not p:
+        return []
+    rows = [[fw, x.get("fp32"), x.get("bf16"), x.get("speedup_bf16"),
+             ", ".join(x.get("skipped", [])) or "—"] for fw, x in p.items()]
+    st = next(iter(p.values())).get("settings", {})
+    return ["### Precision: fp32 vs bf16 (the adapters' fit)", "",
+            f"{st.get('model')}, {st.get('patch')}³, batch {st.get('batch_size')}, {st.get('threads')} thread(s): "
+            f"{st.get('rounds')} fits per precision, alternated, {st.get('epochs')} epochs of "
+            f"{st.get('steps_per_epoch')} steps each (the first a warm-up); median epoch. bf16 = torch autocast / "
+            "Keras mixed_bfloat16, loss and softmax in float32.", "",
+            *_table(["framework", "fp32 patches/s", "bf16 patches/s", "bf16 / fp32", "not run (no native bf16)"],
+                    rows)]
+
+
+def _peak_lines(peak: dict[str, Any]) -> list[str]:
+    """The matmul peaks per dtype and thread count."""
+    peaks, medians = peak.get("peak_gflops", {}), peak.get("median_gflops", {})
+    rows = [[key.split("_")[0], key.split("_")[1].removesuffix("t"), value, medians.get(key)]
+            for key, value in peaks.items()]
+    return [f"Matmul peaks ({peak.get('matmul_size')}² torch matmul, best of {peak.get('repeats')}; the median "
+            "beside it): each achieved figure below is compared with the peak of its own dtype and thread count.",
+            "", *_table(["dtype", "threads", "peak GFLOP/s", "median GFLOP/s"], rows)]
+
+
+def _sanity_lines(sanity: dict[str, Any]) -> list[str]:
+    """Whether every achieved GFLOP/s is at or below its peak, and the fraction of it."""
+    if not sanity:
+        return []
+    rows = [[c["figure"], c["dtype"], c["threads"], c["gflops"], c["peak_gflops"], c["fraction_of_peak"],
+             {True: "ok", False: "ABOVE PEAK", None: "—"}[c["ok"]]] for c in sanity.get("checks", [])]
+    verdict_line = ("**Sanity: every achieved GFLOP/s is at or below its peak.**" if sanity.get("achieved_le_peak")
+                    else "**Sanity FAILED: achieved above peak for " + "; ".join(sanity.get("above_peak", []))
+                    + "** (the FLOP count or the peak is wrong).")
+    return [verdict_line, "", *_table(["figure", "dtype", "threads", "GFLOP/s", "peak", "fraction", "check"], rows)]
 
 
 def _recommendations(rows: list[list[Any]]) -> list[str]:

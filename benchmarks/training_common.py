@@ -15,11 +15,13 @@ OPTIMIZER = OptimizerSpec("adam", lr=1e-3)
 LOSS = LossSpec("dice")
 
 
-def train_spec(steps: int, epochs: int, threads: int) -> TrainSpec:
-    """What the benchmark fits with: Adam, Dice, no scheduler or early stopping, no progress bar."""
+def train_spec(steps: int, epochs: int, threads: int, precision: str = "fp32") -> TrainSpec:
+    """What the benchmark fits with: Adam, Dice, no scheduler or early stopping, no progress bar; fp32 unless
+    ``precision`` says otherwise."""
     return TrainSpec(epochs=epochs, steps_per_epoch=steps, optimizer=OPTIMIZER,
                      scheduler=SchedulerSpec(factor=1.0, patience=0), loss=LOSS,
-                     early_stopping=EarlyStoppingSpec(patience=0), num_threads=threads, progress=False)
+                     early_stopping=EarlyStoppingSpec(patience=0), num_threads=threads, progress=False,
+                     precision=precision)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager

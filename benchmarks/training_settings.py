@@ -47,7 +47,8 @@ def torch_settings(*, base_filters: int, depth: int, patch: int, batch_size: int
     rows = []
     for name, options in variants.items():
         batch, step_s = options.get("batch", batch_size), timed.wall[name]
-        rows.append({"setting": name, "step_s": rounded(step_s), "patches_per_s": rounded(batch / step_s),
+        rows.append({"setting": name, "threads": options.get("threads", all_threads), "step_s": rounded(step_s),
+                     "patches_per_s": rounded(batch / step_s),
                      "cpu_s": rounded(timed.cpu[name]), "times_s": [round(t, 3) for t in timed.wall_all[name]]})
     return rows
 

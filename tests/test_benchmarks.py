@@ -22,7 +22,8 @@ if str(REPO) not in sys.path:  # benchmarks/ is not an installed package: import
 
 from benchmarks import brain_box, load_subjects, normalise, suite, time_interleaved  # noqa: E402
 from benchmarks.bench_inference import Float64GaussianAggregator, aggregator, torch_predictor  # noqa: E402
-from benchmarks.training_flops import conv_flops_per_patch  # noqa: E402
+from benchmarks.bench_training import sanity  # noqa: E402
+from benchmarks.training_flops import conv_flops_per_patch, training_flops_per_patch  # noqa: E402
 from benchmarks.training_overhead import TimedSource  # noqa: E402
 
 
@@ -31,6 +32,38 @@ def test_conv_flops_counts_convolutions_and_transposed_convolutions() -> None:
     # conv: 2·27·2·3 per output voxel × 4³ voxels; transposed: 2·8·3·5 per input voxel × 2³ voxels
     expected = 2 * 27 * 2 * 3 * 64 + 2 * 8 * 3 * 5 * 8
     assert conv_flops_per_patch(net, (4, 4, 4), in_channels=2) == expected
+
+
+def test_training_flops_match_a_hand_count_from_the_layer_shapes() -> None:
+    """conv 2->3 (3³, 4³ voxels), pool, transposed conv 3->5 (2³ stride 2, 2³ -> 4³ voxels), conv 5->4 (1³)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = nn.Sequential(nn.Conv3d(2, 3, 3, padding=1), nn.MaxPool3d(2), nn.ConvTranspose3d(3, 5, 2, stride=2),
+                        nn.Conv3d(5, 4, 1))
+    first = 2 * 27 * 2 * 3 * 4**3  # per output voxel
+    transposed = 2 * 8 * 3 * 5 * 2**3  # per INPUT voxel: 2·3·5 per output voxel, not 2·8·3·5
+    head = 2 * 1 * 5 * 4 * 4**3
+    flops = training_flops_per_patch(net, (4, 4, 4), in_channels=2)
+    assert flops.forward == first + transposed + head
+    assert flops.weight_grad == first + transposed + head
+    assert flops.input_grad == transposed + head  # the image needs no gradient: none for the first conv
+    assert flops.train == 3 * (first + transposed + head) - first
+    # torch's own counter of the aten convolution calls, forward and backward, agrees
+    image = torch.zeros(1, 2, 4, 4, 4)
+    with FlopCounterMode(display=False) as counter:
+        net(image).sum().backward()
+    assert counter.get_total_flops() == flops.train
+
+
+def test_sanity_flags_achieved_above_peak() -> None:
+    peak = {"peak_gflops": {"fp32_1t": 100.0, "bf16_1t": 400.0, "fp32_2t": 180.0}}
+    ok = sanity([("torch fp32", 90.0, "fp32", 1), ("torch bf16", 150.0, "bf16", 1), ("2 threads", 150.0, "fp32", 2),
+                 ("tf bf16", None, "bf16", 1)], peak)
+    assert ok["achieved_le_peak"] and ok["above_peak"] == []
+    assert [c["ok"] for c in ok["checks"]] == [True, True, True, None]
+    assert ok["checks"][0]["fraction_of_peak"] == 0.9
+    bad = sanity([("torch fp32 at 1 thread", 150.0, "fp32", 1)], peak)  # above the 1-thread peak, not the 2-thread
+    assert not bad["achieved_le_peak"] and bad["above_peak"] == ["torch fp32 at 1 thread"]
 
 
 def test_time_interleaved_rotates_calls_and_returns_medians() -> None:
@@ -146,9 +179,19 @@ def test_quick_suite_writes_results_and_report(tmp_path: Path) -> None:
                 "unet3d_torch_train_patches_per_s", "achieved_gflops_torch"):
         assert results[key] > 0, key
     assert results["train_step_overhead_fraction"] < 1
+    training = results["sections"]["training"]
+    assert results["unet3d_torch_train_patches_per_s_fp32"] > 0 and results["achieved_gflops_torch_fp32"] > 0
+    bf16_native = training["peak"]["cpu_peak_gflops_bf16"] is not None
+    assert (results["unet3d_torch_train_patches_per_s_bf16"] is not None) == bf16_native
+    assert results["unet3d_tf_train_patches_per_s_fp32"] is None  # --no-tf
+    checks = training["sanity"]["checks"]
+    assert {c["dtype"] for c in checks} == ({"fp32", "bf16"} if bf16_native else {"fp32"})
+    assert results["achieved_le_peak"] == all(c["ok"] is not False for c in checks)
+    assert training["unet3d_train_gflop_per_patch"] < training["unet3d_train_gflop_per_patch_3x_forward"]
     report = (tmp_path / "report.md").read_text()
     assert "Quick mode" in report
-    for key in suite.REQUIRED_KEYS:
+    assert "Sanity" in report and "fp32 vs bf16" in report
+    for key in suite.REQUIRED_KEYS + suite.PRECISION_KEYS:
         assert f"`{key}`" in report
     assert "torch.compile: not run" in report
 
