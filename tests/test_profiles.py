@@ -1,0 +1,25 @@
+"""The ``full`` profile (the paper's scale, meant for a GPU) runs end to end: every Table 1 row, paper-width
+networks, on CPU with its budget cut to seconds (one step of two patches, one epoch), so nothing in the
+profile is broken for whoever has a GPU. ``benchmarks/gpu_check.sh`` measures its speed there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import Workspace
+
+SECONDS_BUDGET = ["profile.epochs=1", "profile.steps_per_epoch=1", "profile.batch_size=2",
+                  "profile.patches_per_epoch=2", "profile.val_batches=1", "inference.batch_size=2"]
+
+
+def test_full_profile_runs_every_row_end_to_end(tiny_cohort: Path, workspace: Workspace) -> None:
+    args = [a for a in workspace.overrides(tiny_cohort, "+sweep=table1") if a != "profile=smoke"]
+    done = workspace.bench_run([*args, "profile=full", *SECONDS_BUDGET], multirun=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = workspace.runs_()
+    assert sorted(int(r.data.tags["table_row"]) for r in runs) == list(range(1, 10))
+    assert all(r.info.status == "FINISHED" and r.data.tags["profile"] == "full" for r in runs)
+    widths = {r.data.tags["table_row"]: r.data.params.get("model.params.base_filters") for r in runs}
+    assert widths["5"] == widths["9"] == "32"  # the paper's U-Net, not a CPU-sized one
+    vnet = next(r for r in runs if r.data.tags["table_row"] == "2")
+    assert vnet.data.params["model.params.widths"] == "[16, 32, 64, 128, 256]"
