@@ -22,7 +22,7 @@ from bench.contract import PatchBatch, PatchSource, RunLogger, Segmenter, TrainH
 from bench.data.cohort import Case
 from bench.errors import ConfigError, DataError
 from bench.patching.inference import background_outside_mask, predict_volume_with_stats
-from bench.patching.sampler import PatchSampler, PatchSubject
+from bench.patching.sampler import PatchRegion, PatchSampler, PatchSubject, patch_centre_region
 from bench.preprocess.pipeline import Pipeline, PreparedCase
 from bench.types import FloatArray
 
@@ -79,13 +79,17 @@ class FixedEpoch:
         return self.limit
 
 
-def patch_subjects(cases: Sequence[PreparedCase]) -> list[PatchSubject]:
-    """Prepared labelled cases as sampler subjects; DataError naming an unlabelled one."""
+def patch_subjects(
+    cases: Sequence[PreparedCase], patch_size: Sequence[int] = (1, 1, 1), region: PatchRegion = "centre_in_brain"
+) -> list[PatchSubject]:
+    """Prepared labelled cases as sampler subjects whose mask is where patch centres may lie (``region``);
+    DataError naming an unlabelled one."""
     out = []
     for case in cases:
         if case.label is None:
             raise DataError(f"subject {case.id} has no label but is used for training", path=case.native.image_path)
-        out.append(PatchSubject(image=case.image.array, label=case.label.array, mask=case.mask))
+        centres = patch_centre_region(case.mask, patch_size, region)
+        out.append(PatchSubject(image=case.image.array, label=case.label.array, mask=centres, id=case.id))
     return out
 
 
@@ -114,7 +118,7 @@ class PatchNetwork:
         adapters.configure_threads(self.spec.framework, self.spec.train.num_threads)  # before TF starts
         self.network = adapters.build(self.spec.architecture, self.spec.framework, **self.spec.config.to_params())
         train = PatchSampler(
-            patch_subjects([data.prepared[c.id] for c in data.train]),
+            patch_subjects([data.prepared[c.id] for c in data.train], s.patch_size, s.region),  # type: ignore[arg-type]
             patch_size=s.patch_size, step=s.step, batch_size=s.batch_size, seed=self.spec.train.seed,
             mode=s.mode,  # type: ignore[arg-type]
             patches_per_epoch=s.patches_per_epoch if s.mode != "grid" else None,
@@ -124,7 +128,8 @@ class PatchNetwork:
         val: PatchSource | None = None
         if data.val:
             grid = PatchSampler(
-                patch_subjects([data.prepared[c.id] for c in data.val]), patch_size=s.patch_size,
+                patch_subjects([data.prepared[c.id] for c in data.val], s.patch_size, s.region),  # type: ignore[arg-type]
+                patch_size=s.patch_size,
                 step=s.patch_size, batch_size=s.batch_size, seed=self.spec.train.seed + 1, mode="grid",
                 shuffle=True,
             )

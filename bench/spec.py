@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 ATLAS = "atlas"
 FRAMEWORKS = registry.FRAMEWORKS
 SAMPLING_MODES = ("grid", "random_subset", "random")
+PATCH_REGIONS = ("centre_in_brain", "overlaps_brain")
 DEVICE: Literal["auto"] = "auto"
 """``train.device`` of every run (CUDA when the framework sees one, else CPU); not a config value yet."""
 RECORD_VERSION = 3
@@ -79,6 +80,9 @@ class SamplingSpec:
     oversample_class: int | None
     oversample_factor: int
     val_batches: int | None
+    region: str = "centre_in_brain"
+    """Where training patches are taken: centres in the brain mask, or every patch that overlaps it (as
+    inference predicts them; see ``bench.patching.sampler.patch_centre_region``)."""
 
 
 @dataclass(frozen=True)
@@ -375,6 +379,7 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         oversample_factor=_positive(sampling_cfg.get("oversample_factor", 1), "sampling.oversample_factor",
                                     integer=True),
         val_batches=profile.get("val_batches"),
+        region=_choice(sampling_cfg.get("region", "centre_in_brain"), PATCH_REGIONS, "sampling.region"),
     )
     steps = profile.get("steps_per_epoch")
     if steps is not None:

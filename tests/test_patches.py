@@ -379,3 +379,21 @@ def test_aggregator_sums_in_float64_for_mean_and_float32_for_gaussian(blending: 
         assert np.array_equal(result, volume)
     else:
         np.testing.assert_allclose(result, volume, atol=1e-6)
+
+
+@pytest.mark.parametrize("patch", [(4, 4, 4), (3, 5, 2)])
+def test_overlapping_patch_centres_are_the_windows_that_touch_the_brain(patch: tuple[int, int, int]) -> None:
+    from bench.patching.sampler import patch_centre_region
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((12, 11, 10), bool)
+    mask[5:7, 4:6, 3:8] = True
+    mask[tuple(rng.integers(0, 10, size=(3, 2)))] = True
+    assert patch_centre_region(mask, patch, "centre_in_brain") is mask
+    region = patch_centre_region(mask, patch, "overlaps_brain")
+    for centre in np.ndindex(mask.shape):  # brute force: the window the sampler cuts for this centre
+        window = tuple(slice(max(c - p // 2, 0), max(c - p // 2 + p, 0)) for c, p in zip(centre, patch, strict=True))
+        assert region[centre] == mask[window].any(), centre
+    assert region[mask].all() and region.sum() > mask.sum()
+    with pytest.raises(ConfigError, match="sampling.region='edge'"):
+        patch_centre_region(mask, patch, "edge")  # type: ignore[arg-type]

@@ -338,3 +338,26 @@ def class_counts_on_grid(label: np.ndarray, cls: int, starts: Sequence[IntArray]
                   - table[np.ix_(yhi, zlo)] + table[np.ix_(ylo, zlo)])
     return out
 
+
+
+PatchRegion = Literal["centre_in_brain", "overlaps_brain"]
+
+
+def patch_centre_region(mask: np.ndarray, patch_size: Sequence[int], region: PatchRegion) -> np.ndarray:
+    """Where a training patch's centre may lie, as a ``bool[X, Y, Z]`` mask.
+
+    ``centre_in_brain``: the brain mask itself. ``overlaps_brain``: every centre whose patch (start
+    ``centre - patch // 2``, as the sampler places it) contains at least one brain voxel, i.e. the mask
+    dilated by the patch box. That is the set of patches sliding-window inference predicts (it skips only
+    patches entirely outside the brain), so training then also sees the brain's edge with as much background
+    as inference gives it; with per-patch normalisation (instance norm) the edge patches otherwise meet
+    statistics never seen in training.
+    """
+    if region == "centre_in_brain":
+        return mask
+    if region != "overlaps_brain":
+        raise ConfigError(f"sampling.region={region!r} is unknown", fix="use centre_in_brain or overlaps_brain")
+    from scipy.ndimage import maximum_filter
+
+    size = as_shape3(patch_size, "patch_size")
+    return np.asarray(maximum_filter(mask.astype(np.uint8), size=size, mode="constant", cval=0), dtype=bool)
