@@ -117,6 +117,7 @@ def test_hash_ignores_paths_and_tracking_but_not_seed() -> None:
         ("inference.background_margin_voxels=1.5", "inference.background_margin_voxels=1.5"),
         ("+profile.epochs_by_model={unet3d: 0}", "profile.epochs_by_model.unet3d=0"),
         ("+profile.epochs_by_model={resnet: 3}", "unknown model 'resnet'"),
+        ("sampling.region=edge", "sampling.region='edge' is unknown"),
     ],
 )
 def test_bad_config_values_name_the_setting(override: str, needle: str) -> None:
@@ -168,3 +169,13 @@ def test_profile_model_params_build(profile: str, model: str) -> None:
 
         segmenter = adapters.build(spec.model.architecture, "torch", **spec.model.params)
         segmenter.check_patch_size(spec.sampling.patch_size)  # type: ignore[attr-defined]
+
+
+def test_patch_region_is_a_recorded_sampling_setting() -> None:
+    from bench.spec import effective_settings
+
+    default = run_spec_from_config(compose_cfg(["+experiment=table1/row9"]))
+    overlap = run_spec_from_config(compose_cfg(["+experiment=table1/row9", "sampling.region=overlaps_brain"]))
+    assert default.sampling.region == "centre_in_brain" and overlap.sampling.region == "overlaps_brain"
+    assert effective_settings(overlap)["sampling"]["region"] == "overlaps_brain"
+    assert default.config_hash != overlap.config_hash
