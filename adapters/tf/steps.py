@@ -31,9 +31,10 @@ Differences from torch that cannot be removed (all small):
 Precision: the model is built under a Keras dtype policy (``POLICIES``: ``bf16`` -> ``mixed_bfloat16``,
 ``fp16`` -> ``mixed_float16``): layers compute in the low precision, variables stay float32. The logits are
 cast to float32 before the loss, the softmax and the confusion counts. ``fp16`` (GPU) wraps the optimizer in
-Keras's ``LossScaleOptimizer``. ``mixed_bfloat16`` is used on CPUs because it was measured faster there:
-3D U-Net, 32³, batch 8, 1 thread, 2.1× (base 16: 33 -> 71 patches/s) on this project's AVX-512 BF16/AMX CPU
-(``make bench``; README, Performance).
+Keras's ``LossScaleOptimizer``. ``mixed_bfloat16`` is used on CPUs because it was measured faster there
+(``make bench``, README Performance; this project's 2-core AVX-512 BF16/AMX CPU, 32³, batch 8, 1 thread):
+U-Net base 16 26.5 -> 46.4 patches/s (1.75×), quick-profile U-Net 67 -> 94, V-Net 20 -> 35, NeuroNet 14 -> 18.
+On a CPU where it were slower, ``bench.hardware.CPU_BF16_FASTER["tf"] = False`` keeps ``auto`` at fp32.
 """
 
 from __future__ import annotations

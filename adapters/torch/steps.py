@@ -7,7 +7,8 @@ Precision: ``bf16`` and ``fp16`` run the network's forward under ``torch.autocas
 precision, weights and optimizer state float32); the loss is computed in float32 from ``logits.float()``,
 outside the autocast region, and so are softmax and the confusion counts. ``fp16`` (CUDA) scales the loss
 with ``torch.amp.GradScaler`` (a step whose gradients overflow is skipped and the scale halved). Measured
-(``make bench``, 1 thread, 32³, batch 8, channels-last): bf16 trains the U-Net ~2× faster on a CPU with AMX.
+(``make bench``, 1 thread, 32³, batch 8, channels-last, AVX-512 BF16/AMX CPU): U-Net base 16 28.2 -> 56.8
+patches/s (2.0×), quick-profile U-Net 58 -> 92, paper-width U-Net 7.9 -> 23.4.
 """
 
 from __future__ import annotations
