@@ -395,5 +395,5 @@ def test_overlapping_patch_centres_are_the_windows_that_touch_the_brain(patch: t
         window = tuple(slice(max(c - p // 2, 0), max(c - p // 2 + p, 0)) for c, p in zip(centre, patch, strict=True))
         assert region[centre] == mask[window].any(), centre
     assert region[mask].all() and region.sum() > mask.sum()
-    with pytest.raises(ConfigError, match="sampling.region='edge'"):
+    with pytest.raises(ConfigError, match=r"sampling\.region='edge'"):
         patch_centre_region(mask, patch, "edge")  # type: ignore[arg-type]
