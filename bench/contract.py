@@ -159,7 +159,7 @@ class TrainSpec:
         progress: Show a progress bar per epoch (it stays quiet when output is not a terminal).
         precision: ``fp32``; ``bf16`` (bfloat16 autocast / Keras ``mixed_bfloat16``: weights, loss, softmax and
             metrics stay float32); ``fp16`` (float16 with loss scaling, CUDA only); ``auto`` (resolved by
-            ``bench.hardware``: ``bench.spec`` resolves it before a run is recorded, an adapter given ``auto``
+            ``bench.hardware``: ``bench.config`` resolves it before a run is recorded, an adapter given ``auto``
             resolves it the same way and its ``describe()`` says what ran). ConfigError at fit if the device
             cannot run it natively.
     """

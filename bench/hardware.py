@@ -3,7 +3,7 @@
 ``TrainSpec.precision`` is one of ``PRECISIONS``: ``fp32``; ``bf16`` (autocast to bfloat16: torch
 ``torch.autocast``, Keras ``mixed_bfloat16``; weights, loss, softmax and metrics stay float32); ``fp16``
 (float16 autocast with loss scaling, CUDA only); or ``auto``. A run's record must say what ran, so ``auto``
-is resolved to one of the others when the config is translated (``bench.spec``), before the run's hash and
+is resolved to one of the others when the config is translated (``bench.config``), before the run's hash and
 params are made, and the adapter checks again against the device it actually trains on.
 
 ``auto`` is resolved as follows:
@@ -176,6 +176,6 @@ def check_precision_name(precision: object, setting: str = "precision") -> str:
 
 
 def resolve_for_run(precision: str, *, framework: str, device: str) -> str:
-    """``resolve_precision`` for a run about to be configured with ``train.device=device`` (bench.spec)."""
+    """``resolve_precision`` for a run about to be configured with ``train.device=device`` (bench.config)."""
     kind = device_kind(device)
     return resolve_precision(precision, framework=framework, device=kind, native=native_precisions(kind))

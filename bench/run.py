@@ -23,8 +23,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bench.config import run_spec_from_config
 from bench.errors import BenchError, ConfigError
-from bench.spec import run_spec_from_config
 
 if TYPE_CHECKING:
     from bench.experiment import RunResult

@@ -8,7 +8,7 @@
   batches and scored through the same stitching;
 - the atlas baselines (``bench.baselines.atlas``), which register whole volumes.
 
-Which one a run uses is decided once, when the config is translated (``bench.spec``): the spec builds it.
+Which one a run uses is decided once, when the config is translated (``bench.config``): the spec builds it.
 """
 
 from __future__ import annotations

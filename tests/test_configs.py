@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from bench.config import run_spec_from_config
 from bench.errors import ConfigError
 from bench.run import CONF_DIR, to_container
-from bench.spec import run_spec_from_config
 
 CONF = Path(CONF_DIR)
 GROUPS = ["data", "preprocess", "model", "framework", "optimizer", "loss", "sampling", "profile"]

@@ -19,10 +19,11 @@ from hydra import compose, initialize_config_dir
 
 import adapters
 from bench import hardware
+from bench.config import run_spec_from_config
 from bench.contract import LossSpec, NullLogger, OptimizerSpec, SchedulerSpec, TrainSpec
 from bench.errors import ConfigError
 from bench.run import CONF_DIR, to_container
-from bench.spec import RunSpec, effective_settings, run_spec_from_config
+from bench.spec import RunSpec, effective_settings
 
 BF16_CPU = hardware.cpu_has_native_bf16()
 needs_bf16 = pytest.mark.skipif(not BF16_CPU, reason="this CPU has no avx512_bf16/amx_bf16: bf16 is not native")

@@ -15,11 +15,12 @@ import pytest
 from conftest import Workspace
 from hydra import compose, initialize_config_dir
 
+from bench.config import run_spec_from_config
 from bench.data.discovery import discover
 from bench.data.folds import FoldSplit, fold_of_subject, fold_split
 from bench.errors import ConfigError
 from bench.run import CONF_DIR, to_container
-from bench.spec import effective_settings, run_spec_from_config
+from bench.spec import effective_settings
 from bench.tracking import flatten
 
 
