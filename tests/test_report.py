@@ -397,3 +397,22 @@ def test_rows_that_did_not_converge_or_never_predict_a_class_are_marked(tmp_path
     table = pd.read_csv(out / "table1.csv").set_index("row")
     assert table.loc[5, "not_converged"] == 1 and table.loc[9, "not_converged"] == 0
     assert table.loc[3, "dice_CSF_unlearned"] == 2 and table.loc[3, "dice_GM_unlearned"] == 0
+
+
+def test_a_report_covers_one_split_and_names_the_runs_it_leaves_out(tmp_path: Path, use_tracker: Any) -> None:
+    """Rows are compared on the same subjects: holdout runs and 5-fold runs never share a table."""
+    folds = [FakeRun(f"f{k}", k, dice_table({c: 0.7 for c in subjects(2, 1 + 2 * k)}), fold=str(k),
+                     config_hash=f"h{k}", tags={"split": f"fold{k}of5-seed0"}) for k in range(5)]
+    holdout = FakeRun("h", 10, dice_table({c: 0.9 for c in subjects(3, 20)}), tags={"split": "holdout"})
+    use_tracker(FakeTracker([*folds, holdout]))
+    out = tmp_path / "reports"
+    assert bench_main(["report", "--out", str(out)]) == 0  # the newest run's split: holdout
+    table = pd.read_csv(out / "table1.csv")
+    assert table["subjects"].tolist() == [3] and table["dice_CSF_mean"].tolist() == [pytest.approx(0.9)]
+    assert "Split: holdout; left out: 5 runs of 5-fold (fold_seed 0)" in (out / "table1.md").read_text()
+    assert bench_main(["report", "--out", str(out), "--split", "5-fold (fold_seed 0)"]) == 0
+    table = pd.read_csv(out / "table1.csv")
+    assert table["subjects"].tolist() == [10] and table["folds"].tolist() == [5]
+    assert table["dice_CSF_mean"].tolist() == [pytest.approx(0.7)]
+    assert bench_main(["report", "--out", str(tmp_path / "other"), "--split", "paper"]) == 2
+    assert not (tmp_path / "other").exists()

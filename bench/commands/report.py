@@ -21,6 +21,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--reference", type=int, default=None, metavar="N",
                         help="Table 1 row every configuration is tested against (default 9, the paper's best; "
                         "an N the experiment lacks is an error)")
+    parser.add_argument("--split", default=None,
+                        help="report the runs of this split only, e.g. holdout or '5-fold (fold_seed 0)' (default: the "
+                        "newest run's split; runs of other splits are named in the report and left out)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
     return parser
 
@@ -29,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from bench.evaluation.report import write_report
 
     out = args.out or args.runs / "reports"
-    written = write_report(args.experiment, out, args.tracking_uri, args.runs, reference=args.reference)
+    written = write_report(args.experiment, out, args.tracking_uri, args.runs, reference=args.reference,
+                           split=args.split)
     for path in written.values():
         print(f"wrote {path}")
     table = written.get("table1.md")

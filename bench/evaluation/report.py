@@ -12,6 +12,7 @@ test against a reference row (``bench.evaluation.stats``), the paper's value and
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,18 +62,47 @@ def _tag(run: pd.Series, name: str, default: str = "") -> str:
     return default if value is None or (isinstance(value, float) and np.isnan(value)) or value == "" else str(value)
 
 
-def select_runs(tracker: Any) -> dict[tuple[str, ...], list[pd.Series]]:
-    """The runs that make each configuration: per (seed, fold) the newest FINISHED one. Queries only."""
+_FOLD_SPLIT = re.compile(r"^fold\d+of(\d+)-seed(\d+)$")
+
+
+def split_family(run: pd.Series) -> str:
+    """The split a run was scored on, its folds merged: ``holdout``, ``5-fold (fold_seed 0)``, ... (``""``
+    for runs made before runs were tagged with their split)."""
+    split = _tag(run, "split")
+    found = _FOLD_SPLIT.match(split)
+    return f"{found.group(1)}-fold (fold_seed {found.group(2)})" if found else split
+
+
+def select_runs(tracker: Any, split: str | None = None) -> tuple[dict[tuple[str, ...], list[pd.Series]], str]:
+    """The runs that make each configuration: per (seed, fold) the newest FINISHED one, all of one split.
+
+    Rows are only comparable on the same subjects, so a report covers one split family: ``split``, or that
+    of the newest run. Returns the groups and a note naming the runs of other splits it leaves out (``""``
+    when none). Queries only.
+    """
     frame = tracker.runs_frame(status="FINISHED")
     if frame.empty:
         raise BenchError(f"MLflow experiment {tracker.experiment!r} has no finished runs",
                          fix="run `make reproduce-table1` (or python -m bench.run) first")
     frame = frame.sort_values("start_time", ascending=False).drop_duplicates("tags.brainbench.config_hash")
+    families = [split_family(run) for _, run in frame.iterrows()]
+    known = list(dict.fromkeys(families))  # newest first
+    chosen = known[0] if split is None else split
+    if chosen not in known:
+        raise ConfigError(f"--split {split!r}: no finished run of that split in experiment {tracker.experiment!r}",
+                          fix=f"splits here: {', '.join(repr(k) for k in known)}")
+    keep = [family == chosen for family in families]
+    left_out = {k: families.count(k) for k in known if k != chosen}
+    note = "" if not left_out else (
+        f"Split: {chosen or 'untagged (runs before split tags)'}; left out: "
+        + ", ".join(f"{n} run{'s' * (n > 1)} of {k or 'untagged runs'}" for k, n in left_out.items())
+        + " (rows are compared on the same subjects only; pick another with `bench report --split`).")
+    frame = frame[keep]
     groups: dict[tuple[str, ...], dict[tuple[str, str], pd.Series]] = {}
     for _, run in frame.iterrows():  # newest first: the first run seen per (configuration, seed, fold) is kept
         key = tuple(_tag(run, k if k != "row" else "table_row") for k in CONFIG_KEYS)
         groups.setdefault(key, {}).setdefault((_tag(run, "seed", "0"), _tag(run, "fold")), run)
-    return {key: [by_run[k] for k in sorted(by_run)] for key, by_run in groups.items()}
+    return {key: [by_run[k] for k in sorted(by_run)] for key, by_run in groups.items()}, note
 
 
 def row_numbers(groups: dict[tuple[str, ...], list[pd.Series]]) -> list[int]:
@@ -120,9 +150,9 @@ def _count_unlearned(runs: Sequence[pd.Series]) -> dict[str, int]:
     return counts
 
 
-def collect(tracker: Any, cache_dir: Path) -> list[ConfigResult]:
-    """Read the experiment's FINISHED child runs and group them by configuration."""
-    return load(select_runs(tracker), tracker, cache_dir)
+def collect(tracker: Any, cache_dir: Path, split: str | None = None) -> list[ConfigResult]:
+    """Read the experiment's FINISHED child runs (of one split) and group them by configuration."""
+    return load(select_runs(tracker, split)[0], tracker, cache_dir)
 
 
 def cell_stats(result: ConfigResult, metric: str, tissue: str) -> tuple[float, float, int]:
@@ -336,10 +366,11 @@ def overlays(results: Sequence[ConfigResult], path: Path, tracker: Any = None) -
 
 def write_report(
     experiment: str | None, out_dir: Path, uri: str | None = None, runs_root: Path = Path("runs"),
-    reference: int | None = None,
+    reference: int | None = None, split: str | None = None,
 ) -> dict[str, Path]:
     """Build every report file for an experiment (default: the one with the newest run); log to its parent.
 
+    ``split`` picks the split family reported (default: the newest run's; see ``select_runs``).
     ``reference`` is the Table 1 row every configuration is tested against (default row
     :data:`DEFAULT_REFERENCE`, untested when absent); a ``reference`` the experiment lacks is an error, raised
     before anything is downloaded or written.
@@ -357,7 +388,7 @@ def write_report(
         raise BenchError("no MLflow experiment with brainbench runs found",
                          fix="run `make reproduce-table1` first, or pass --experiment")
     tracker = Tracker(name, uri, runs_root)
-    groups = select_runs(tracker)
+    groups, split_note = select_runs(tracker, split)
     if reference is not None and reference not in (rows := row_numbers(groups)):
         raise ConfigError(f"--reference {reference}: no Table 1 row {reference} in experiment {name!r}",
                           fix=f"rows here: {', '.join(map(str, rows)) or 'none'}")
@@ -369,6 +400,7 @@ def write_report(
         compared = comparison(results, metrics, reference_row)
         frame = table_frame(results, metrics, compared)
         notes = statistics_notes(results, compared, reference_row, f"{table_name}_stats.csv")
+        notes = f"{split_note}\n\n{notes}" if split_note else notes
         texts[f"{table_name}.md"] = markdown_table(frame, metrics, f"{title} — experiment {name}", notes)
         texts[f"{table_name}.csv"] = frame.to_csv(index=False)
         texts[f"{table_name}_stats.csv"] = compared.drop(columns="config").to_csv(index=False)
