@@ -63,6 +63,7 @@ bench: $(STAMP) ## Run the performance benchmark suite (writes runs/bench/)
 	$(BIN)/python -m benchmarks.suite
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 against runs/mlflow.db (HOST= to change)
+	@echo "open http://$${HOST:-127.0.0.1}:$${PORT:-5000}/#/experiments?workflowType=machine_learning (model-training view)"
 	$(BIN)/mlflow ui --host $${HOST:-127.0.0.1} --port $${PORT:-5000} \
 	  --backend-store-uri sqlite:///runs/mlflow.db --default-artifact-root runs/artifacts
 
