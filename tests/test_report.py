@@ -16,7 +16,8 @@ from scipy import stats as sps
 
 from bench.cli import main as bench_main
 from bench.evaluation import report
-from bench.evaluation.report import CONFIG_KEYS, cell_stats, collect
+from bench.evaluation.report import cell_stats
+from bench.evaluation.runs import CONFIG_KEYS, collect
 from bench.evaluation.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from bench.io import Volume, write_volume
 

@@ -3,7 +3,8 @@
 * ``metrics``: Dice, AVD, HD, HD95 and ASSD per class (medpy 0.5.2's definitions; brainbench's own
   empty-mask rule).
 * ``evaluate``: per-case rows, ``summary.json`` and folder pairing (``bench evaluate``).
-* ``report``: MLflow runs -> Table 1 / Table 2 beside the paper's values, with intervals and paired tests
+* ``runs``: which MLflow runs make each Table 1 row (one split per report; newest per seed and fold).
+* ``report``: those runs -> Table 1 / Table 2 beside the paper's values, with intervals and paired tests
   (``bench report``).
 * ``stats``: per-subject values over seeds and folds, bootstrap intervals, Wilcoxon signed-rank against a
   reference row with Holm's correction, mean ranks.

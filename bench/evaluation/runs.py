@@ -1,0 +1,143 @@
+"""Which MLflow runs make each Table 1 row: one split family per report, per (seed, fold) the newest
+FINISHED run of a configuration, and the per-subject metrics they logged.
+
+A configuration is the tag tuple ``CONFIG_KEYS`` (row, model, data, optimizer, loss, framework, sampling,
+profile); a configuration re-run with changed settings (say more epochs) replaces its older numbers instead
+of being averaged with them; runs without a ``fold`` tag are one fold.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import BenchError, ConfigError
+
+CONFIG_KEYS = ("row", "architecture", "preprocess", "optimizer", "loss", "framework", "sampling", "profile")
+
+
+@dataclass
+class ConfigResult:
+    """All FINISHED runs of one configuration (over seeds and folds), with their per-subject metrics."""
+
+    key: dict[str, str]
+    label: str
+    run_ids: list[str]
+    seeds: list[str]
+    per_subject: pd.DataFrame  # columns: run_id, seed, fold, case, class, dice, avd, hd, hd95, assd
+    predictions: dict[str, Path]  # run_id -> local predictions folder (downloaded on demand)
+    summary: dict[str, Any]  # the first run's summary.json
+    folds: list[str] = field(default_factory=list)
+    not_converged: int = 0  # runs whose epochs ran out while still improving (tag brainbench.convergence)
+    unlearned: dict[str, int] = field(default_factory=dict)  # class -> runs whose validation Dice ended at 0
+
+    @property
+    def name(self) -> str:
+        """``row: architecture framework``, for figures."""
+        return f"{self.key['row'] or '-'}: {self.key['architecture']} {self.key['framework']}"
+
+
+def _tag(run: pd.Series, name: str, default: str = "") -> str:
+    """A run's tag as text; a tag the run lacks (missing column, NaN, empty) gives ``default``."""
+    value = run.get(f"tags.{name}")
+    return default if value is None or (isinstance(value, float) and np.isnan(value)) or value == "" else str(value)
+
+
+_FOLD_SPLIT = re.compile(r"^fold\d+of(\d+)-seed(\d+)$")
+
+
+def split_family(run: pd.Series) -> str:
+    """The split a run was scored on, its folds merged: ``holdout``, ``5-fold (fold_seed 0)``, ... (``""``
+    for runs made before runs were tagged with their split)."""
+    split = _tag(run, "split")
+    found = _FOLD_SPLIT.match(split)
+    return f"{found.group(1)}-fold (fold_seed {found.group(2)})" if found else split
+
+
+def select_runs(tracker: Any, split: str | None = None) -> tuple[dict[tuple[str, ...], list[pd.Series]], str]:
+    """The runs that make each configuration: per (seed, fold) the newest FINISHED one, all of one split.
+
+    Rows are only comparable on the same subjects, so a report covers one split family: ``split``, or that
+    of the newest run. Returns the groups and a note naming the runs of other splits it leaves out (``""``
+    when none). Queries only.
+    """
+    frame = tracker.runs_frame(status="FINISHED")
+    if frame.empty:
+        raise BenchError(f"MLflow experiment {tracker.experiment!r} has no finished runs",
+                         fix="run `make reproduce-table1` (or python -m bench.run) first")
+    frame = frame.sort_values("start_time", ascending=False).drop_duplicates("tags.brainbench.config_hash")
+    families = [split_family(run) for _, run in frame.iterrows()]
+    known = list(dict.fromkeys(families))  # newest first
+    chosen = known[0] if split is None else split
+    if chosen not in known:
+        raise ConfigError(f"--split {split!r}: no finished run of that split in experiment {tracker.experiment!r}",
+                          fix=f"splits here: {', '.join(repr(k) for k in known)}")
+    keep = [family == chosen for family in families]
+    left_out = {k: families.count(k) for k in known if k != chosen}
+    note = "" if not left_out else (
+        f"Split: {chosen or 'untagged (runs before split tags)'}; left out: "
+        + ", ".join(f"{n} run{'s' * (n > 1)} of {k or 'untagged runs'}" for k, n in left_out.items())
+        + " (rows are compared on the same subjects only; pick another with `bench report --split`).")
+    frame = frame[keep]
+    groups: dict[tuple[str, ...], dict[tuple[str, str], pd.Series]] = {}
+    for _, run in frame.iterrows():  # newest first: the first run seen per (configuration, seed, fold) is kept
+        key = tuple(_tag(run, k if k != "row" else "table_row") for k in CONFIG_KEYS)
+        groups.setdefault(key, {}).setdefault((_tag(run, "seed", "0"), _tag(run, "fold")), run)
+    return {key: [by_run[k] for k in sorted(by_run)] for key, by_run in groups.items()}, note
+
+
+def row_numbers(groups: dict[tuple[str, ...], list[pd.Series]]) -> list[int]:
+    """The Table 1 row numbers present, sorted."""
+    position = CONFIG_KEYS.index("row")
+    return sorted({int(key[position]) for key in groups if key[position].isdigit()})
+
+
+def load(groups: dict[tuple[str, ...], list[pd.Series]], tracker: Any, cache_dir: Path) -> list[ConfigResult]:
+    """Download each selected run's metrics.csv (and the first run's summary.json) into ``cache_dir``."""
+    results = []
+    for key, runs in groups.items():
+        tables: list[pd.DataFrame] = []
+        summary: dict[str, Any] = {}
+        for run in runs:
+            local = cache_dir / run["run_id"]
+            metrics_csv = local / "metrics.csv"
+            if not metrics_csv.exists():
+                tracker.download_artifact(run["run_id"], "metrics.csv", local)
+            table = pd.read_csv(metrics_csv)
+            table.insert(0, "fold", _tag(run, "fold"))
+            table.insert(0, "seed", _tag(run, "seed", "0"))
+            table.insert(0, "run_id", run["run_id"])
+            tables.append(table)
+            if not summary:
+                summary_path = local / "summary.json"
+                if not summary_path.exists():
+                    tracker.download_artifact(run["run_id"], "summary.json", local)
+                summary = json.loads(summary_path.read_text())
+        results.append(ConfigResult(
+            dict(zip(CONFIG_KEYS, key, strict=True)), _tag(runs[0], "label"), [r["run_id"] for r in runs],
+            [_tag(r, "seed", "0") for r in runs], pd.concat(tables, ignore_index=True),
+            {r["run_id"]: cache_dir / r["run_id"] / "predictions" for r in runs}, summary,
+            sorted({_tag(r, "fold") for r in runs}),
+            sum(_tag(r, "brainbench.convergence") == "still_improving" for r in runs),
+            _count_unlearned(runs)))
+    return sorted(results, key=lambda r: (int(r.key["row"]) if r.key["row"].isdigit() else 99, r.key["framework"]))
+
+
+def _count_unlearned(runs: Sequence[pd.Series]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for run in runs:
+        for tissue in filter(None, _tag(run, "brainbench.unlearned_classes").split(",")):
+            counts[tissue] = counts.get(tissue, 0) + 1
+    return counts
+
+
+def collect(tracker: Any, cache_dir: Path, split: str | None = None) -> list[ConfigResult]:
+    """Read the experiment's FINISHED child runs (of one split) and group them by configuration."""
+    return load(select_runs(tracker, split)[0], tracker, cache_dir)
