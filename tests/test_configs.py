@@ -84,7 +84,7 @@ def test_profile_overrides_model_widths() -> None:
 def test_quick_profile_gives_the_unet_its_own_epoch_count() -> None:
     unet = run_spec_from_config(compose_cfg(["profile=quick", "model=unet3d"]))
     vnet = run_spec_from_config(compose_cfg(["profile=quick", "model=vnet"]))
-    assert unet.train.epochs == 40 and vnet.train.epochs == 20
+    assert unet.train.epochs == 100 and vnet.train.epochs == 50
     smoke = run_spec_from_config(compose_cfg(["profile=smoke", "model=unet3d"]))  # no epochs_by_model
     assert smoke.train.epochs == compose_cfg(["profile=smoke"])["profile"]["epochs"]
 
