@@ -96,11 +96,17 @@ def lookup(name: str) -> Architecture:
     return _REGISTRY[name]
 
 
-def import_attribute(target: str, what: str) -> Any:
-    """``"package.module:attribute"`` imported; ConfigError naming ``target`` when it cannot be found."""
+def _split_target(target: str, what: str) -> tuple[str, str]:
+    """``"package.module:attribute"`` as (module, attribute); ConfigError naming ``what`` otherwise."""
     module_name, _, attribute = str(target).partition(":")
     if not module_name or not attribute:
-        raise ConfigError(f"{what} {target!r} is not 'module:attribute'", fix="e.g. mymodels.toynet:ToyNet")
+        raise ConfigError(f"{what}={target!r} is not 'module:attribute'", fix="e.g. mymodels.toynet:ToyNet")
+    return module_name, attribute
+
+
+def import_attribute(target: str, what: str) -> Any:
+    """``"package.module:attribute"`` imported; ConfigError naming ``target`` when it cannot be found."""
+    module_name, attribute = _split_target(target, what)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -174,9 +180,7 @@ def architecture_from_implementation(name: str, implementation: Mapping[str, Any
 def _check_module(target: str, what: str) -> None:
     """ConfigError unless the module of ``"module:attribute"`` can be found (it is not imported: a builder's
     module imports its framework, and config errors come before that)."""
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise ConfigError(f"{what}={target!r} is not 'module:attribute'", fix="e.g. mymodels.toynet:ToyNet")
+    module_name, _ = _split_target(target, what)
     try:
         found = importlib.util.find_spec(module_name)
     except ModuleNotFoundError:  # a parent package is missing

@@ -220,8 +220,7 @@ def run(spec: RunSpec) -> RunResult:
     """Run one configuration end to end, tracked in MLflow; skip it if it already FINISHED."""
     tracker = Tracker(spec.tracking.experiment, spec.tracking.uri, Path(spec.runs_dir))
     parent_id = tracker.parent_run(spec.tracking.sweep)
-    tracker.reap_stale(spec.config_hash)
-    done = tracker.finished_run(spec.config_hash)
+    done = tracker.finished_run(spec.config_hash)  # skip before loading data; start_child checks again, locked
     if done is not None and not spec.force:
         log.info("skipping %s: already finished as run %s", spec.name, done.run_id)
         return RunResult(spec.name, spec.config_hash, "skipped", run_id=done.run_id)
