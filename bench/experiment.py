@@ -2,8 +2,9 @@
 evaluation and tracking together for one configuration.
 
 Outputs of a run go to ``<outputs>/<experiment>/<run name>-<config hash>/``: ``predictions/<id>.nii.gz``
-(native geometry of each subject), ``metrics.csv`` (subject × class), ``summary.json``, ``history.csv``
-and ``checkpoint/``; the same files are logged to the run's MLflow child run.
+(native geometry of each subject), ``metrics.csv`` (subject × class), ``summary.json``, ``history.csv``,
+``checkpoint/`` and ``model/`` (CNN runs: the model ``bench predict`` applies, also logged as the run's
+MLflow logged model); the same files are logged to the run's MLflow child run.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from bench.errors import BenchError, DataError
 from bench.evaluation.evaluate import evaluate_case, summarize, write_summary
 from bench.evaluation.plots import history_plot
 from bench.io import write_volume
+from bench.predict.package import write_package
 from bench.preprocess.pipeline import Pipeline, PreparedCase, PreprocessCache
 from bench.segmenters import TrainingData
 from bench.spec import NetworkSpec, RunSpec, effective_settings, spec_summary
 from bench.tracking import DESCRIPTION_TAG, TAG_CONVERGENCE, TAG_UNLEARNED, ChildRun, Tracker, flatten
+from bench.tracking_models import log_model
 from bench.types import TISSUE_NAMES
 
 log = logging.getLogger(__name__)
@@ -111,6 +114,11 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
                     spec.name, history.best_epoch, len(history.epochs))
     checkpoint = out / "checkpoint"
     segmenter.save(checkpoint)
+    model_dir = None
+    if isinstance(spec.segmenter, NetworkSpec):  # the model `bench predict` applies (bench.predict.package)
+        model_dir = write_package(out / "model", segmenter.save, spec.segmenter, pipeline, cohort.split("train"),
+                                  {"run_id": None if child is None else child.run_id, "run_name": spec.name,
+                                   "config_hash": spec.config_hash, "label": spec.label})
 
     rows: list[dict[str, Any]] = []
     predict_times: list[float] = []
@@ -176,7 +184,26 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
                 child.log_artifact(out / name)
         child.log_artifacts(out / "predictions", "predictions")
         child.log_artifacts(checkpoint, "checkpoint")
+        if model_dir is not None:
+            _log_model(child, spec, model_dir)
     return summary
+
+
+def _log_model(child: ChildRun, spec: RunSpec, model_dir: Path) -> None:
+    """Log the model folder as the run's MLflow logged model (settings as its params, identity as tags)."""
+    network = spec.segmenter
+    assert isinstance(network, NetworkSpec)
+    inference = network.inference
+    params = {"architecture": network.architecture, "framework": network.framework,
+              "preprocess": spec.preprocess.name, "patch_size": list(network.sampling.patch_size),
+              "overlap": inference.overlap, "blending": inference.blending,
+              "background_margin_voxels": inference.background_margin_voxels,
+              "skip_background": inference.skip_background, "labels": "0 background, 1 CSF, 2 GM, 3 WM"}
+    tags = {"framework": network.framework, "architecture": network.architecture,
+            "brainbench.config_hash": spec.config_hash, "table_row": "" if spec.row is None else str(spec.row)}
+    log_model(child, model_dir, spec.name, params=params, tags=tags,
+              flavor={"format": "brainbench_model.json", "framework": network.framework,
+                      "load": "bench predict --model runs:/<run id>"})
 
 
 def _log_datasets(child: ChildRun, spec: RunSpec, cohort: Cohort) -> None:

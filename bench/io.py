@@ -170,3 +170,17 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
         path, lambda tmp: sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=suffix.endswith(".gz")),
         suffix=suffix,
     )
+
+
+def write_probability_maps(probabilities: npt.NDArray[Any], grid: Volume, path: str | Path) -> Path:
+    """Write class probabilities ``[K, X, Y, Z]`` as one 4D float32 NIfTI ``[X, Y, Z, K]`` on ``grid``'s
+    geometry (4th axis: class, spacing 1), atomically."""
+    array = np.ascontiguousarray(np.asarray(probabilities, dtype=np.float32).transpose(0, 3, 2, 1))
+    if tuple(array.shape[1:][::-1]) != grid.shape:
+        raise ValueError(f"probabilities of shape {probabilities.shape} do not fit grid {grid.shape}")
+    image = sitk.GetImageFromArray(array, isVector=False)
+    image.SetSpacing((*(float(s) for s in grid.spacing_mm), 1.0))
+    image.SetOrigin((*(float(o) for o in grid.origin_mm), 0.0))
+    d = [float(v) for v in grid.direction]
+    image.SetDirection((*d[0:3], 0.0, *d[3:6], 0.0, *d[6:9], 0.0, 0.0, 0.0, 0.0, 1.0))
+    return write_atomic(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True), suffix=".nii.gz")

@@ -18,16 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from bench.contract import PatchBatch, PatchSource, RunLogger, Segmenter, TrainHistory
 from bench.data.cohort import Case
 from bench.errors import ConfigError, DataError
-from bench.patching.inference import background_outside_mask, predict_volume_with_stats
+from bench.patching.inference import PredictPatches, background_outside_mask, predict_volume_with_stats
 from bench.patching.sampler import PatchRegion, PatchSampler, PatchSubject, patch_centre_region
 from bench.preprocess.pipeline import Pipeline, PreparedCase
 from bench.types import FloatArray
 
 if TYPE_CHECKING:
-    from bench.spec import NetworkSpec
+    from bench.spec import InferenceSpec, NetworkSpec
 
 
 @dataclass(frozen=True)
@@ -147,19 +149,50 @@ class PatchNetwork:
 
     def predict(self, case: Case, prepared: PreparedCase, pipeline: Pipeline) -> Prediction:
         """Sliding-window probabilities, background far outside the brain, mapped back to the native grid."""
-        inference = self.spec.inference
-        probs, stats = predict_volume_with_stats(
-            self._built().predict_patches, prepared.image.array, self.spec.sampling.patch_size,
-            overlap=inference.overlap, blending=inference.blending,  # type: ignore[arg-type]
-            batch_size=inference.batch_size, mask=prepared.mask if inference.skip_background else None,
-        )
-        if inference.background_margin_voxels is not None:
-            background_outside_mask(probs, prepared.mask, inference.background_margin_voxels)
-        native = pipeline.invert_probabilities(probs, prepared)
-        return Prediction(native, stats.num_predicted, stats.num_skipped)
+        return network_probabilities(self._built().predict_patches, prepared, pipeline,
+                                     self.spec.sampling.patch_size, self.spec.inference)
 
     def save(self, directory: Path) -> None:
         self._built().save(directory)
 
     def describe(self) -> dict[str, Any]:
         return self._built().describe()
+
+
+FLIPS: tuple[tuple[int, ...], ...] = tuple(
+    tuple(axis for axis in range(3) if mask >> axis & 1) for mask in range(8))
+"""The 8 combinations of flipping the x, y and z axes (the first is no flip): test-time augmentation."""
+
+
+def network_probabilities(
+    predict_patches: PredictPatches, prepared: PreparedCase, pipeline: Pipeline, patch_size: Sequence[int],
+    inference: InferenceSpec, *, flips: bool = False,
+) -> Prediction:
+    """A network's class probabilities for one preprocessed case, on the case's native grid.
+
+    Sliding-window inference with ``inference``'s overlap, blending, batch size and background skipping,
+    background beyond ``background_margin_voxels`` of the brain mask, then ``pipeline.invert_probabilities``.
+    Both a run (``PatchNetwork.predict``) and ``bench predict`` go through here. With ``flips`` the image
+    (and its mask) is flipped in each of the 8 ways of ``FLIPS``, predicted, flipped back, and the 8
+    probability maps are averaged (on the preprocessed grid, before inversion).
+    """
+    total: FloatArray | None = None
+    predicted = skipped = 0
+    for axes in FLIPS if flips else FLIPS[:1]:
+        image = np.flip(prepared.image.array, axes) if axes else prepared.image.array
+        mask = np.flip(prepared.mask, axes) if axes else prepared.mask
+        probs, stats = predict_volume_with_stats(
+            predict_patches, np.ascontiguousarray(image), patch_size, overlap=inference.overlap,
+            blending=inference.blending,  # type: ignore[arg-type]
+            batch_size=inference.batch_size, mask=mask if inference.skip_background else None,
+        )
+        if inference.background_margin_voxels is not None:
+            background_outside_mask(probs, mask, inference.background_margin_voxels)
+        if axes:
+            probs = np.flip(probs, tuple(a + 1 for a in axes))
+        total = probs if total is None else total + probs
+        predicted, skipped = predicted + stats.num_predicted, skipped + stats.num_skipped
+    assert total is not None
+    if flips:
+        total = np.ascontiguousarray(total / np.float32(len(FLIPS)), dtype=np.float32)
+    return Prediction(pipeline.invert_probabilities(total, prepared), predicted, skipped)

@@ -155,6 +155,19 @@ class PreprocessStep:
         """What ``fit`` learnt (JSON-able); ``{}`` for steps without state."""
         return {}
 
+    def state_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """Arrays that ``fit`` learnt beyond ``state()`` (saved with a model as ``.npy``); ``{}`` for most steps."""
+        return {}
+
+    def restore(self, state: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> None:
+        """Become fitted again from ``state()`` and ``state_arrays()`` saved earlier (no-op without state).
+
+        Raises:
+            DataError: The saved state does not fit this step.
+        """
+        if self.stateful:
+            raise NotImplementedError(f"{type(self).__name__} cannot restore its fitted state")
+
     def output_grid(self, grid: Volume) -> Volume:
         """The grid this step produces from ``grid`` (geometric steps override)."""
         return grid
@@ -390,6 +403,25 @@ class HistogramMatching(PreprocessStep):
         if self._reference_id is None:
             raise RuntimeError("histmatch step is not fitted: call Pipeline.fit on the training cases first")
         return {"reference_id": self._reference_id, "reference_sha256": self._reference_sha256}
+
+    def state_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """The reference image (float32 ``[x, y, z]``) the histograms are matched to."""
+        if self._reference_image is None:
+            raise RuntimeError("histmatch step is not fitted: call Pipeline.fit on the training cases first")
+        return {"reference": sitk.GetArrayFromImage(self._reference_image)}
+
+    def restore(self, state: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> None:
+        """Use a saved reference image again; DataError when it is missing or not the one ``state`` names."""
+        reference = arrays.get("reference")
+        if reference is None or reference.ndim != 3:
+            raise DataError("histmatch: the saved reference image is missing or not 3D")
+        array = np.ascontiguousarray(reference, dtype=np.float32)
+        if array_sha256(array) != state.get("reference_sha256"):
+            raise DataError(f"histmatch: the saved reference image of {state.get('reference_id')!r} does not match "
+                            "its recorded sha256 (corrupt model)")
+        self._reference_id = str(state.get("reference_id"))
+        self._reference_sha256 = str(state["reference_sha256"])
+        self._reference_image = sitk.GetImageFromArray(array)
 
     def apply(self, case: PreparedCase) -> PreparedCase:
         if self._reference_image is None:

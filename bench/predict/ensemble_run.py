@@ -1,0 +1,122 @@
+"""``bench ensemble``: score an ensemble of finished CNN runs on their common test subjects and log it as
+one more MLflow run that ``bench report`` shows as a row.
+
+The members must have been scored on the same split (and fold) and the same test subjects. The ensemble
+averages their softmax on each subject's grid (``bench.predict.model``), optionally over the 8 axis
+flips, and writes what a run writes (``predictions/``, ``metrics.csv``, ``summary.json``, the
+per-subject table), tagged like a row: architecture ``ensemble:NAME``, framework/preprocess/... the
+members' values joined with ``+``, the members' split, fold and sweep (its parent run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import ConfigError
+from bench.evaluation.evaluate import evaluate_case, summarize, write_summary
+from bench.io import read_volume, write_volume
+from bench.predict.inputs import Scan
+from bench.predict.model import LoadedModel, ensemble_probabilities, labels_of
+from bench.tracking import DESCRIPTION_TAG, PARENT_ID_TAG, Tracker
+from bench.tracking_models import download_model, run_record
+from bench.types import TISSUE_NAMES
+
+METRICS = ("dice", "avd", "hd", "hd95", "assd")
+JOINED_TAGS = ("framework", "preprocess", "optimizer", "loss", "sampling", "profile", "data")
+
+
+def _same(records: Sequence[dict[str, Any]], what: str, value: Any) -> Any:
+    values = [value(r) for r in records]
+    if any(v != values[0] for v in values):
+        shown = ", ".join(f"{r['run_id']}: {v}" for r, v in zip(records, values, strict=True))
+        raise ConfigError(f"the runs differ in {what} ({shown}); an ensemble is scored on one set of subjects",
+                          fix="pass runs of the same split and fold")
+    return values[0]
+
+
+def ensemble_tags(name: str, records: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Tags that make the ensemble a report row (see ``bench.evaluation.runs.CONFIG_KEYS``)."""
+    tags = {k: "+".join(sorted({r["tags"].get(k, "") for r in records} - {""})) for k in JOINED_TAGS}
+    first = records[0]["tags"]
+    members = ",".join(r["run_id"] for r in records)
+    tags.update({"table_row": "", "architecture": f"ensemble:{name}", "seed": "0", "label": name,
+                 "split": first.get("split", ""), "fold": first.get("fold", ""),
+                 "brainbench.ensemble.members": members,
+                 DESCRIPTION_TAG: f"ensemble {name}: mean softmax of runs {members}"})
+    return tags
+
+
+def run_ensemble(run_ids: Sequence[str], name: str, uri: str, runs_dir: Path, *, flips: bool = False,
+                 out: Path | None = None) -> tuple[str | None, dict[str, Any]]:
+    """Score and log the ensemble of ``run_ids``; return (its MLflow run id or None if already logged, summary)."""
+    if len(set(run_ids)) < 2:
+        raise ConfigError(f"--runs {' '.join(run_ids)}: an ensemble needs at least two different runs")
+    with tempfile.TemporaryDirectory(prefix="bench-ensemble-") as tmp:
+        return _run(run_ids, name, uri, runs_dir, Path(tmp), flips, out)
+
+
+def _run(run_ids: Sequence[str], name: str, uri: str, runs_dir: Path, work: Path, flips: bool,
+         out: Path | None) -> tuple[str | None, dict[str, Any]]:
+    records = [run_record(run_id, uri, work / run_id) for run_id in run_ids]
+    _same(records, "split", lambda r: (r["tags"].get("split"), r["tags"].get("fold")))
+    test_ids = _same(records, "test subjects", lambda r: r["summary"]["run"]["test_subjects"])
+    files = records[0]["summary"]["run"]["subject_files"]
+    models = [LoadedModel.load(download_model(f"runs:/{r['run_id']}", uri, work / r["run_id"] / "model"),
+                               label=f"runs:/{r['run_id']}") for r in records]
+    config_hash = hashlib.sha256(json.dumps({"members": sorted(run_ids), "flips": flips}).encode()).hexdigest()[:12]
+    tracker = Tracker(records[0]["experiment"], uri, runs_dir)
+    parent = records[0]["tags"].get(PARENT_ID_TAG) or tracker.parent_run("ensembles")
+    params = {"members": json.dumps(list(run_ids)), "tta": "flips" if flips else "none", "name": name}
+    child = tracker.start_child(parent, f"ensemble-{name}", config_hash, params, ensemble_tags(name, records))
+    if child is None:
+        return None, {}
+    out = out or runs_dir / "outputs" / records[0]["experiment"] / f"ensemble-{name}-{config_hash}"
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with child:
+            shutil.rmtree(partial, ignore_errors=True)
+            rows, seconds = [], []
+            for subject in test_ids:
+                started = time.perf_counter()
+                case = Scan(Path(files[subject]["image"]), subject).load()
+                label_map = case.image.with_array(labels_of(ensemble_probabilities(models, case, flips=flips)))
+                seconds.append(time.perf_counter() - started)
+                write_volume(label_map, partial / "predictions" / f"{subject}.nii.gz")
+                label_path = Path(files[subject]["label"])
+                rows.extend(evaluate_case(label_map, read_volume(label_path), subject, ref_path=label_path))
+            table = pd.DataFrame(rows)
+            table.to_csv(partial / "metrics.csv", index=False)
+            summary = summarize(rows)
+            summary["run"] = {"name": f"ensemble-{name}", "config_hash": config_hash, "row": None, "label": name,
+                              "members": list(run_ids), "tta": "flips" if flips else "none",
+                              "seconds_per_volume": float(np.mean(seconds)), "split": records[0]["summary"]["run"].get("split"),
+                              "test_subjects": list(test_ids), "subject_files": {s: files[s] for s in test_ids}}
+            write_summary(summary, partial / "summary.json")
+            metrics = {"seconds_per_volume": summary["run"]["seconds_per_volume"]}
+            for tissue in TISSUE_NAMES.values():
+                for metric in METRICS:
+                    value = summary["mean"].get(tissue, {}).get(metric)
+                    if value is not None:
+                        metrics[f"test_{metric}_{tissue}"] = float(value)
+            child.log_metrics(metrics)
+            child.log_table(table, "per_subject_metrics.json")
+            for file in ("summary.json", "metrics.csv"):
+                child.log_artifact(partial / file)
+            child.log_artifacts(partial / "predictions", "predictions")
+            if out.exists():
+                shutil.rmtree(out)
+            partial.rename(out)
+            return child.run_id, summary
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,93 @@
+"""A loaded model folder that segments scans: preprocessing, sliding window (optionally over the 8 axis
+flips), back to the scan's grid; and ensembles that average several models' probabilities there.
+
+The per-scan path is the one a run uses for its test subjects (``bench.segmenters.network_probabilities``
+after ``Pipeline.apply``), so a model applied to its run's test subjects gives the run's label maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.data.cohort import Case
+from bench.errors import ConfigError
+from bench.predict import geometry
+from bench.predict.package import NETWORK_DIR, ModelInfo, package_root, read_package
+from bench.preprocess.pipeline import Pipeline
+from bench.segmenters import network_probabilities
+from bench.types import FloatArray
+
+Progress = Callable[[int], None]
+"""Called with the number of patches just predicted."""
+
+
+@dataclass
+class LoadedModel:
+    """A model folder ready to predict: its record, fitted pipeline and network."""
+
+    info: ModelInfo
+    pipeline: Pipeline
+    network: Any  # bench.contract.Segmenter
+    path: Path
+    label: str = ""
+
+    @classmethod
+    def load(cls, path: Path, label: str = "") -> LoadedModel:
+        """Read ``path`` (a model folder, or a run outputs folder holding ``model/``) and load its network.
+
+        Raises:
+            DataError: See ``read_package`` and ``adapters.load``.
+        """
+        import adapters
+
+        root = package_root(path)
+        info, pipeline = read_package(root)
+        network = adapters.load(root / NETWORK_DIR)
+        if getattr(network, "framework", info.framework) != info.framework:
+            raise ConfigError(f"{root}: network framework {network.framework!r} differs from the record's "
+                              f"{info.framework!r}")
+        return cls(info, pipeline, network, root, label or str(path))
+
+    def describe(self) -> str:
+        return f"{self.info.architecture} ({self.info.framework}) from {self.label}"
+
+    def probabilities(self, case: Case, *, flips: bool = False, progress: Progress | None = None) -> FloatArray:
+        """Class probabilities ``float32[K, X, Y, Z]`` on ``case.image``'s own grid."""
+        grid = geometry.working_grid(case.image, self.info)
+        working = case if grid is None else replace(case, image=geometry.resample_image(case.image, grid))
+        predict = self.network.predict_patches
+        if progress is not None:
+            def predict(batch: FloatArray) -> FloatArray:
+                out: FloatArray = self.network.predict_patches(batch)
+                progress(len(batch))
+                return out
+        prediction = network_probabilities(predict, self.pipeline.apply(working), self.pipeline,
+                                           self.info.patch_size, self.info.inference, flips=flips)
+        probs = prediction.probabilities
+        return probs if grid is None else geometry.probabilities_back(probs, working.image, case.image)
+
+
+def ensemble_probabilities(models: Sequence[LoadedModel], case: Case, *, flips: bool = False,
+                           progress: Progress | None = None) -> FloatArray:
+    """The mean of the models' class probabilities on ``case``'s grid (one model: its own)."""
+    if not models:
+        raise ConfigError("no model given", fix="pass --model at least once")
+    classes = {m.info.num_classes for m in models}
+    if len(classes) != 1:
+        raise ConfigError(f"models predict different numbers of classes {sorted(classes)}; they cannot be averaged")
+    total: FloatArray | None = None
+    for model in models:
+        probs = model.probabilities(case, flips=flips, progress=progress)
+        total = probs if total is None else total + probs
+    assert total is not None
+    return total if len(models) == 1 else (total / np.float32(len(models))).astype(np.float32)
+
+
+def labels_of(probabilities: FloatArray) -> np.ndarray:
+    """The label map (uint8 argmax over classes) of ``[K, X, Y, Z]`` probabilities."""
+    return np.argmax(probabilities, axis=0).astype(np.uint8)

@@ -1,0 +1,195 @@
+"""A trained network as a self-contained folder: what ``bench predict`` needs, and nothing that runs code.
+
+Layout (``FORMAT_VERSION`` 1)::
+
+    brainbench_model.json      framework, architecture, label set, patch size, inference settings,
+                               preprocessing steps and fitted state, training grid, versions, source run
+    network/                   the segmenter's own save: segmenter.json + weights.pt (torch state dict,
+                               read with weights_only=True) or weights.weights.h5 (Keras weights)
+    preprocess/<i>-<name>.npy  arrays a fitted step learnt (histogram matching: its reference image)
+
+Reading it needs brainbench and the framework only (no Hydra, no training config); the MLflow logged
+model of a run is this folder (``bench.tracking_models`` adds an ``MLmodel`` file).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import platform
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.data.cohort import Case
+from bench.errors import DataError
+from bench.preprocess.pipeline import Pipeline
+from bench.spec import InferenceSpec, NetworkSpec
+from bench.types import LABELS, Shape3
+
+PACKAGE_FILE = "brainbench_model.json"
+NETWORK_DIR = "network"
+PREPROCESS_DIR = "preprocess"
+FORMAT_VERSION = 1
+LABEL_NAMES = {0: "background", 1: "CSF", 2: "GM", 3: "WM"}
+
+
+@dataclass(frozen=True)
+class TrainingGrid:
+    """The native grids the network was trained on: per training subject, spacing (mm) and direction."""
+
+    spacings: tuple[tuple[float, float, float], ...]
+    directions: tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``brainbench_model.json`` records (see the module docstring)."""
+
+    framework: str
+    architecture: str
+    labels: dict[int, str]
+    patch_size: Shape3
+    inference: InferenceSpec
+    preprocess: dict[str, Any]
+    training_grid: TrainingGrid
+    versions: dict[str, str]
+    source: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def resamples_spacing(self) -> bool:
+        """Whether the preprocessing itself brings every image to one spacing (a ``spacing`` step)."""
+        return any(step.get("name") == "spacing" for step in self.preprocess.get("steps", []))
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    for package in ("brainbench", "SimpleITK", "torch", "tensorflow-cpu", "keras"):
+        try:
+            out[package] = md.version(package)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def write_package(
+    directory: Path, save_network: Callable[[Path], None], spec: NetworkSpec, pipeline: Pipeline,
+    train: Sequence[Case], source: Mapping[str, Any],
+) -> Path:
+    """Write a model folder at ``directory`` (built beside it, then renamed: never half-written).
+
+    Args:
+        directory: The folder to create (replaced if it exists).
+        save_network: The trained segmenter's ``save`` (writes ``segmenter.json`` and the weights).
+        spec: The network's spec (patch size, inference settings, framework, architecture).
+        pipeline: The preprocessing pipeline, fitted on ``train``.
+        train: The training cases (their native grids are recorded).
+        source: Where it came from (run id, config hash, run name), recorded as is.
+    """
+    directory = Path(directory)
+    partial = directory.with_name(f".{directory.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        partial.mkdir(parents=True)
+        save_network(partial / NETWORK_DIR)
+        steps = []
+        for index, step in enumerate(pipeline.steps):
+            arrays = {}
+            for key, array in step.state_arrays().items():
+                name = f"{PREPROCESS_DIR}/{index}-{step.name}-{key}.npy"
+                (partial / PREPROCESS_DIR).mkdir(exist_ok=True)
+                np.save(partial / name, np.asarray(array), allow_pickle=False)
+                arrays[key] = name
+            steps.append({"name": step.name, "params": step.params(), "state": step.state(), "arrays": arrays})
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "framework": spec.framework,
+            "architecture": spec.architecture,
+            "labels": {str(k): v for k, v in LABEL_NAMES.items()},
+            "patch_size": list(spec.sampling.patch_size),
+            "inference": asdict(spec.inference),
+            "preprocess": {"name": pipeline.name, "steps": steps},
+            "training_grid": {"spacings": [list(c.image.spacing_mm) for c in train],
+                              "directions": [list(c.image.direction) for c in train]},
+            "versions": _versions(),
+            "source": dict(source),
+        }
+        (partial / PACKAGE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if directory.exists():
+            shutil.rmtree(directory)
+        partial.rename(directory)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return directory
+
+
+def package_root(path: Path) -> Path:
+    """``path`` if it holds ``brainbench_model.json``, else its ``model/`` subfolder (a run's outputs folder)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("model folder does not exist", path=path,
+                        fix="give runs:/RUN_ID, models:/NAME/VERSION or a folder with brainbench_model.json")
+    for candidate in (path, path / "model"):
+        if (candidate / PACKAGE_FILE).is_file():
+            return candidate
+    raise DataError(f"not a brainbench model (no {PACKAGE_FILE})", path=path,
+                    fix="give a model folder written by a CNN run (<outputs>/<run>/model)")
+
+
+def read_package(path: Path) -> tuple[ModelInfo, Pipeline]:
+    """A model folder's record and its fitted preprocessing pipeline.
+
+    Raises:
+        DataError: Missing, corrupt or unknown-format record, an unknown framework or label set, or
+            preprocessing state that does not fit.
+    """
+    from adapters.registry import FRAMEWORKS  # framework-neutral: imports no framework
+
+    root = package_root(path)
+    meta_path = root / PACKAGE_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+        version, framework = meta["format_version"], meta["framework"]
+        info = ModelInfo(
+            framework=str(framework), architecture=str(meta["architecture"]),
+            labels={int(k): str(v) for k, v in meta["labels"].items()},
+            patch_size=(int(meta["patch_size"][0]), int(meta["patch_size"][1]), int(meta["patch_size"][2])),
+            inference=InferenceSpec(**meta["inference"]), preprocess=dict(meta["preprocess"]),
+            training_grid=TrainingGrid(tuple((float(a), float(b), float(c)) for a, b, c in
+                                             meta["training_grid"]["spacings"]),
+                                       tuple(tuple(float(v) for v in d) for d in meta["training_grid"]["directions"])),
+            versions=dict(meta.get("versions", {})), source=dict(meta.get("source", {})),
+        )
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DataError(f"corrupt model record ({type(exc).__name__}: {exc})", path=meta_path) from exc
+    if version != FORMAT_VERSION:
+        raise DataError(f"model format_version={version!r} is not {FORMAT_VERSION}", path=meta_path,
+                        fix="use the brainbench version that wrote it")
+    if info.framework not in FRAMEWORKS:
+        raise DataError(f"model of unknown framework {info.framework!r}", path=meta_path,
+                        fix=f"brainbench loads {', '.join(FRAMEWORKS)} models")
+    if sorted(info.labels) != list(LABELS):
+        raise DataError(f"label set {info.labels} is not 0 background, 1 CSF, 2 GM, 3 WM", path=meta_path)
+    return info, _pipeline(root, info.preprocess, meta_path)
+
+
+def _pipeline(root: Path, record: dict[str, Any], meta_path: Path) -> Pipeline:
+    try:
+        pipeline = Pipeline.from_spec([{"name": s["name"], **s["params"]} for s in record["steps"]],
+                                      name=record.get("name"))
+        for step, saved in zip(pipeline.steps, record["steps"], strict=True):
+            arrays = {key: np.load(root / name, allow_pickle=False) for key, name in saved["arrays"].items()}
+            step.restore(saved["state"], arrays)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"cannot restore the preprocessing ({type(exc).__name__}: {exc})", path=meta_path) from exc
+    except DataError as exc:
+        raise DataError(exc.problem, path=meta_path) from exc
+    return pipeline
