@@ -100,7 +100,7 @@ def test_runs_log_models_and_predict_in_a_fresh_process_reproduces_the_run(env: 
         assert record["inference"]["background_margin_voxels"] == 3 and record["versions"]["numpy"]
     tf_record = json.loads((env.outputs[env.tf_run] / "model" / "brainbench_model.json").read_text())
     histmatch = tf_record["preprocess"]["steps"][0]
-    assert histmatch["name"] == "histmatch" and histmatch["arrays"]["reference"].endswith(".npy")
+    assert histmatch["name"] == "histmatch" and histmatch["arrays"].endswith(".npz")
 
     # a fresh process, only brainbench + torch: the run's own test subjects give the run's label maps and Dice
     out = env.ws.root / "fresh"

@@ -6,7 +6,8 @@ Layout (``FORMAT_VERSION`` 1)::
                                preprocessing steps and fitted state, training grid, versions, source run
     network/                   the segmenter's own save: segmenter.json + weights.pt (torch state dict,
                                read with weights_only=True) or weights.weights.h5 (Keras weights)
-    preprocess/<i>-<name>.npy  arrays a fitted step learnt (histogram matching: its reference image)
+    preprocess/<i>-<name>.npz  arrays a fitted step learnt (histogram matching: its reference image),
+                               compressed numpy, read with allow_pickle=False
 
 Reading it needs brainbench and the framework only (no Hydra, no training config); the MLflow logged
 model of a run is this folder (``bench.tracking_models`` adds an ``MLmodel`` file).
@@ -18,6 +19,7 @@ import importlib.metadata as md
 import json
 import platform
 import shutil
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -102,13 +104,12 @@ def write_package(
         save_network(partial / NETWORK_DIR)
         steps = []
         for index, step in enumerate(pipeline.steps):
-            arrays = {}
-            for key, array in step.state_arrays().items():
-                name = f"{PREPROCESS_DIR}/{index}-{step.name}-{key}.npy"
+            arrays = {key: np.asarray(array) for key, array in step.state_arrays().items()}
+            name = f"{PREPROCESS_DIR}/{index}-{step.name}.npz" if arrays else None
+            if name is not None:
                 (partial / PREPROCESS_DIR).mkdir(exist_ok=True)
-                np.save(partial / name, np.asarray(array), allow_pickle=False)
-                arrays[key] = name
-            steps.append({"name": step.name, "params": step.params(), "state": step.state(), "arrays": arrays})
+                np.savez_compressed(partial / name, **arrays)  # type: ignore[arg-type]
+            steps.append({"name": step.name, "params": step.params(), "state": step.state(), "arrays": name})
         meta = {
             "format_version": FORMAT_VERSION,
             "framework": spec.framework,
@@ -186,9 +187,12 @@ def _pipeline(root: Path, record: dict[str, Any], meta_path: Path) -> Pipeline:
         pipeline = Pipeline.from_spec([{"name": s["name"], **s["params"]} for s in record["steps"]],
                                       name=record.get("name"))
         for step, saved in zip(pipeline.steps, record["steps"], strict=True):
-            arrays = {key: np.load(root / name, allow_pickle=False) for key, name in saved["arrays"].items()}
+            arrays = {}
+            if saved["arrays"]:
+                with np.load(root / saved["arrays"], allow_pickle=False) as stored:
+                    arrays = {key: stored[key] for key in stored.files}
             step.restore(saved["state"], arrays)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot restore the preprocessing ({type(exc).__name__}: {exc})", path=meta_path) from exc
     except DataError as exc:
         raise DataError(exc.problem, path=meta_path) from exc
