@@ -171,12 +171,7 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
             "preprocess_seconds": preprocess_s, "peak_memory_mb": summary["run"]["peak_memory_mb"],
             "patches_skipped_fraction": patches_skipped / max(1, patches_done + patches_skipped),
         }
-        for cls_name in TISSUE_NAMES.values():
-            for metric in METRICS:
-                value = summary["mean"].get(cls_name, {}).get(metric)
-                if value is not None:
-                    metrics[f"test_{metric}_{cls_name}"] = float(value)
-        child.log_metrics(metrics)
+        child.log_metrics({**metrics, **mean_test_metrics(summary)})
         child.set_tags({TAG_CONVERGENCE: history.convergence, TAG_UNLEARNED: ",".join(history.unlearned)})
         child.log_table(table, "per_subject_metrics.json")
         for name in ("summary.json", "metrics.csv", "history.csv", "history.png"):
@@ -204,6 +199,17 @@ def _log_model(child: ChildRun, spec: RunSpec, model_dir: Path) -> None:
     log_model(child, model_dir, spec.name, params=params, tags=tags,
               flavor={"format": "brainbench_model.json", "framework": network.framework,
                       "load": "bench predict --model runs:/<run id>"})
+
+
+def mean_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """``test_<metric>_<class>``: the per-class means of a summary, as logged to MLflow."""
+    out = {}
+    for cls_name in TISSUE_NAMES.values():
+        for metric in METRICS:
+            value = summary["mean"].get(cls_name, {}).get(metric)
+            if value is not None:
+                out[f"test_{metric}_{cls_name}"] = float(value)
+    return out
 
 
 def _log_datasets(child: ChildRun, spec: RunSpec, cohort: Cohort) -> None:

@@ -24,14 +24,13 @@ import pandas as pd
 
 from bench.errors import ConfigError
 from bench.evaluation.evaluate import evaluate_case, summarize, write_summary
+from bench.experiment import mean_test_metrics
 from bench.io import read_volume, write_volume
 from bench.predict.inputs import Scan
 from bench.predict.model import LoadedModel, ensemble_probabilities, labels_of
 from bench.tracking import DESCRIPTION_TAG, PARENT_ID_TAG, Tracker
 from bench.tracking_models import download_model, run_record
-from bench.types import TISSUE_NAMES
 
-METRICS = ("dice", "avd", "hd", "hd95", "assd")
 JOINED_TAGS = ("framework", "preprocess", "optimizer", "loss", "sampling", "profile", "data")
 
 
@@ -102,13 +101,7 @@ def _run(run_ids: Sequence[str], name: str, uri: str, runs_dir: Path, work: Path
                               "seconds_per_volume": float(np.mean(seconds)), "split": records[0]["summary"]["run"].get("split"),
                               "test_subjects": list(test_ids), "subject_files": {s: files[s] for s in test_ids}}
             write_summary(summary, partial / "summary.json")
-            metrics = {"seconds_per_volume": summary["run"]["seconds_per_volume"]}
-            for tissue in TISSUE_NAMES.values():
-                for metric in METRICS:
-                    value = summary["mean"].get(tissue, {}).get(metric)
-                    if value is not None:
-                        metrics[f"test_{metric}_{tissue}"] = float(value)
-            child.log_metrics(metrics)
+            child.log_metrics({"seconds_per_volume": summary["run"]["seconds_per_volume"], **mean_test_metrics(summary)})
             child.log_table(table, "per_subject_metrics.json")
             for file in ("summary.json", "metrics.csv"):
                 child.log_artifact(partial / file)
