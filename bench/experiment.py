@@ -9,6 +9,7 @@ MLflow logged model); the same files are logged to the run's MLflow child run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import resource
@@ -31,7 +32,7 @@ from bench.errors import BenchError, DataError
 from bench.evaluation.evaluate import evaluate_case, summarize, write_summary
 from bench.evaluation.plots import history_plot
 from bench.io import write_volume
-from bench.predict.package import write_package
+from bench.predict.package import PACKAGE_FILE, write_package
 from bench.preprocess.pipeline import Pipeline, PreparedCase, PreprocessCache
 from bench.segmenters import TrainingData
 from bench.spec import NetworkSpec, RunSpec, effective_settings, spec_summary
@@ -193,7 +194,8 @@ def _log_model(child: ChildRun, spec: RunSpec, model_dir: Path) -> None:
               "preprocess": spec.preprocess.name, "patch_size": list(network.sampling.patch_size),
               "overlap": inference.overlap, "blending": inference.blending,
               "background_margin_voxels": inference.background_margin_voxels,
-              "skip_background": inference.skip_background, "labels": "0 background, 1 CSF, 2 GM, 3 WM"}
+              "skip_background": inference.skip_background, "labels": "0 background, 1 CSF, 2 GM, 3 WM",
+              "versions": json.dumps(json.loads((model_dir / PACKAGE_FILE).read_text())["versions"])}
     tags = {"framework": network.framework, "architecture": network.architecture,
             "brainbench.config_hash": spec.config_hash, "table_row": "" if spec.row is None else str(spec.row)}
     log_model(child, model_dir, spec.name, params=params, tags=tags,

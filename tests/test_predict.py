@@ -92,6 +92,7 @@ def test_runs_log_models_and_predict_in_a_fresh_process_reproduces_the_run(env: 
                                                                                         run.info.run_name)
         assert model.params["patch_size"] == "[16, 16, 16]" and model.params["blending"] == "gaussian"
         assert model.tags["framework"] == run.data.tags["framework"]
+        assert json.loads(model.params["versions"])[{"torch": "torch", "tf": "keras"}[model.tags["framework"]]]
         assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]  # linked to the run
         files = {f.path for f in client.list_logged_model_artifacts(model.model_id)}
         assert {"MLmodel", "brainbench_model.json", "network"} <= files
@@ -279,3 +280,10 @@ def test_bad_inputs_give_one_error_line_and_no_output(env: Trained, capsys: pyte
     assert "output folder is a file" in capsys.readouterr().err
     assert bench_main(["register", parent, "x"]) == 2
     assert "logged no model" in capsys.readouterr().err
+    runs = ["--runs-dir", str(env.ws.runs)]
+    assert bench_main(["ensemble", "--runs", env.torch_run, "--name", "one", *runs]) == 2
+    assert "at least two different runs" in capsys.readouterr().err
+    assert bench_main(["ensemble", "--runs", env.torch_run, "0123456789abcdef", "--name", "x", *runs]) == 2
+    assert "no MLflow run '0123456789abcdef'" in capsys.readouterr().err
+    assert not [r for r in mlflow_runs(env.ws.uri) if r.data.tags["architecture"].startswith("ensemble:")
+                and r.info.status != "FINISHED"]  # nothing left RUNNING or FAILED
