@@ -70,7 +70,7 @@ def default_uri(root: Path = DEFAULT_ROOT) -> str:
 
 
 def _retry(call: Callable[[], T], attempts: int = 8) -> T:
-    """Retry an MLflow call that failed because sqlite was locked by another worker.
+    """Retry an MLflow call that failed because sqlite was locked, or a server's insert raced, with another worker.
 
     A server that stays unreachable through MLflow's own HTTP retries becomes a :class:`TrackingServerError`.
     """
@@ -83,7 +83,9 @@ def _retry(call: Callable[[], T], attempts: int = 8) -> T:
                 url = text.removeprefix("API request to ").split(" ", 1)[0]
                 raise TrackingServerError(f"tracking server did not answer {url} "
                                           f"({text.rsplit('(Caused by', 1)[-1].strip(' )')[:300]})") from exc
-            if "locked" not in text.lower() or attempt == attempts - 1:
+            # "locked": another worker holds sqlite; "duplicate key": a server's worker lost a race to insert the
+            # same row (say a dataset input two runs share) and the retry finds the winner's row
+            if not any(m in text.lower() for m in ("locked", "duplicate key value")) or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
