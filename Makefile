@@ -14,7 +14,7 @@ SYNTH_SUBJECTS ?= 7
 JOBS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint reproduce-table1 report bench ui clean
+.PHONY: help install test test-all lint reproduce-table1 report bench ui clean stack-up stack-down postgres
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -29,10 +29,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv from pyproject.toml (a second call does nothing)
 
-test: $(STAMP) ## Run the fast test suite (excludes tests marked slow)
+postgres: ## Install PostgreSQL from the system packages if its server binaries are missing (tests need it)
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+	    echo "warning: PostgreSQL is not installed and cannot be installed here (apt-get install postgresql)"; }
+
+stack-up: $(STAMP) postgres ## Start PostgreSQL + MLflow server + Ray head on 127.0.0.1 (runs/stack; STACK_ARGS=--mlflow-port ...)
+	$(BIN)/bench stack up $(STACK_ARGS)
+
+stack-down: $(STAMP) ## Stop the local stack (each service by its own pid)
+	$(BIN)/bench stack down $(STACK_ARGS)
+
+test: $(STAMP) postgres ## Run the fast test suite (excludes tests marked slow)
 	$(BIN)/python -m pytest -m "not slow" -q --timeout=600
 
-test-all: $(STAMP) ## Run every test, slow ones included
+test-all: $(STAMP) postgres ## Run every test, slow ones included
 	$(BIN)/python -m pytest -q --timeout=1800
 
 lint: $(STAMP) ## ruff + mypy

@@ -18,7 +18,7 @@ from bench.contract import EarlyStoppingSpec, LossSpec, OptimizerSpec, Scheduler
 from bench.data.folds import FoldSplit
 from bench.data.splits import SPLITS, SplitSpec
 from bench.errors import ConfigError
-from bench.hardware import check_precision_name, resolve_for_run
+from bench.hardware import check_precision_name, resolve_for_run, worker_cpus
 from bench.spec import (
     ATLAS,
     DEVICE,
@@ -217,7 +217,7 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         loss=_loss(cfg["loss"]),
         early_stopping=EarlyStoppingSpec(patience=int(profile.get("early_stopping_patience", 0))),
         seed=seed,
-        num_threads=int(profile.get("num_threads", 0)),
+        num_threads=int(profile.get("num_threads", 0)) or worker_cpus(),  # 0: what this worker was given
         device=DEVICE,
         precision=_precision(profile, framework, DEVICE) if net_config is not None else "fp32",  # type: ignore[arg-type]
     )

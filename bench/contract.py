@@ -154,7 +154,8 @@ class TrainSpec:
         optimizer, scheduler, loss, early_stopping: See their specs.
         seed: Seeds Python, numpy and the framework.
         device: ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``.
-        num_threads: CPU threads for the framework; ``0`` uses all cores.
+        num_threads: CPU threads for the framework; ``0`` uses all cores (``bench.config`` resolves a
+            configured 0 to the CPUs the worker was given, ``bench.hardware.worker_cpus``).
         deterministic: Ask the framework for deterministic kernels where it has them.
         progress: Show a progress bar per epoch (it stays quiet when output is not a terminal).
         precision: ``fp32``; ``bf16`` (bfloat16 autocast / Keras ``mixed_bfloat16``: weights, loss, softmax and

@@ -29,9 +29,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,3 +182,28 @@ def resolve_for_run(precision: str, *, framework: str, device: str) -> str:
     """``resolve_precision`` for a run about to be configured with ``train.device=device`` (bench.config)."""
     kind = device_kind(device)
     return resolve_precision(precision, framework=framework, device=kind, native=native_precisions(kind))
+
+
+def worker_cpus() -> int:
+    """CPU cores this worker was given, for ``profile.num_threads=0`` (never every core of a shared node).
+
+    The smallest of the limits that apply: the CPUs a Ray task was assigned (Ray also sets
+    ``OMP_NUM_THREADS`` to them), ``OMP_NUM_THREADS``, SLURM's ``SLURM_CPUS_PER_TASK``, and the process's
+    CPU affinity (cgroups, ``taskset``, SLURM's binding). At least 1.
+    """
+    limits: list[int] = []
+    try:
+        limits.append(len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        limits.append(os.cpu_count() or 1)
+    for name in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            limits.append(int(value))
+    ray = sys.modules.get("ray")  # only a Ray worker has imported it; bench never imports it to ask
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        with contextlib.suppress(Exception):  # the driver, or a Ray without the runtime context API
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+            if cpus:
+                limits.append(max(1, int(cpus)))
+    return max(1, min(limits))

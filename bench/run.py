@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -57,6 +58,25 @@ def run_config(cfg: DictConfig) -> RunResult:
         dice = ", ".join(f"{k} {v.get('dice', float('nan')):.3f}" for k, v in means.items())
         print(f"{result.name}: Dice {dice}", flush=True)
     return result
+
+
+class SweepTracking(Callback):
+    """Hydra callback (``hydra.callbacks.tracking`` in conf/config.yaml): before a sweep fans out, the driver
+    checks the tracking store (an unreachable server is one ``error:`` line) and creates the sweep's experiment
+    and parent run once, so that workers, possibly on other machines, only find them."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            tracking = OmegaConf.to_container(config.tracking, resolve=True)
+            runs = OmegaConf.select(config, "paths.runs", default="runs")
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"cannot resolve tracking: {exc}".splitlines()[0]) from exc
+        assert isinstance(tracking, dict)
+        from bench.tracking import Tracker
+
+        tracker = Tracker(str(tracking.get("experiment", "brainbench")), tracking.get("uri"), Path(str(runs)))
+        parent = tracker.parent_run(str(tracking.get("sweep", "brainbench")))
+        log.info("tracking %s: experiment %s, parent run %s", tracker.uri, tracker.experiment, parent)
 
 
 class JobFailed(Exception):
@@ -134,10 +154,23 @@ def cli() -> None:
         main()
     except JobFailed:
         sys.exit(2)
+    except BenchError as exc:  # raised in the driver (SweepTracking), before any job ran
+        if debug:
+            raise
+        print(f"error: {exc.message}", file=sys.stderr, flush=True)
+        sys.exit(2)
     except (HydraException, OmegaConfBaseException) as exc:
         if debug:
             raise
         print(f"error: {hydra_error_line(exc)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except Exception as exc:
+        if debug or not type(exc).__module__.startswith("ray."):
+            raise
+        # A Ray worker died (SIGKILL, lost node): its run is left RUNNING, marked KILLED and redone next time.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: a sweep job's Ray worker died ({type(exc).__name__}: {first[:300]}); run the sweep "
+              "again to redo the configurations that did not finish", file=sys.stderr, flush=True)
         sys.exit(2)
 
 

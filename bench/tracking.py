@@ -5,6 +5,12 @@ MLflow never writes ``./mlruns``); ``MLFLOW_TRACKING_URI`` overrides the store. 
 name; under it one parent run per sweep and one child run per configuration, identified by its config
 hash. A child that raises is marked FAILED with the error as a tag; a child left RUNNING by a killed
 process is marked KILLED when the sweep is started again.
+
+A tracking server (``http://host:port``, e.g. ``mlflow server`` on PostgreSQL) works the same way: it is
+checked once when a Tracker opens (unreachable: one ``BenchError`` naming the URI), experiments get the
+server's artifact root (workers need no shared disk), the file lock is for sqlite only and races between
+workers are settled by keeping the oldest run. Transient HTTP errors are retried by MLflow's own client
+with bounded defaults (``HTTP_RETRY_DEFAULTS``, overridable by the same environment variables).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bench.contract import EpochRecord
-from bench.errors import BenchError, DataError
+from bench.errors import BenchError, ConfigError, DataError
+from bench.tracking_server import TrackingServerError, check_server, is_server
 
 DEFAULT_ROOT = Path("runs")
 TAG_KIND = "brainbench.kind"
@@ -63,15 +70,30 @@ def default_uri(root: Path = DEFAULT_ROOT) -> str:
 
 
 def _retry(call: Callable[[], T], attempts: int = 8) -> T:
-    """Retry an MLflow call that failed because sqlite was locked by another worker."""
+    """Retry an MLflow call that failed because sqlite was locked, or a server's insert raced, with another worker.
+
+    A server that stays unreachable through MLflow's own HTTP retries becomes a :class:`TrackingServerError`.
+    """
     for attempt in range(attempts):
         try:
             return call()
         except MlflowException as exc:
-            if "locked" not in str(exc).lower() or attempt == attempts - 1:
+            text = str(exc)
+            if text.startswith("API request to") and "failed with exception" in text:
+                url = text.removeprefix("API request to ").split(" ", 1)[0]
+                raise TrackingServerError(f"tracking server did not answer {url} "
+                                          f"({text.rsplit('(Caused by', 1)[-1].strip(' )')[:300]})") from exc
+            # "locked": another worker holds sqlite; "duplicate key": a server's worker lost a race to insert the
+            # same row (say a dataset input two runs share) and the retry finds the winner's row
+            if not any(m in text.lower() for m in ("locked", "duplicate key value")) or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def _oldest(runs: list[Any]) -> Any:
+    """The run that won a creation race: the earliest started (run id breaks ties)."""
+    return min(runs, key=lambda run: (run.info.start_time or 0, run.info.run_id))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -118,6 +140,12 @@ class Tracker:
     def __init__(self, experiment: str, uri: str | None = None, root: Path = DEFAULT_ROOT) -> None:
         self.root = Path(root)
         self.uri = uri or default_uri(self.root)
+        self.server = is_server(self.uri)
+        if self.server:
+            check_server(self.uri)
+        elif "://" not in self.uri:
+            raise ConfigError(f"tracking.uri={self.uri!r} is not a URI",
+                              fix="use http://host:port for a server or sqlite:///path/mlflow.db")
         artifacts = (self.root / "artifacts").resolve()
         with self._lock():
             # MlflowClient opens the store at once, and a fresh sqlite store is created and migrated then:
@@ -125,13 +153,23 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=self.uri)
             found = _retry(lambda: self.client.get_experiment_by_name(experiment))
             if found is None:
-                artifacts.mkdir(parents=True, exist_ok=True)
-                self.experiment_id = _retry(
-                    lambda: self.client.create_experiment(
-                        experiment, artifact_location=(artifacts / experiment).as_uri(),
-                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                location = None  # a server's own artifact root (served over HTTP: no shared disk needed)
+                if not self.server:
+                    artifacts.mkdir(parents=True, exist_ok=True)
+                    location = (artifacts / experiment).as_uri()
+                try:
+                    self.experiment_id = _retry(
+                        lambda: self.client.create_experiment(
+                            experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                        )
                     )
-                )
+                except MlflowException as exc:  # another worker created it first (no file lock on a server)
+                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                    raced = _retry(lambda: self.client.get_experiment_by_name(experiment))
+                    if raced is None:
+                        raise
+                    self.experiment_id = raced.experiment_id
             else:
                 self.experiment_id = found.experiment_id
                 if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # stores made before the tag
@@ -141,7 +179,11 @@ class Tracker:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        """A file lock so parallel workers don't race creating the experiment or the parent run."""
+        """A file lock so parallel workers on one machine don't race creating the sqlite store, the experiment
+        or a run (a server's workers may share no disk: they settle races by keeping the oldest run)."""
+        if is_server(self.uri):
+            yield
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".tracking.lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -167,6 +209,12 @@ class Tracker:
             if params:
                 self._log_params(run.info.run_id, params)
             _retry(lambda: self.client.set_terminated(run.info.run_id, "FINISHED"))
+            if self.server:  # without the lock another worker may have created one too: the oldest wins
+                runs = self._search(f"tags.`{TAG_KIND}` = 'parent' and tags.`{TAG_SWEEP}` = '{sweep}'")
+                winner = _oldest(runs) if runs else run
+                if winner.info.run_id != run.info.run_id:
+                    _retry(lambda: self.client.delete_run(run.info.run_id))
+                return str(winner.info.run_id)
             return str(run.info.run_id)
 
     def finished_run(self, config_hash: str) -> FinishedRun | None:
@@ -222,7 +270,14 @@ class Tracker:
             active = ("RUNNING",) if rerun_finished else ("RUNNING", "FINISHED")
             if any(run.info.status in active for run in self._search(f"tags.`{TAG_HASH}` = '{config_hash}'")):
                 return None
-            return self._create_child(parent_id, name, config_hash, params, tags)
+            child = self._create_child(parent_id, name, config_hash, params, tags)
+            if self.server:  # no lock: another worker may have claimed this hash at the same time
+                rivals = [run for run in self._search(f"tags.`{TAG_HASH}` = '{config_hash}'")
+                          if run.info.status in active]
+                if rivals and _oldest(rivals).info.run_id != child.run_id:
+                    _retry(lambda: self.client.delete_run(child.run_id))
+                    return None
+            return child
 
     def _create_child(
         self, parent_id: str, name: str, config_hash: str, params: Mapping[str, str], tags: Mapping[str, str]
@@ -342,7 +397,9 @@ def existing_store(uri: str | None = None, root: Path = DEFAULT_ROOT) -> str:
         or os.environ.get("MLFLOW_TRACKING_URI")
         or f"sqlite:///{(root / 'mlflow.db').resolve()}?timeout=30"
     )
-    if uri.startswith("sqlite:///"):
+    if is_server(uri):
+        check_server(uri)
+    elif uri.startswith("sqlite:///"):
         database = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
         if not database.is_file():
             raise DataError(

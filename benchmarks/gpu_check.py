@@ -52,14 +52,17 @@ def row_settings(row: int, framework: str | None) -> dict[str, Any] | None:
     infer = math.prod(math.ceil((size - p) / st) + 1 for size, p, st in zip(IBSR_SHAPE, s.patch_size, stride, strict=True))
     return {"row": row, "architecture": spec.segmenter.architecture, "framework": spec.segmenter.framework,
             "params": spec.segmenter.config.to_params(), "patch": s.patch_size[0], "batch": s.batch_size,
-            "epochs": train.epochs, "patches_per_epoch": per_epoch, "inference_patches": infer * TEST_SUBJECTS}
+            "epochs": train.epochs, "patches_per_epoch": per_epoch, "inference_patches": infer * TEST_SUBJECTS,
+            "precision": train.precision}
 
 
-def time_row(row: dict[str, Any], device: str, steps: int, timeout_s: float) -> dict[str, Any]:
-    """``bench train-speed`` for the row's network; the measured rates and the projected hours."""
+def time_row(row: dict[str, Any], device: str, steps: int, timeout_s: float, precision: str | None = None
+             ) -> dict[str, Any]:
+    """``bench train-speed`` for the row's network at ``precision`` (default: the profile's); rates and hours."""
     command = [sys.executable, "-m", "bench", "train-speed", "--arch", row["architecture"], "--framework",
                row["framework"], "--patch", str(row["patch"]), "--batch", str(row["batch"]), "--steps", str(steps),
-               "--warmup", "3", "--device", device]
+               "--warmup", "3", "--device", device,
+               "--precision", precision or row["precision"]]
     for name, value in row["params"].items():
         command += ["--param", f"{name}={json.dumps(value)}"]
     try:
@@ -72,7 +75,7 @@ def time_row(row: dict[str, Any], device: str, steps: int, timeout_s: float) -> 
     speed = json.loads(lines[-1])
     train_h = row["epochs"] * row["patches_per_epoch"] / speed["train_patches_per_s"] / 3600
     infer_h = row["inference_patches"] / speed["infer_patches_per_s"] / 3600
-    return {**row, "status": "ok", "device": speed.get("device"), "train_patches_per_s": speed["train_patches_per_s"],
+    return {**row, "status": "ok", "device": speed.get("device"), "precision": speed.get("precision"), "train_patches_per_s": speed["train_patches_per_s"],
             "infer_patches_per_s": speed["infer_patches_per_s"], "projected_hours": round(train_h + infer_h, 2)}
 
 
@@ -82,18 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per row")
     parser.add_argument("--rows", type=int, nargs="+", default=list(range(2, 10)), help="Table 1 rows (2-9)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per row")
+    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"),
+                        help="training precision (default: the full profile's, `auto`)")
     args = parser.parse_args(argv)
     results = []
     for row_number in args.rows:
         settings = row_settings(row_number, None)
         if settings is None:
             continue
-        result = time_row(settings, args.device, args.steps, args.timeout)
+        result = time_row(settings, args.device, args.steps, args.timeout, args.precision)
         results.append(result)
         rate = f"{result['train_patches_per_s']:8.1f}" if result["status"] == "ok" else "       -"
         hours = f"{result['projected_hours']:7.2f}" if result["status"] == "ok" else "      -"
         print(f"row {row_number}  {settings['architecture']:<9} {settings['framework']:<6} train patches/s {rate}"
-              f"   projected h {hours}   {result['status']} on {result.get('device', '?')}", flush=True)
+              f"   projected h {hours}   {result['status']} on {result.get('device', '?')} {result.get('precision', '')}",
+              flush=True)
     ok = [r for r in results if r["status"] == "ok"]
     total = sum(r["projected_hours"] for r in ok)
     print(f"projected Table 1 (rows {', '.join(str(r['row']) for r in ok)}; one row at a time): {total:.1f} h")
