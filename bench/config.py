@@ -104,8 +104,14 @@ def _by_model(profile: Mapping[str, Any], setting: str) -> Mapping[str, Any]:
     return by_model
 
 
-def _epochs(profile: Mapping[str, Any], architecture: str) -> int:
-    """``profile.epochs``, or ``profile.epochs_by_model[architecture]`` when given."""
+def _epochs(profile: Mapping[str, Any], architecture: str, row: int | None) -> int:
+    """``profile.epochs_by_row[row]``, else ``profile.epochs_by_model[architecture]``, else ``profile.epochs``."""
+    by_row = profile.get("epochs_by_row") or {}
+    for key, value in by_row.items():
+        if isinstance(key, bool) or not isinstance(key, int) or not 1 <= key <= 99:
+            raise ConfigError(f"profile.epochs_by_row has key {key!r}", fix="use Table 1 row numbers, e.g. {9: 200}")
+        if key == row:
+            return _positive(value, f"profile.epochs_by_row.{key}", integer=True)
     by_model = _by_model(profile, "epochs_by_model")
     if architecture in by_model:
         return _positive(by_model[architecture], f"profile.epochs_by_model.{architecture}", integer=True)
@@ -209,7 +215,7 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         _positive(steps, "profile.steps_per_epoch", integer=True)
     sched = profile.get("scheduler") or {}
     train = TrainSpec(
-        epochs=_epochs(profile, architecture),
+        epochs=_epochs(profile, architecture, cfg.get("row")),
         steps_per_epoch=steps,
         optimizer=_optimizer(cfg["optimizer"]),
         scheduler=SchedulerSpec(factor=float(sched.get("factor", 0.5)), patience=int(sched.get("patience", 5)),

@@ -134,8 +134,25 @@ def test_unknown_framework_is_a_config_error() -> None:
 
 
 def test_sweep_lists_every_row() -> None:
-    text = (CONF / "sweep" / "table1.yaml").read_text()
-    assert "+experiment/table1: glob(row*)" in text
+    """Every conf/experiment/table1/rowN.yaml is in the sweep once (the list is ordered longest row first)."""
+    import yaml
+
+    sweep = yaml.safe_load((CONF / "sweep" / "table1.yaml").read_text())
+    listed = sweep["hydra"]["sweeper"]["params"]["+experiment/table1"].split(",")
+    files = sorted(p.stem for p in (CONF / "experiment" / "table1").glob("row*.yaml"))
+    assert sorted(listed) == files and len(listed) == len(set(listed))
+
+
+def test_epochs_by_row_overrides_the_model_budget() -> None:
+    row9 = run_spec_from_config(compose_cfg(["+experiment=table1/row9", "profile=quick"]))
+    row5 = run_spec_from_config(compose_cfg(["+experiment=table1/row5", "profile=quick"]))
+    assert (row9.segmenter.train.epochs, row5.segmenter.train.epochs) == (200, 100)  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"epochs_by_row\.9=0"):
+        run_spec_from_config(compose_cfg(["+experiment=table1/row9", "profile=quick", "profile.epochs_by_row={9: 0}"]))
+    cfg = compose_cfg(["+experiment=table1/row9", "profile=quick"])
+    cfg["profile"]["epochs_by_row"] = {"x": 3}
+    with pytest.raises(ConfigError, match="epochs_by_row has key 'x'"):
+        run_spec_from_config(cfg)
 
 
 def test_table1_sweep_launches_all_nine_rows(tmp_path: Path) -> None:
@@ -174,8 +191,10 @@ def test_profile_model_params_build(profile: str, model: str) -> None:
 def test_patch_region_is_a_recorded_sampling_setting() -> None:
     from bench.spec import effective_settings
 
-    default = run_spec_from_config(compose_cfg(["+experiment=table1/row9"]))
-    overlap = run_spec_from_config(compose_cfg(["+experiment=table1/row9", "sampling.region=overlaps_brain"]))
+    default = run_spec_from_config(compose_cfg(["+experiment=table1/row5"]))
+    overlap = run_spec_from_config(compose_cfg(["+experiment=table1/row5", "sampling.region=overlaps_brain"]))
     assert default.sampling.region == "centre_in_brain" and overlap.sampling.region == "overlaps_brain"
+    row9 = run_spec_from_config(compose_cfg(["+experiment=table1/row9"]))  # instance norm: edge patches too
+    assert row9.sampling.region == "overlaps_brain"
     assert effective_settings(overlap)["sampling"]["region"] == "overlaps_brain"
     assert default.config_hash != overlap.config_hash
