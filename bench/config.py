@@ -10,11 +10,20 @@ architecture registry (``adapters.registry``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
 from adapters import registry
 from adapters.configs import NetConfig
-from bench.contract import EarlyStoppingSpec, LossSpec, OptimizerSpec, SchedulerSpec, TrainSpec
+from bench.contract import (
+    INTERVALS,
+    SCHEDULER_KINDS,
+    EarlyStoppingSpec,
+    LossSpec,
+    OptimizerSpec,
+    SchedulerSpec,
+    TrainSpec,
+)
 from bench.data.folds import FoldSplit
 from bench.data.splits import SPLITS, SplitSpec
 from bench.errors import ConfigError
@@ -83,6 +92,37 @@ def _loss(cfg: Mapping[str, Any]) -> LossSpec:
         dice_weight=float(cfg.get("dice_weight", 1.0)),
         ce_weight=float(cfg.get("ce_weight", 1.0)),
     )
+
+
+SCHEDULER_NUMBERS = ("factor", "min_lr", "threshold", "power", "pct_start", "div_factor", "final_div_factor")
+
+
+def _scheduler(cfg: Mapping[str, Any]) -> SchedulerSpec:
+    """``profile.scheduler``: kind (default plateau) and its numbers; ConfigError naming an unknown key."""
+    known = {f.name for f in fields(SchedulerSpec)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(f"profile.scheduler has unknown key {', '.join(map(repr, unknown))}",
+                          fix=f"use some of {', '.join(sorted(known))}")
+    values: dict[str, Any] = {"kind": _choice(cfg.get("kind", "plateau"), SCHEDULER_KINDS, "profile.scheduler.kind"),
+                              "interval": _choice(cfg.get("interval", "epoch"), INTERVALS,
+                                                  "profile.scheduler.interval")}
+    for name in SCHEDULER_NUMBERS:
+        if name in cfg:
+            value = cfg[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"profile.scheduler.{name}={value!r} must be a number")
+            values[name] = float(value)
+    for name in ("patience", "warmup_epochs"):
+        if name in cfg:
+            value = cfg[name]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"profile.scheduler.{name}={value!r} must be an integer")
+            values[name] = value
+    try:
+        return SchedulerSpec(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"profile.{exc.problem}", fix=exc.fix) from None
 
 
 def _margin(value: Any) -> int | None:
@@ -207,13 +247,11 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     steps = profile.get("steps_per_epoch")
     if steps is not None:
         _positive(steps, "profile.steps_per_epoch", integer=True)
-    sched = profile.get("scheduler") or {}
     train = TrainSpec(
         epochs=_epochs(profile, architecture),
         steps_per_epoch=steps,
         optimizer=_optimizer(cfg["optimizer"]),
-        scheduler=SchedulerSpec(factor=float(sched.get("factor", 0.5)), patience=int(sched.get("patience", 5)),
-                                min_lr=float(sched.get("min_lr", 1e-6))),
+        scheduler=_scheduler(profile.get("scheduler") or {}),
         loss=_loss(cfg["loss"]),
         early_stopping=EarlyStoppingSpec(patience=int(profile.get("early_stopping_patience", 0))),
         seed=seed,

@@ -30,9 +30,10 @@ SAMPLING_MODES = ("grid", "random_subset", "random")
 PATCH_REGIONS = ("centre_in_brain", "overlaps_brain")
 DEVICE: Literal["auto"] = "auto"
 """``train.device`` of every run (CUDA when the framework sees one, else CPU); not a config value yet."""
-RECORD_VERSION = 3
+RECORD_VERSION = 4
 """Version of what ``effective_settings`` records (1: the raw config, before profile overrides; 2: before
-``train.precision``, when every network trained in float32)."""
+``train.precision``, when every network trained in float32; 3: before the training options of the recipe:
+scheduler kinds, augmentation, residual blocks, deep supervision, class-centred patches)."""
 
 
 def architectures() -> tuple[str, ...]:
@@ -204,9 +205,11 @@ def effective_settings(spec: RunSpec) -> dict[str, Any]:
     }
     method = spec.segmenter
     if isinstance(method, NetworkSpec):
+        train = {k: v for k, v in asdict(method.train).items() if k != "progress"}  # progress: display only
+        train["scheduler"] = method.train.scheduler.record()  # only what applies to its kind
         settings.update(
             framework=method.framework,
-            train={k: v for k, v in asdict(method.train).items() if k != "progress"},  # progress: display only
+            train=train,
             sampling=asdict(method.sampling),
             inference=asdict(method.inference),
         )

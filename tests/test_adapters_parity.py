@@ -313,3 +313,40 @@ def test_both_frameworks_consume_the_same_batches() -> None:
     assert [epoch for epoch, _ in train_seen] == [0, 0, 1, 1, 2, 2]  # steps_per_epoch=2 of 3 batches
     assert [epoch for epoch, _ in val_seen] == [0, 0, 1, 1, 2, 2]
     assert epochs["torch"] == epochs["tf"] == [0, 1, 2]
+
+
+class OptimizerLr:
+    """Wraps a framework's ``TrainSteps``; records the lr its optimizer holds when each train step runs."""
+
+    def __init__(self, steps: Any, read: Any) -> None:
+        self.steps, self.read, self.seen = steps, read, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.steps, name)
+
+    def train_step(self, batch: PatchBatch) -> float:
+        self.seen.append(self.read())
+        return float(self.steps.train_step(batch))
+
+
+def test_both_frameworks_train_with_the_same_scheduled_lr_sequence() -> None:
+    """Cosine with warm-up, per step: the optimizers of both frameworks hold the same lr at every step."""
+    from adapters.loop import fit
+
+    scheduler = SchedulerSpec(kind="cosine", warmup_epochs=1, interval="step", min_lr=1e-4)
+    spec = TrainSpec(epochs=3, steps_per_epoch=2, optimizer=OptimizerSpec(name="sgd", lr=0.05), scheduler=scheduler,
+                     early_stopping=EarlyStoppingSpec(patience=0), progress=False)
+    image = np.random.default_rng(0).normal(size=(2, 1, 8, 8, 8)).astype(np.float32)
+    torch_seg, tf_seg = pair("unet3d", {"base_filters": 2, "depth": 2}, image)
+    torch_steps = TorchSteps(torch_seg.net, spec, torch.device("cpu"))
+    tf_steps = TfSteps(tf_seg.model, spec)
+    recorded = {}
+    for name, steps, read in (
+        ("torch", torch_steps, lambda: torch_steps.optimizer.param_groups[0]["lr"]),
+        ("tf", tf_steps, lambda: float(tf_steps.optimizer.learning_rate.numpy())),
+    ):
+        wrapped = OptimizerLr(steps, read)
+        fit(wrapped, RecordingSource(steps=2, seed=1), None, spec, NullLogger())
+        recorded[name] = wrapped.seen
+    assert len(recorded["torch"]) == 6 and len(set(recorded["torch"])) == 6
+    assert recorded["tf"] == pytest.approx(recorded["torch"], rel=1e-6)  # TF holds the lr as float32
