@@ -28,6 +28,7 @@ from bench.data.folds import FoldSplit
 from bench.data.splits import SPLITS, SplitSpec
 from bench.errors import ConfigError
 from bench.hardware import check_precision_name, resolve_for_run
+from bench.patching.augment import AugmentSpec
 from bench.spec import (
     ATLAS,
     DEVICE,
@@ -243,6 +244,7 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
                                     integer=True),
         val_batches=profile.get("val_batches"),
         region=_choice(sampling_cfg.get("region", "centre_in_brain"), PATCH_REGIONS, "sampling.region"),
+        augmentation=AugmentSpec.from_config(cfg.get("augmentation")),
     )
     steps = profile.get("steps_per_epoch")
     if steps is not None:

@@ -20,6 +20,7 @@ from adapters.configs import NetConfig
 from bench.contract import TrainSpec
 from bench.data.folds import FoldSplit
 from bench.data.splits import SPLITS, SplitSpec
+from bench.patching.augment import AugmentSpec
 
 if TYPE_CHECKING:
     from bench.segmenters import Method
@@ -81,6 +82,8 @@ class SamplingSpec:
     region: str = "centre_in_brain"
     """Where training patches are taken: centres in the brain mask, or every patch that overlaps it (as
     inference predicts them; see ``bench.patching.sampler.patch_centre_region``)."""
+    augmentation: AugmentSpec = field(default_factory=AugmentSpec)
+    """Data augmentation of training batches (``bench.patching.augment``); validation is never augmented."""
 
 
 @dataclass(frozen=True)
@@ -207,10 +210,12 @@ def effective_settings(spec: RunSpec) -> dict[str, Any]:
     if isinstance(method, NetworkSpec):
         train = {k: v for k, v in asdict(method.train).items() if k != "progress"}  # progress: display only
         train["scheduler"] = method.train.scheduler.record()  # only what applies to its kind
+        sampling = asdict(method.sampling)
+        sampling["augmentation"] = method.sampling.augmentation.record()  # only the transforms that are on
         settings.update(
             framework=method.framework,
             train=train,
-            sampling=asdict(method.sampling),
+            sampling=sampling,
             inference=asdict(method.inference),
         )
     return settings
