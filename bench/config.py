@@ -126,6 +126,19 @@ def _scheduler(cfg: Mapping[str, Any]) -> SchedulerSpec:
         raise ConfigError(f"profile.{exc.problem}", fix=exc.fix) from None
 
 
+def _fraction(value: Any, setting: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"{setting}={value!r} must be a number in [0, 1]", fix="0 switches it off")
+    return float(value)
+
+
+def _classes(value: Any, setting: str) -> tuple[int, ...]:
+    items = list(value) if isinstance(value, (list, tuple)) else None
+    if not items or any(isinstance(c, bool) or c not in (1, 2, 3) for c in items):
+        raise ConfigError(f"{setting}={value!r} must be a non-empty list of classes 1 (CSF), 2 (GM), 3 (WM)")
+    return tuple(int(c) for c in items)
+
+
 def _margin(value: Any) -> int | None:
     if value is None:
         return None
@@ -244,6 +257,8 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
                                     integer=True),
         val_batches=profile.get("val_batches"),
         region=_choice(sampling_cfg.get("region", "centre_in_brain"), PATCH_REGIONS, "sampling.region"),
+        class_fraction=_fraction(sampling_cfg.get("class_fraction", 0.0), "sampling.class_fraction"),
+        class_centres=_classes(sampling_cfg.get("class_centres", [1, 2, 3]), "sampling.class_centres"),
         augmentation=AugmentSpec.from_config(cfg.get("augmentation")),
     )
     steps = profile.get("steps_per_epoch")

@@ -96,14 +96,15 @@ def patch_subjects(
 def patch_sources(
     train: Sequence[PatchSubject], val: Sequence[PatchSubject], s: SamplingSpec, seed: int
 ) -> tuple[PatchSampler, PatchSource | None]:
-    """The training sampler (``s``'s mode, oversampling and augmentation, seeded by ``seed``) and the fixed
+    """The training sampler (``s``'s mode, oversampling, class centres and augmentation, seeded by ``seed``) and the fixed
     validation set (grid patches without overlap, the first ``s.val_batches`` batches, never augmented)."""
     source = PatchSampler(
         train, patch_size=s.patch_size, step=s.step, batch_size=s.batch_size, seed=seed,
         mode=s.mode,  # type: ignore[arg-type]
         patches_per_epoch=s.patches_per_epoch if s.mode != "grid" else None,
         oversample=s.oversample_class is not None, oversample_class=s.oversample_class or 1,
-        oversample_factor=s.oversample_factor, augment=s.augmentation,
+        oversample_factor=s.oversample_factor, augment=s.augmentation, class_fraction=s.class_fraction,
+        class_centres=s.class_centres,
     )
     if not val:
         return source, None

@@ -82,6 +82,9 @@ class SamplingSpec:
     region: str = "centre_in_brain"
     """Where training patches are taken: centres in the brain mask, or every patch that overlaps it (as
     inference predicts them; see ``bench.patching.sampler.patch_centre_region``)."""
+    class_fraction: float = 0.0
+    """Share of each epoch's patches centred on a voxel of ``class_centres`` (``bench.patching.centres``; 0: off)."""
+    class_centres: tuple[int, ...] = (1, 2, 3)
     augmentation: AugmentSpec = field(default_factory=AugmentSpec)
     """Data augmentation of training batches (``bench.patching.augment``); validation is never augmented."""
 
@@ -212,6 +215,8 @@ def effective_settings(spec: RunSpec) -> dict[str, Any]:
         train["scheduler"] = method.train.scheduler.record()  # only what applies to its kind
         sampling = asdict(method.sampling)
         sampling["augmentation"] = method.sampling.augmentation.record()  # only the transforms that are on
+        if not method.sampling.class_fraction:
+            sampling.pop("class_centres")
         settings.update(
             framework=method.framework,
             train=train,
