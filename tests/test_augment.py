@@ -133,10 +133,10 @@ def test_augmentation_presets_reach_the_sampling_spec_and_the_record() -> None:
 
 
 @pytest.mark.parametrize(("override", "needle"), [
-    ("+augmentation.flip_prob=[0.5,0.5]", "augmentation.flip_prob=(0.5, 0.5) must be three probabilities"),
-    ("+augmentation.scale_prob=1.5", "augmentation.scale_prob=1.5 must be a probability in [0, 1]"),
-    ("+augmentation.gamma_range=[0.0,1.5]", "augmentation.gamma_range=(0.0, 1.5) must be [low, high]"),
-    ("+augmentation.noise_std=[0.2,0.1]", "augmentation.noise_std=(0.2, 0.1) must be [low, high]"),
+    ("augmentation.flip_prob=[0.5,0.5]", "augmentation.flip_prob=(0.5, 0.5) must be three probabilities"),
+    ("augmentation.scale_prob=1.5", "augmentation.scale_prob=1.5 must be a probability in [0, 1]"),
+    ("augmentation.gamma_range=[0.0,1.5]", "augmentation.gamma_range=(0.0, 1.5) must be [low, high]"),
+    ("augmentation.noise_std=[0.2,0.1]", "augmentation.noise_std=(0.2, 0.1) must be [low, high]"),
     ("+augmentation.rotate_prob=0.5", "augmentation has unknown key 'rotate_prob'"),
 ])
 def test_bad_augmentation_settings_name_the_setting(override: str, needle: str) -> None:
