@@ -24,6 +24,7 @@ from bench.errors import ConfigError
 
 NORMS: tuple[str, ...] = ("none", "batch", "instance")
 SKIPS: tuple[str, ...] = ("add", "concat")
+BLOCKS: tuple[str, ...] = ("plain", "residual")
 
 
 # ------------------------------------------------------------------------------------- value checks
@@ -147,10 +148,18 @@ class NetConfig:
 class UNet3DConfig(NetConfig):
     """The paper's 3D U-Net (Section 4.2): ``depth`` levels of ``base_filters * 2**i`` feature maps.
 
-    Level block: ``convs_per_level`` x [Conv 3³, norm, ReLU]. Encoder levels after the first start with a
+    Level block (``block="plain"``, the paper's): ``convs_per_level`` x [Conv 3³, norm, ReLU].
+    ``block="residual"`` (post-activation, He et al. 2016): the same convolutions without the last ReLU,
+    ``y = ReLU(main(x) + shortcut(x))`` with ``shortcut`` the identity when the block keeps the channel count,
+    else a Conv 1³ projection (``c_in -> filters``, with bias). Encoder levels after the first start with a
     2³ max-pool; decoder levels with a 2³ stride-2 transposed conv, then merge the encoder features by sum
     (``skip="add"``, the paper's) or concatenation. Optional dropout after the bottleneck and after every
     decoder block. Head: Conv 1³ to ``num_classes`` logits.
+
+    Deep supervision (``deep_supervision=k``, nnU-Net's): auxiliary Conv 1³ heads on decoder levels ``1..k``
+    (level i is at ``1/2**i`` of the patch size; the full-resolution head is level 0). Training then
+    minimises ``sum_i w_i * loss(head_i, labels at 1/2**i)`` with ``w_i ∝ 2**-i`` normalised to sum 1
+    (``adapters.deep_supervision``); validation and prediction use the full-resolution head only.
 
     Args:
         in_channels: Image channels (1 for T1).
@@ -161,6 +170,8 @@ class UNet3DConfig(NetConfig):
         skip: ``add`` or ``concat``.
         norm: ``none``, ``batch`` or ``instance`` (after every 3³ conv).
         dropout: Dropout rate in [0, 1) (0 = none).
+        block: ``plain`` or ``residual``.
+        deep_supervision: Auxiliary heads (0 = none, at most ``depth - 2``).
     """
 
     architecture: ClassVar[str] = "unet3d"
@@ -172,16 +183,27 @@ class UNet3DConfig(NetConfig):
     skip: str = "add"
     norm: str = "none"
     dropout: float = 0.0
+    block: str = "plain"
+    deep_supervision: int = 0
 
     def validate(self) -> dict[str, Any]:
+        depth = check_int(self.setting("depth"), self.depth)
+        heads = check_int(self.setting("deep_supervision"), self.deep_supervision, minimum=0)
+        if heads > max(depth - 2, 0):
+            raise ConfigError(
+                f"{self.setting('deep_supervision')}={heads} needs more decoder levels than depth={depth} has",
+                fix=f"use deep_supervision <= {max(depth - 2, 0)} (depth - 2), or a deeper network",
+            )
         return {
             **self.common(),
             "base_filters": check_int(self.setting("base_filters"), self.base_filters),
-            "depth": check_int(self.setting("depth"), self.depth),
+            "depth": depth,
             "convs_per_level": check_int(self.setting("convs_per_level"), self.convs_per_level),
             "skip": check_choice(self.setting("skip"), self.skip, SKIPS),
             "norm": check_choice(self.setting("norm"), self.norm, NORMS),
             "dropout": check_rate(self.setting("dropout"), self.dropout),
+            "block": check_choice(self.setting("block"), self.block, BLOCKS),
+            "deep_supervision": heads,
         }
 
     @classmethod

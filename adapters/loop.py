@@ -5,7 +5,8 @@ train steps; then, with a validation source, the validation loss (mean over its 
 hard-argmax Dice per tissue class accumulated over all validation voxels. The monitored value is the
 validation loss, or the mean training loss without validation. It drives ReduceLROnPlateau (``Plateau``,
 torch's rules), early stopping (``EarlyStopper``) and the best weights, which are restored at the end.
-``EpochRecord.lr`` is the learning rate the epoch was trained with.
+The other schedules (cosine, poly, onecycle, warm-up; ``adapters.schedules``) set the lr before every epoch
+or every step. ``EpochRecord.lr`` is the learning rate of the epoch's first step.
 
 A framework supplies only its ``TrainSteps``: one train step, one eval step, the learning rate, and a
 snapshot/restore of the weights. The torch and TF adapters therefore cannot drift in these rules.
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from adapters.schedules import LrSchedule
 from bench.contract import (
     Convergence,
     EarlyStoppingSpec,
@@ -128,9 +130,10 @@ def dice_per_class(confusion: np.ndarray) -> dict[str, float]:
 
 
 def train_epoch(
-    steps: TrainSteps, batches: Iterable[PatchBatch], epoch: int, on_step: StepCallback | None = None
+    steps: TrainSteps, batches: Iterable[PatchBatch], epoch: int, on_step: StepCallback | None = None,
+    lr_of_step: Callable[[int], float] | None = None,
 ) -> tuple[float, int]:
-    """One pass of train steps; (mean loss, patches seen).
+    """One pass of train steps; (mean loss, patches seen). ``lr_of_step(index)``, if given, is set before each step.
 
     Raises:
         BenchError: A batch with non-finite intensities (some CPU kernels turn NaN into 0, so it would
@@ -143,6 +146,8 @@ def train_epoch(
                 f"training batch at epoch {epoch}, step {index} holds non-finite intensities",
                 fix="check the input volumes and the preprocessing",
             )
+        if lr_of_step is not None:
+            steps.set_lr(lr_of_step(index))
         value = float(steps.train_step(batch))
         if not math.isfinite(value):
             raise BenchError(
@@ -183,13 +188,18 @@ def fit(
     per_epoch = len(train) if spec.steps_per_epoch is None else min(spec.steps_per_epoch, len(train))
     history = TrainHistory()
     plateau, stopper = Plateau(spec.scheduler), EarlyStopper(spec.early_stopping)
+    schedule = LrSchedule(spec.scheduler, steps.get_lr(), spec.epochs, per_epoch)
     best_value, best_state, seen = math.inf, None, 0
     with progress_bar(spec.progress, per_epoch * train.batch_size) as progress:
         for epoch in range(spec.epochs):
+            scheduled = schedule.sets_lr(epoch)
+            if scheduled:
+                steps.set_lr(schedule.lr(epoch))
             lr = steps.get_lr()
             epoch_start = time.perf_counter()
             batches = islice(train.batches(epoch), per_epoch)
-            train_loss, patches = train_epoch(steps, batches, epoch, progress(epoch))
+            lr_of_step = (lambda i, e=epoch: schedule.lr(e, i)) if scheduled and schedule.per_step else None
+            train_loss, patches = train_epoch(steps, batches, epoch, progress(epoch), lr_of_step)
             train_seconds = time.perf_counter() - epoch_start
             seen += patches
             val_loss, val_dice = evaluate(steps, val.batches(epoch), epoch) if val is not None else (None, None)
@@ -203,9 +213,10 @@ def fit(
             log.log_epoch(record)
             if monitored < best_value:
                 best_value, best_state, history.best_epoch = monitored, steps.snapshot(), epoch
-            new_lr = plateau.step(monitored, lr)
-            if new_lr != lr:
-                steps.set_lr(new_lr)
+            if epoch >= spec.scheduler.warmup_epochs:  # plateau only (others are never enabled)
+                new_lr = plateau.step(monitored, steps.get_lr())
+                if new_lr != steps.get_lr():
+                    steps.set_lr(new_lr)
             if stopper.step(monitored):
                 history.stopped_early = epoch < spec.epochs - 1
                 history.convergence = "stopped_early" if history.stopped_early else "plateaued"

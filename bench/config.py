@@ -10,15 +10,25 @@ architecture registry (``adapters.registry``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
 from adapters import registry
 from adapters.configs import NetConfig
-from bench.contract import EarlyStoppingSpec, LossSpec, OptimizerSpec, SchedulerSpec, TrainSpec
+from bench.contract import (
+    INTERVALS,
+    SCHEDULER_KINDS,
+    EarlyStoppingSpec,
+    LossSpec,
+    OptimizerSpec,
+    SchedulerSpec,
+    TrainSpec,
+)
 from bench.data.folds import FoldSplit
 from bench.data.splits import SPLITS, SplitSpec
 from bench.errors import ConfigError
 from bench.hardware import check_precision_name, resolve_for_run, worker_cpus
+from bench.patching.augment import AugmentSpec
 from bench.spec import (
     ATLAS,
     DEVICE,
@@ -83,6 +93,50 @@ def _loss(cfg: Mapping[str, Any]) -> LossSpec:
         dice_weight=float(cfg.get("dice_weight", 1.0)),
         ce_weight=float(cfg.get("ce_weight", 1.0)),
     )
+
+
+SCHEDULER_NUMBERS = ("factor", "min_lr", "threshold", "power", "pct_start", "div_factor", "final_div_factor")
+
+
+def _scheduler(cfg: Mapping[str, Any]) -> SchedulerSpec:
+    """``profile.scheduler``: kind (default plateau) and its numbers; ConfigError naming an unknown key."""
+    known = {f.name for f in fields(SchedulerSpec)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(f"profile.scheduler has unknown key {', '.join(map(repr, unknown))}",
+                          fix=f"use some of {', '.join(sorted(known))}")
+    values: dict[str, Any] = {"kind": _choice(cfg.get("kind", "plateau"), SCHEDULER_KINDS, "profile.scheduler.kind"),
+                              "interval": _choice(cfg.get("interval", "epoch"), INTERVALS,
+                                                  "profile.scheduler.interval")}
+    for name in SCHEDULER_NUMBERS:
+        if name in cfg:
+            value = cfg[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"profile.scheduler.{name}={value!r} must be a number")
+            values[name] = float(value)
+    for name in ("patience", "warmup_epochs"):
+        if name in cfg:
+            value = cfg[name]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"profile.scheduler.{name}={value!r} must be an integer")
+            values[name] = value
+    try:
+        return SchedulerSpec(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"profile.{exc.problem}", fix=exc.fix) from None
+
+
+def _fraction(value: Any, setting: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"{setting}={value!r} must be a number in [0, 1]", fix="0 switches it off")
+    return float(value)
+
+
+def _classes(value: Any, setting: str) -> tuple[int, ...]:
+    items = list(value) if isinstance(value, (list, tuple)) else None
+    if not items or any(isinstance(c, bool) or c not in (1, 2, 3) for c in items):
+        raise ConfigError(f"{setting}={value!r} must be a non-empty list of classes 1 (CSF), 2 (GM), 3 (WM)")
+    return tuple(int(c) for c in items)
 
 
 def _margin(value: Any) -> int | None:
@@ -209,17 +263,18 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
                                     integer=True),
         val_batches=profile.get("val_batches"),
         region=_choice(sampling_cfg.get("region", "centre_in_brain"), PATCH_REGIONS, "sampling.region"),
+        class_fraction=_fraction(sampling_cfg.get("class_fraction", 0.0), "sampling.class_fraction"),
+        class_centres=_classes(sampling_cfg.get("class_centres", [1, 2, 3]), "sampling.class_centres"),
+        augmentation=AugmentSpec.from_config(cfg.get("augmentation")),
     )
     steps = profile.get("steps_per_epoch")
     if steps is not None:
         _positive(steps, "profile.steps_per_epoch", integer=True)
-    sched = profile.get("scheduler") or {}
     train = TrainSpec(
         epochs=_epochs(profile, architecture, cfg.get("row")),
         steps_per_epoch=steps,
         optimizer=_optimizer(cfg["optimizer"]),
-        scheduler=SchedulerSpec(factor=float(sched.get("factor", 0.5)), patience=int(sched.get("patience", 5)),
-                                min_lr=float(sched.get("min_lr", 1e-6))),
+        scheduler=_scheduler(profile.get("scheduler") or {}),
         loss=_loss(cfg["loss"]),
         early_stopping=EarlyStoppingSpec(patience=int(profile.get("early_stopping_patience", 0))),
         seed=seed,

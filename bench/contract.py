@@ -89,25 +89,80 @@ class OptimizerSpec:
             raise ConfigError(f"optimizer.momentum={self.momentum} must be in [0, 1]")
 
 
+SchedulerKind = Literal["plateau", "cosine", "onecycle", "poly"]
+SCHEDULER_KINDS: tuple[str, ...] = ("plateau", "cosine", "onecycle", "poly")
+INTERVALS: tuple[str, ...] = ("epoch", "step")
+
+
 @dataclass(frozen=True)
 class SchedulerSpec:
-    """ReduceLROnPlateau on the validation loss (training loss when there is no validation source).
+    """The learning-rate schedule (formulas in ``adapters.schedules``, written once for both frameworks).
 
-    ``factor=1.0`` or ``patience<=0`` disables it.
+    ``kind``:
+        ``plateau`` (default): ReduceLROnPlateau on the validation loss (training loss without validation):
+        ``factor``, ``patience``, ``min_lr``, ``threshold``; ``factor=1.0`` or ``patience<=0`` disables it.
+        ``cosine``: cosine annealing from the optimizer's lr to ``min_lr`` over the run.
+        ``poly``: ``lr * (1 - t / T) ** power`` (nnU-Net's, power 0.9).
+        ``onecycle``: torch's OneCycleLR (cosine, two phases, no momentum cycling): from ``lr / div_factor``
+        up to ``lr`` over the first ``pct_start`` of the run, then down to ``lr / div_factor / final_div_factor``.
+    ``warmup_epochs``: a linear rise ``lr * (t + 1) / (W + 1)`` over the first epochs (not with onecycle, whose
+    rise is ``pct_start``); the schedule then runs over the remaining epochs. ``interval``: the lr changes
+    every ``epoch`` or every ``step`` (t and T counted in that unit; plateau itself always acts per epoch).
     """
 
+    kind: SchedulerKind = "plateau"
     factor: float = 0.5
     patience: int = 5
     min_lr: float = 1e-6
     threshold: float = 1e-4
+    warmup_epochs: int = 0
+    interval: Literal["epoch", "step"] = "epoch"
+    power: float = 0.9
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
 
     @property
     def enabled(self) -> bool:
-        return self.factor < 1.0 and self.patience > 0
+        """Whether the plateau rule can lower the lr (only for ``kind=plateau``)."""
+        return self.kind == "plateau" and self.factor < 1.0 and self.patience > 0
 
     def __post_init__(self) -> None:
+        if self.kind not in SCHEDULER_KINDS:
+            raise ConfigError(f"scheduler.kind={self.kind!r} is unknown", fix=f"use one of {', '.join(SCHEDULER_KINDS)}")
+        if self.interval not in INTERVALS:
+            raise ConfigError(f"scheduler.interval={self.interval!r} is unknown", fix="use epoch or step")
         if not 0 < self.factor <= 1:
             raise ConfigError(f"scheduler.factor={self.factor} must be in (0, 1]")
+        if self.min_lr < 0:
+            raise ConfigError(f"scheduler.min_lr={self.min_lr} must be >= 0")
+        if isinstance(self.warmup_epochs, bool) or not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
+            raise ConfigError(f"scheduler.warmup_epochs={self.warmup_epochs!r} must be an integer >= 0")
+        if self.kind == "onecycle" and self.warmup_epochs:
+            raise ConfigError(f"scheduler.warmup_epochs={self.warmup_epochs} does not apply to kind=onecycle",
+                              fix="set warmup_epochs=0: onecycle rises over its first pct_start of the run")
+        if not self.power > 0:
+            raise ConfigError(f"scheduler.power={self.power} must be > 0")
+        if not 0 < self.pct_start < 1:
+            raise ConfigError(f"scheduler.pct_start={self.pct_start} must be in (0, 1)")
+        if not (self.div_factor >= 1 and self.final_div_factor >= 1):
+            raise ConfigError(f"scheduler.div_factor={self.div_factor} and final_div_factor={self.final_div_factor} "
+                              "must be >= 1")
+
+    def record(self) -> dict[str, Any]:
+        """The settings that apply to this ``kind`` (a run's params and hash hold only these)."""
+        names = {
+            "plateau": ("factor", "patience", "min_lr", "threshold"),
+            "cosine": ("min_lr",),
+            "poly": ("power",),
+            "onecycle": ("pct_start", "div_factor", "final_div_factor"),
+        }[self.kind]
+        out: dict[str, Any] = {"kind": self.kind, **{name: getattr(self, name) for name in names}}
+        if self.kind != "onecycle":
+            out["warmup_epochs"] = self.warmup_epochs
+        if self.kind != "plateau" or self.warmup_epochs:
+            out["interval"] = self.interval
+        return out
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from bench.preprocess.pipeline import Pipeline, PreparedCase
 from bench.types import FloatArray
 
 if TYPE_CHECKING:
-    from bench.spec import InferenceSpec, NetworkSpec
+    from bench.spec import InferenceSpec, NetworkSpec, SamplingSpec
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,26 @@ def patch_subjects(
     return out
 
 
+def patch_sources(
+    train: Sequence[PatchSubject], val: Sequence[PatchSubject], s: SamplingSpec, seed: int
+) -> tuple[PatchSampler, PatchSource | None]:
+    """The training sampler (``s``'s mode, oversampling, class centres and augmentation, seeded by ``seed``) and the fixed
+    validation set (grid patches without overlap, the first ``s.val_batches`` batches, never augmented)."""
+    source = PatchSampler(
+        train, patch_size=s.patch_size, step=s.step, batch_size=s.batch_size, seed=seed,
+        mode=s.mode,  # type: ignore[arg-type]
+        patches_per_epoch=s.patches_per_epoch if s.mode != "grid" else None,
+        oversample=s.oversample_class is not None, oversample_class=s.oversample_class or 1,
+        oversample_factor=s.oversample_factor, augment=s.augmentation, class_fraction=s.class_fraction,
+        class_centres=s.class_centres,
+    )
+    if not val:
+        return source, None
+    grid = PatchSampler(val, patch_size=s.patch_size, step=s.patch_size, batch_size=s.batch_size, seed=seed + 1,
+                        mode="grid", shuffle=True)
+    return source, FixedEpoch(grid, s.val_batches)
+
+
 class PatchNetwork:
     """A patch-based network (any registered architecture, torch or TF) behind the ``Method`` surface.
 
@@ -119,23 +139,11 @@ class PatchNetwork:
         self._check_patch_fits(list(data.prepared.values()))
         adapters.configure_threads(self.spec.framework, self.spec.train.num_threads)  # before TF starts
         self.network = adapters.build(self.spec.architecture, self.spec.framework, **self.spec.config.to_params())
-        train = PatchSampler(
+        train, val = patch_sources(
             patch_subjects([data.prepared[c.id] for c in data.train], s.patch_size, s.region),  # type: ignore[arg-type]
-            patch_size=s.patch_size, step=s.step, batch_size=s.batch_size, seed=self.spec.train.seed,
-            mode=s.mode,  # type: ignore[arg-type]
-            patches_per_epoch=s.patches_per_epoch if s.mode != "grid" else None,
-            oversample=s.oversample_class is not None, oversample_class=s.oversample_class or 1,
-            oversample_factor=s.oversample_factor,
+            patch_subjects([data.prepared[c.id] for c in data.val], s.patch_size, s.region),  # type: ignore[arg-type]
+            s, self.spec.train.seed,
         )
-        val: PatchSource | None = None
-        if data.val:
-            grid = PatchSampler(
-                patch_subjects([data.prepared[c.id] for c in data.val], s.patch_size, s.region),  # type: ignore[arg-type]
-                patch_size=s.patch_size,
-                step=s.patch_size, batch_size=s.batch_size, seed=self.spec.train.seed + 1, mode="grid",
-                shuffle=True,
-            )
-            val = FixedEpoch(grid, s.val_batches)
         return self.network.fit(train, val, self.spec.train, log)
 
     def _check_patch_fits(self, prepared: Sequence[PreparedCase]) -> None:

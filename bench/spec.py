@@ -20,6 +20,7 @@ from adapters.configs import NetConfig
 from bench.contract import TrainSpec
 from bench.data.folds import FoldSplit
 from bench.data.splits import SPLITS, SplitSpec
+from bench.patching.augment import AugmentSpec
 
 if TYPE_CHECKING:
     from bench.segmenters import Method
@@ -30,9 +31,10 @@ SAMPLING_MODES = ("grid", "random_subset", "random")
 PATCH_REGIONS = ("centre_in_brain", "overlaps_brain")
 DEVICE: Literal["auto"] = "auto"
 """``train.device`` of every run (CUDA when the framework sees one, else CPU); not a config value yet."""
-RECORD_VERSION = 3
+RECORD_VERSION = 4
 """Version of what ``effective_settings`` records (1: the raw config, before profile overrides; 2: before
-``train.precision``, when every network trained in float32)."""
+``train.precision``, when every network trained in float32; 3: before the training options of the recipe:
+scheduler kinds, augmentation, residual blocks, deep supervision, class-centred patches)."""
 
 
 def architectures() -> tuple[str, ...]:
@@ -80,6 +82,11 @@ class SamplingSpec:
     region: str = "centre_in_brain"
     """Where training patches are taken: centres in the brain mask, or every patch that overlaps it (as
     inference predicts them; see ``bench.patching.sampler.patch_centre_region``)."""
+    class_fraction: float = 0.0
+    """Share of each epoch's patches centred on a voxel of ``class_centres`` (``bench.patching.centres``; 0: off)."""
+    class_centres: tuple[int, ...] = (1, 2, 3)
+    augmentation: AugmentSpec = field(default_factory=AugmentSpec)
+    """Data augmentation of training batches (``bench.patching.augment``); validation is never augmented."""
 
 
 @dataclass(frozen=True)
@@ -204,10 +211,16 @@ def effective_settings(spec: RunSpec) -> dict[str, Any]:
     }
     method = spec.segmenter
     if isinstance(method, NetworkSpec):
+        train = {k: v for k, v in asdict(method.train).items() if k != "progress"}  # progress: display only
+        train["scheduler"] = method.train.scheduler.record()  # only what applies to its kind
+        sampling = asdict(method.sampling)
+        sampling["augmentation"] = method.sampling.augmentation.record()  # only the transforms that are on
+        if not method.sampling.class_fraction:
+            sampling.pop("class_centres")
         settings.update(
             framework=method.framework,
-            train={k: v for k, v in asdict(method.train).items() if k != "progress"},  # progress: display only
-            sampling=asdict(method.sampling),
+            train=train,
+            sampling=sampling,
             inference=asdict(method.inference),
         )
     return settings

@@ -93,16 +93,19 @@ def norm_params(norm: str, c: int) -> int:
 
 
 def unet3d_count(in_ch: int = 1, k: int = 4, base: int = 32, depth: int = 4, convs: int = 1, skip: str = "add",
-                 norm: str = "none") -> int:
+                 norm: str = "none", block: str = "plain", deep_supervision: int = 0) -> int:
     f = [base * 2**i for i in range(depth)]
 
-    def block(c_in: int, c: int) -> int:
-        return conv(3, c_in, c) + norm_params(norm, c) + (convs - 1) * (conv(3, c, c) + norm_params(norm, c))
+    def level(c_in: int, c: int) -> int:
+        plain = conv(3, c_in, c) + norm_params(norm, c) + (convs - 1) * (conv(3, c, c) + norm_params(norm, c))
+        projection = conv(1, c_in, c) if block == "residual" and c_in != c else 0  # 1x1x1 shortcut
+        return plain + projection
 
-    encoder = block(in_ch, f[0]) + sum(block(f[i - 1], f[i]) for i in range(1, depth))
+    encoder = level(in_ch, f[0]) + sum(level(f[i - 1], f[i]) for i in range(1, depth))
     merged = 2 if skip == "concat" else 1
-    decoder = sum(conv(2, f[i + 1], f[i]) + block(merged * f[i], f[i]) for i in range(depth - 1))
-    return encoder + decoder + conv(1, f[0], k)
+    decoder = sum(conv(2, f[i + 1], f[i]) + level(merged * f[i], f[i]) for i in range(depth - 1))
+    heads = conv(1, f[0], k) + sum(conv(1, f[i], k) for i in range(1, deep_supervision + 1))
+    return encoder + decoder + heads
 
 
 def vnet_count(in_ch: int = 1, k: int = 4, widths: tuple[int, ...] = (16, 32, 64, 128, 256),

@@ -48,6 +48,10 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("unet3d", {"base_filters": 8, "depth": 3, "convs_per_level": 2, "skip": "concat", "norm": "batch"}),
     ("unet3d", {"in_channels": 2, "num_classes": 3, "base_filters": 4, "norm": "instance", "dropout": 0.3}),
     ("unet3d", {"base_filters": 4, "depth": 5, "skip": "concat", "dropout": 0.5}),
+    ("unet3d", {"base_filters": 8, "block": "residual"}),
+    ("unet3d", {"base_filters": 4, "depth": 3, "convs_per_level": 2, "skip": "concat", "norm": "instance",
+                "block": "residual", "deep_supervision": 1}),
+    ("unet3d", {"in_channels": 2, "base_filters": 4, "depth": 5, "deep_supervision": 3}),
     ("vnet", {"widths": (8, 16, 32), "convs": (2, 1, 3), "kernel_size": 3}),
     ("vnet", {"in_channels": 3, "num_classes": 2, "kernel_size": 4}),
     ("neuronet", {"filters": (8, 16, 32), "strides": (1, 2, 1), "units_per_scale": 3, "norm": "none"}),
@@ -72,7 +76,9 @@ def torch_layers_in_call_order(net: Any, batch: np.ndarray) -> list[Any]:
     hooks = [m.register_forward_hook(lambda module, inputs, output: order.append(module)) for m in leaves]
     try:
         with torch.no_grad():
-            net.eval()(torch.from_numpy(batch))
+            net.eval()
+            forward = net.forward_heads if getattr(net, "deep_supervision", 0) else net  # every head is called
+            forward(torch.from_numpy(batch))
     finally:
         for hook in hooks:
             hook.remove()
@@ -170,6 +176,9 @@ def test_output_shapes_are_equal(architecture: str) -> None:
         ("unet3d", {"in_channels": 2, "base_filters": 4, "depth": 3, "convs_per_level": 2, "skip": "concat",
                     "norm": "instance", "dropout": 0.3}, (16, 8, 24)),
         ("unet3d", {"base_filters": 4, "depth": 2, "norm": "batch"}, (8, 16, 12)),
+        ("unet3d", {"base_filters": 4, "depth": 3, "norm": "instance", "block": "residual"}, (16, 8, 12)),
+        ("unet3d", {"in_channels": 2, "base_filters": 4, "depth": 4, "convs_per_level": 2, "skip": "concat",
+                    "block": "residual", "deep_supervision": 2}, (16, 8, 24)),
         ("vnet", {"widths": (4, 8, 16), "convs": (1, 2, 2), "kernel_size": 5}, (16, 12, 8)),
         ("vnet", {"widths": (4, 8), "convs": (2, 1), "kernel_size": 4}, (8, 10, 12)),  # even kernel: "same"
         ("neuronet", {"filters": (4, 8, 16), "strides": (1, 2, 2)}, (16, 8, 12)),  # batch norm
@@ -206,6 +215,8 @@ def test_losses_agree(spec: LossSpec) -> None:
          "unet3d", {"base_filters": 2, "depth": 2, "skip": "concat", "norm": "instance"}),
         (OptimizerSpec(name="adadelta", lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.001),
          "vnet", {"widths": (2, 4), "convs": (1, 2), "kernel_size": 3}),
+        (OptimizerSpec(name="sgd", lr=0.1, momentum=0.0),  # deep supervision: the same weighted loss of 2 heads
+         "unet3d", {"base_filters": 2, "depth": 3, "block": "residual", "norm": "instance", "deep_supervision": 1}),
         # Keras adds Adam's epsilon before the bias correction, torch after (adapters/tf/steps.py): with
         # eps=1e-8 that alone moves weights with gradients below ~1e-6 differently, so a tiny eps here
         (OptimizerSpec(name="adam", lr=1e-3, betas=(0.8, 0.99), eps=1e-12, weight_decay=0.01),
@@ -313,3 +324,40 @@ def test_both_frameworks_consume_the_same_batches() -> None:
     assert [epoch for epoch, _ in train_seen] == [0, 0, 1, 1, 2, 2]  # steps_per_epoch=2 of 3 batches
     assert [epoch for epoch, _ in val_seen] == [0, 0, 1, 1, 2, 2]
     assert epochs["torch"] == epochs["tf"] == [0, 1, 2]
+
+
+class OptimizerLr:
+    """Wraps a framework's ``TrainSteps``; records the lr its optimizer holds when each train step runs."""
+
+    def __init__(self, steps: Any, read: Any) -> None:
+        self.steps, self.read, self.seen = steps, read, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.steps, name)
+
+    def train_step(self, batch: PatchBatch) -> float:
+        self.seen.append(self.read())
+        return float(self.steps.train_step(batch))
+
+
+def test_both_frameworks_train_with_the_same_scheduled_lr_sequence() -> None:
+    """Cosine with warm-up, per step: the optimizers of both frameworks hold the same lr at every step."""
+    from adapters.loop import fit
+
+    scheduler = SchedulerSpec(kind="cosine", warmup_epochs=1, interval="step", min_lr=1e-4)
+    spec = TrainSpec(epochs=3, steps_per_epoch=2, optimizer=OptimizerSpec(name="sgd", lr=0.05), scheduler=scheduler,
+                     early_stopping=EarlyStoppingSpec(patience=0), progress=False)
+    image = np.random.default_rng(0).normal(size=(2, 1, 8, 8, 8)).astype(np.float32)
+    torch_seg, tf_seg = pair("unet3d", {"base_filters": 2, "depth": 2}, image)
+    torch_steps = TorchSteps(torch_seg.net, spec, torch.device("cpu"))
+    tf_steps = TfSteps(tf_seg.model, spec)
+    recorded = {}
+    for name, steps, read in (
+        ("torch", torch_steps, lambda: torch_steps.optimizer.param_groups[0]["lr"]),
+        ("tf", tf_steps, lambda: float(tf_steps.optimizer.learning_rate.numpy())),
+    ):
+        wrapped = OptimizerLr(steps, read)
+        fit(wrapped, RecordingSource(steps=2, seed=1), None, spec, NullLogger())
+        recorded[name] = wrapped.seen
+    assert len(recorded["torch"]) == 6 and len(set(recorded["torch"])) == 6
+    assert recorded["tf"] == pytest.approx(recorded["torch"], rel=1e-6)  # TF holds the lr as float32

@@ -12,7 +12,8 @@ from bench.errors import ConfigError
 from bench.run import CONF_DIR, to_container
 
 CONF = Path(CONF_DIR)
-GROUPS = ["data", "preprocess", "model", "framework", "optimizer", "loss", "sampling", "profile"]
+GROUPS = ["data", "preprocess", "model", "framework", "optimizer", "loss", "sampling", "augmentation",
+          "profile"]
 ROWS = sorted(p.stem for p in (CONF / "experiment" / "table1").glob("row*.yaml"))
 PAPER_ROWS = {  # row: (architecture, preprocess, optimizer, loss, framework, sampling mode)
     "row1": ("atlas", "raw", None, None, None, None),

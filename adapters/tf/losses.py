@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from adapters.deep_supervision import head_weights, label_grid
 from bench.contract import LossSpec
 
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
@@ -48,3 +49,14 @@ def make_loss(spec: LossSpec) -> LossFn:
     return lambda logits, labels: (
         dice_weight * dice_loss(logits, labels, smooth) + ce_weight * ce_loss(logits, labels)
     )
+
+
+def deep_supervised(loss_fn: LossFn, heads: list[tf.Tensor], labels: tf.Tensor) -> tf.Tensor:
+    """``sum_i w_i * loss_fn(heads[i], labels on head i's grid)`` (``adapters.deep_supervision``); one head: the loss."""
+    if len(heads) == 1:
+        return loss_fn(heads[0], labels)
+    terms = []
+    for i, (weight, logits) in enumerate(zip(head_weights(len(heads) - 1), heads, strict=True)):
+        offset, stride = label_grid(i)
+        terms.append(weight * loss_fn(logits, labels[:, offset::stride, offset::stride, offset::stride]))
+    return tf.add_n(terms)

@@ -20,7 +20,14 @@ import tensorflow as tf
 
 from adapters.segmenter import NetSegmenter
 from adapters.tf import to_channels_first, to_channels_last
-from adapters.tf.steps import TfSteps, configure_runtime, native_precisions, policy_scope, select_device
+from adapters.tf.steps import (
+    TfSteps,
+    configure_runtime,
+    heads,
+    native_precisions,
+    policy_scope,
+    select_device,
+)
 from bench import hardware
 from bench.contract import TrainSpec
 from bench.errors import DataError
@@ -84,7 +91,8 @@ class TfSegmenter(NetSegmenter):
 
             @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
             def predict(image: tf.Tensor) -> tf.Tensor:
-                return tf.nn.softmax(tf.cast(model(image, training=False), tf.float32), axis=-1)
+                logits = heads(model(image, training=False))[0]  # the full-resolution head
+                return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
 
             self._predict_fn = predict
         image = tf.convert_to_tensor(to_channels_last(batch))

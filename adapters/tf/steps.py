@@ -43,13 +43,14 @@ import contextlib
 import random
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from adapters.tf import to_channels_last
-from adapters.tf.losses import LossFn, make_loss
+from adapters.tf.losses import LossFn, deep_supervised, make_loss
 from bench import hardware
 from bench.contract import OptimizerSpec, PatchBatch, TrainSpec
 
@@ -143,6 +144,17 @@ def _signature(in_channels: int) -> list[tf.TensorSpec]:
     ]
 
 
+def heads(outputs: Any) -> list[tf.Tensor]:
+    """A model's outputs as a list of logits, full resolution first (several only with deep supervision)."""
+    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+
+
+def output_classes(model: keras.Model) -> int:
+    """The class count of the full-resolution output (the first of several with deep supervision)."""
+    shape = model.output_shape
+    return int((shape[0] if isinstance(shape, list) else shape)[-1])
+
+
 def make_train_step(
     model: keras.Model, optimizer: keras.optimizers.Optimizer, loss_fn: LossFn, weight_decay: float
 ) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
@@ -160,7 +172,8 @@ def make_train_step(
     @tf.function(input_signature=_signature(int(model.input_shape[-1])))
     def train_step(image: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            loss = loss_fn(tf.cast(model(image, training=True), tf.float32), label)
+            loss = deep_supervised(loss_fn, [tf.cast(h, tf.float32) for h in heads(model(image, training=True))],
+                                   label)
             target = optimizer.scale_loss(loss) if scaled else loss
         grads = tape.gradient(target, variables)
         if weight_decay > 0:
@@ -175,11 +188,11 @@ def make_train_step(
 
 def make_eval_step(model: keras.Model, loss_fn: LossFn) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     """One compiled evaluation: the loss and the ``[true, predicted]`` hard-argmax confusion matrix."""
-    num_classes = int(model.output_shape[-1])
+    num_classes = output_classes(model)
 
     @tf.function(input_signature=_signature(int(model.input_shape[-1])))
     def eval_step(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        logits = tf.cast(model(image, training=False), tf.float32)
+        logits = tf.cast(heads(model(image, training=False))[0], tf.float32)
         pairs = tf.reshape(label * num_classes + tf.argmax(logits, axis=-1), [-1])
         counts = tf.math.bincount(pairs, minlength=num_classes * num_classes, dtype=tf.int64)
         return loss_fn(logits, label), tf.reshape(counts, [num_classes, num_classes])

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from adapters.deep_supervision import head_weights, label_grid
 from bench.contract import LossSpec
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -46,3 +47,14 @@ def make_loss(spec: LossSpec) -> LossFn:
     return lambda logits, labels: (
         spec.dice_weight * dice_loss(logits, labels, spec.smooth) + spec.ce_weight * ce_loss(logits, labels)
     )
+
+
+def deep_supervised(loss_fn: LossFn, heads: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """``sum_i w_i * loss_fn(heads[i], labels on head i's grid)`` (``adapters.deep_supervision``); one head: the loss."""
+    if len(heads) == 1:
+        return loss_fn(heads[0], labels)
+    total = torch.zeros((), dtype=heads[0].dtype, device=heads[0].device)
+    for i, (weight, logits) in enumerate(zip(head_weights(len(heads) - 1), heads, strict=True)):
+        offset, stride = label_grid(i)
+        total = total + weight * loss_fn(logits, labels[:, offset::stride, offset::stride, offset::stride])
+    return total

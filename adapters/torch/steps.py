@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adapters.torch.losses import LossFn, make_loss
+from adapters.torch.losses import LossFn, deep_supervised, make_loss
 from bench import hardware
 from bench.contract import OptimizerSpec, PatchBatch, TrainSpec
 
@@ -144,11 +144,19 @@ class TorchSteps:
             logits = self.net(image)
         return logits.float()
 
+    def head_logits(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Every head's float32 logits (full resolution first): one unless the network has deep supervision."""
+        if not getattr(self.net, "deep_supervision", 0):
+            return [self.logits(image)]
+        with autocast(self.device, self.precision):
+            heads = self.net.forward_heads(image)  # type: ignore[operator]
+        return [logits.float() for logits in heads]
+
     def train_step(self, batch: PatchBatch) -> float:
         self.net.train()
         image, label = to_tensors(batch, self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.logits(image), label)
+        loss = deep_supervised(self.loss_fn, self.head_logits(image), label)
         value = float(loss.item())
         if not np.isfinite(value):  # the loop stops on a non-finite loss: do not apply its update
             return value

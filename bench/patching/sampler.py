@@ -16,6 +16,8 @@ import numpy.typing as npt
 
 from bench.contract import PatchBatch
 from bench.errors import ConfigError, DataError
+from bench.patching.augment import AUGMENT_STREAM, AugmentSpec, augment_batch
+from bench.patching.centres import CLASS_STREAM, ClassCentres
 from bench.patching.windows import IntArray, as_shape3, axis_starts, channel_minimum, patch_window
 from bench.types import Shape3
 
@@ -87,7 +89,9 @@ class PatchSampler:
     so each centre's probability is proportional to ``factor`` (with the class) or 1 (without).
 
     Every epoch's list is drawn from ``numpy.random.default_rng([seed, epoch])``: the same batches for
-    the same (seed, epoch), whoever consumes them. ``shuffle`` only affects ``grid`` mode.
+    the same (seed, epoch), whoever consumes them. ``shuffle`` only affects ``grid`` mode. ``augment``
+    (``bench.patching.augment``) transforms each batch with draws from ``default_rng([seed, epoch, 1])``:
+    the same locations as without it, and the same augmented batches for the same (seed, epoch).
 
     Args:
         subjects: The training subjects (held by reference).
@@ -101,6 +105,11 @@ class PatchSampler:
         drop_last: Drop the last partial batch instead of yielding it.
         oversample, oversample_class, oversample_factor, oversample_min_voxels: Class oversampling.
         allow_padding: Allow volumes smaller than the patch (padded at extraction); ConfigError if not.
+        augment: Data augmentation of every batch (``None`` or a spec with every probability 0: none).
+        class_fraction, class_centres: Class-aware sampling (nnU-Net's foreground oversampling): in every
+            epoch ``round(class_fraction * epoch_size)`` patches, at positions drawn from
+            ``default_rng([seed, epoch, 2])``, are replaced by patches centred on a voxel of one of
+            ``class_centres`` (``bench.patching.centres``); the other patches stay where they were.
     """
 
     def __init__(
@@ -120,6 +129,9 @@ class PatchSampler:
         oversample_factor: int = 3,
         oversample_min_voxels: int = 1,
         allow_padding: bool = True,
+        augment: AugmentSpec | None = None,
+        class_fraction: float = 0.0,
+        class_centres: Sequence[int] = (1, 2, 3),
     ) -> None:
         self.patch_size: Shape3 = as_shape3(patch_size, "patch_size")
         self.step: Shape3 = (as_shape3(step, "step") if step is not None
@@ -135,11 +147,13 @@ class PatchSampler:
         self.oversample_class = oversample_class
         self.oversample_factor = oversample_factor if oversample else 1
         self.oversample_min_voxels = oversample_min_voxels
+        self.augment = augment if augment is not None and augment.enabled else None
         self.subjects: tuple[PatchSubject, ...] = tuple(subjects)
         self._check_subjects(allow_padding)
         self._images = [s.channels for s in self.subjects]
         self._pad_values = [channel_minimum(img) if any(n < p for n, p in zip(s.shape, self.patch_size, strict=True))
                             else None for s, img in zip(self.subjects, self._images, strict=True)]
+        self.centres = ClassCentres.build([s.label for s in self.subjects], class_centres, class_fraction)
         self.index, self.oversampled = self._grid_candidates() if mode != "random" else _empty_index()
         self._mask_cumsum = self._mask_counts() if mode == "random" else []
         self._check_epoch_size()
@@ -233,19 +247,26 @@ class PatchSampler:
         rng = np.random.default_rng([self.seed, epoch])
         if self.mode == "random":
             assert self.patches_per_epoch is not None
-            return self._random_locations(rng, self.patches_per_epoch)
-        rows = self._grid_rows()
-        if self.mode == "random_subset":
-            rows = rng.permutation(rows)[: self.patches_per_epoch]
-        elif self.shuffle:
-            rows = rng.permutation(rows)
-        return self.index[rows]
+            locations = self._random_locations(rng, self.patches_per_epoch)
+        else:
+            rows = self._grid_rows()
+            if self.mode == "random_subset":
+                rows = rng.permutation(rows)[: self.patches_per_epoch]
+            elif self.shuffle:
+                rows = rng.permutation(rows)
+            locations = self.index[rows]
+        if self.centres is None:
+            return locations
+        return self.centres.replace(locations, np.random.default_rng([self.seed, epoch, CLASS_STREAM]),
+                                    lambda s, centre: self._start_for_centre(s, centre))
 
     def batches(self, epoch: int) -> Iterator[PatchBatch]:
         """Yield the epoch's batches (the last partial one unless ``drop_last``)."""
         locations = self.epoch_locations(epoch)
+        rng = np.random.default_rng([self.seed, epoch, AUGMENT_STREAM]) if self.augment is not None else None
         for b in range(len(self)):
-            yield self.extract(locations[b * self.batch_size: (b + 1) * self.batch_size])
+            batch = self.extract(locations[b * self.batch_size: (b + 1) * self.batch_size])
+            yield batch if rng is None or self.augment is None else augment_batch(batch, self.augment, rng)
 
     def extract(self, locations: IntArray) -> PatchBatch:
         """Cut the patches named by ``(subject, x0, y0, z0)`` rows into a new batch."""
