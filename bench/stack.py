@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.errors import BenchError, ConfigError
+from bench.processes import pid_alive
 from bench.tracking_server import check_server
 
 HOST = "127.0.0.1"
@@ -89,19 +90,6 @@ def _pg_user() -> str | None:
         raise StackError(f"running as root and there is no user {PG_USER!r} to run PostgreSQL",
                          fix="install PostgreSQL's package (it creates the user) or run as another user") from exc
     return PG_USER
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):  # a zombie (exited, not yet reaped) is not alive
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
 
 
 def _pid_file(root: Path, name: str) -> Path:
@@ -250,7 +238,7 @@ def up(root: Path, ports: StackPorts, services: tuple[str, ...] = SERVICES) -> d
     try:
         for name in SERVICES:
             pid = read_pid(root, name)
-            if name not in services or (pid is not None and _alive(pid)):
+            if name not in services or (pid is not None and pid_alive(pid)):
                 continue
             t0 = time.perf_counter()
             STARTERS[name](root, ports)
@@ -271,11 +259,11 @@ def stop(root: Path, name: str) -> bool:
     pid = read_pid(root, name)
     if pid is None:
         return False
-    was_alive = _alive(pid)
+    was_alive = pid_alive(pid)
     if was_alive:
         os.kill(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and (_alive(pid) or _group_members(pid)):
+        while time.monotonic() < deadline and (pid_alive(pid) or _group_members(pid)):
             time.sleep(0.2)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
@@ -309,5 +297,5 @@ def status(root: Path) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for name in SERVICES:
         pid = read_pid(root, name)
-        out[name] = pid if pid is not None and _alive(pid) else None
+        out[name] = pid if pid is not None and pid_alive(pid) else None
     return out

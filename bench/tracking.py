@@ -39,6 +39,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.contract import EpochRecord
 from bench.errors import BenchError, ConfigError, DataError
+from bench.processes import pid_alive
 from bench.tracking_server import TrackingServerError, check_server, is_server
 
 DEFAULT_ROOT = Path("runs")
@@ -94,16 +95,6 @@ def _retry(call: Callable[[], T], attempts: int = 8) -> T:
 def _oldest(runs: list[Any]) -> Any:
     """The run that won a creation race: the earliest started (run id breaks ties)."""
     return min(runs, key=lambda run: (run.info.start_time or 0, run.info.run_id))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -241,7 +232,7 @@ class Tracker:
             if pid == os.getpid() and same_host:
                 continue
             old = (time.time() * 1000 - (run.info.start_time or 0)) > 86_400_000
-            if (same_host and not _pid_alive(pid)) or (not same_host and old):
+            if (same_host and not pid_alive(pid)) or (not same_host and old):
                 run_id = run.info.run_id
                 _retry(functools.partial(self.client.set_tag, run_id, TAG_ERROR, "process died while running"))
                 _retry(functools.partial(self.client.set_terminated, run_id, "KILLED"))
