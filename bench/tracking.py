@@ -84,9 +84,11 @@ def _retry(call: Callable[[], T], attempts: int = 8) -> T:
                 url = text.removeprefix("API request to ").split(" ", 1)[0]
                 raise TrackingServerError(f"tracking server did not answer {url} "
                                           f"({text.rsplit('(Caused by', 1)[-1].strip(' )')[:300]})") from exc
-            # "locked": another worker holds sqlite; "duplicate key": a server's worker lost a race to insert the
-            # same row (say a dataset input two runs share) and the retry finds the winner's row
-            if not any(m in text.lower() for m in ("locked", "duplicate key value")) or attempt == attempts - 1:
+            # "locked": another worker holds sqlite; "duplicate key" (PostgreSQL) / "unique constraint failed"
+            # (sqlite): a worker lost a race to insert the same row (say a dataset input two runs share) and the
+            # retry finds the winner's row
+            lost_race = ("locked", "duplicate key value", "unique constraint failed")
+            if not any(m in text.lower() for m in lost_race) or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")

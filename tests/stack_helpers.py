@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench import stack
+from bench.processes import pid_alive
 
 
 def port_free(port: int) -> bool:
@@ -86,6 +87,6 @@ def assert_stack_gone(root: Path, pids: dict[str, int | None]) -> None:
     """Every service's process (and process group) has ended, and no process mentions the stack folder."""
     for name, pid in pids.items():
         if pid is not None:
-            assert not stack._alive(pid), f"{name} (pid {pid}) still running"
+            assert not pid_alive(pid), f"{name} (pid {pid}) still running"
             assert stack._group_members(pid) == [], f"{name}'s process group still has members"
     assert processes_mentioning(str(root)) == []
