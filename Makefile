@@ -14,7 +14,7 @@ SYNTH_SUBJECTS ?= 7
 JOBS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint reproduce-table1 report bench ui clean stack-up stack-down postgres
+.PHONY: help install test test-all lint reproduce-table1 recipe recipe-ablation report bench ui clean stack-up stack-down postgres
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -65,6 +65,17 @@ endif
 
 reproduce-table1: $(STAMP) $(DATA_DEP) ## Run the Table 1 sweep (JOBS rows at once) and write Table 1 / Table 2 (DATA=, PROFILE=, EXTRA=)
 	$(BIN)/python -m bench.run --multirun +sweep=table1 $(DATA_ARGS) profile=$(PROFILE) \
+	  hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) $(EXTRA)
+	$(BIN)/bench report
+
+recipe: $(STAMP) $(DATA_DEP) ## The brainbench recipe: both members side by side (profile long), their ensemble, the report (DATA=, EXTRA=)
+	$(BIN)/python -m bench.run --multirun +sweep=brainbench $(DATA_ARGS) \
+	  hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) $(EXTRA)
+	$(BIN)/bench ensemble --name brainbench --sweep +sweep=brainbench $(DATA_ARGS) $(EXTRA)
+	$(BIN)/bench report
+
+recipe-ablation: $(STAMP) $(DATA_DEP) ## The recipe's PyTorch member with each ingredient off in turn (DATA=, EXTRA='profile.epochs=N')
+	$(BIN)/python -m bench.run --multirun +sweep=brainbench_ablation $(DATA_ARGS) \
 	  hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) $(EXTRA)
 	$(BIN)/bench report
 

@@ -10,14 +10,18 @@ Bad input ends the job with one ``error: ...`` line and exit code 2 (traceback w
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -29,6 +33,7 @@ from bench.errors import BenchError, ConfigError
 
 if TYPE_CHECKING:
     from bench.experiment import RunResult
+    from bench.spec import RunSpec
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("bench.run")
@@ -58,6 +63,47 @@ def run_config(cfg: DictConfig) -> RunResult:
         dice = ", ".join(f"{k} {v.get('dice', float('nan')):.3f}" for k, v in means.items())
         print(f"{result.name}: Dice {dice}", flush=True)
     return result
+
+
+def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
+    """The jobs ``python -m bench.run --multirun OVERRIDES`` launches, each as its list of overrides.
+
+    Like Hydra's basic sweeper: the config's ``hydra.sweeper.params`` (e.g. from ``+sweep=brainbench``) and the
+    command line's comma lists / ranges expand to their cartesian product; a command-line value for a key
+    replaces the sweep file's. Hydra's own overrides (``hydra/launcher=joblib``) are dropped: they do not
+    change a job's configuration.
+    """
+    parser = OverridesParser.create()
+    try:
+        given = [o for o in parser.parse_overrides(list(overrides)) if not o.is_hydra_override()]
+        fixed = [str(o.input_line) for o in given if not o.is_sweep_override()]
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            base = compose(config_name="config", overrides=fixed, return_hydra_config=True)
+        params = OmegaConf.select(base, "hydra.sweeper.params") or {}
+        from_file = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"cannot expand the sweep {' '.join(overrides)!r}: {hydra_error_line(exc)}") from None
+    by_key: dict[str, list[str]] = {}
+    for override in [*from_file, *given]:  # the command line after the sweep file: its value wins
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            by_key[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            by_key[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*by_key.values())]
+
+
+def sweep_specs(overrides: Sequence[str]) -> list[tuple[list[str], RunSpec]]:
+    """Each job of a sweep (:func:`sweep_jobs`) with the run spec it translates to (its config hash, tracking)."""
+    specs = []
+    for job in sweep_jobs(overrides):
+        try:
+            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+                cfg = compose(config_name="config", overrides=job)
+        except (HydraException, OmegaConfBaseException) as exc:
+            raise ConfigError(f"sweep job {' '.join(job)!r}: {hydra_error_line(exc)}") from None
+        specs.append((job, run_spec_from_config(to_container(cfg))))
+    return specs
 
 
 class SweepTracking(Callback):

@@ -403,6 +403,19 @@ def existing_store(uri: str | None = None, root: Path = DEFAULT_ROOT) -> str:
     return uri
 
 
+def lookup_finished_run(uri: str, experiment: str, config_hash: str) -> FinishedRun | None:
+    """The FINISHED run with this config hash in ``experiment`` (read only: creates no experiment or store)."""
+    client = MlflowClient(tracking_uri=uri)
+    found = _retry(lambda: client.get_experiment_by_name(experiment))
+    if found is None:
+        return None
+    runs = _retry(functools.partial(
+        client.search_runs, [found.experiment_id],
+        f"tags.`{TAG_HASH}` = '{config_hash}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"]))
+    return FinishedRun(run_id=runs[0].info.run_id, name=runs[0].info.run_name) if runs else None
+
+
 def experiment_names(uri: str) -> list[str]:
     """Names of the experiments in a tracking store (without MLflow's empty ``Default``)."""
     client = MlflowClient(tracking_uri=uri)

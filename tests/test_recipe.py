@@ -4,6 +4,7 @@ cut to seconds; ``bench ensemble`` then scores the pair as one more row."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from hydra import compose, initialize_config_dir
 
 from bench.cli import main as bench_main
 from bench.config import run_spec_from_config
-from bench.run import CONF_DIR, to_container
+from bench.errors import ConfigError
+from bench.run import CONF_DIR, sweep_jobs, sweep_specs, to_container
 from bench.spec import effective_settings
 from bench.tracking import flatten
 
@@ -53,6 +55,42 @@ def test_each_ingredient_switches_off(override: str, param: str, off: object) ->
     assert {k: recorded.get(k) for k in unchanged} == unchanged  # one switch turns one ingredient off
 
 
+def test_sweep_jobs_expand_like_hydra_and_the_command_line_wins() -> None:
+    jobs = sweep_jobs(["+sweep=brainbench", "data.root=x", "seed=1,2", "hydra/launcher=joblib"])
+    assert sorted((j[0], j[-1]) for j in jobs) == [
+        ("+experiment/brainbench=unet_tf", "seed=1"), ("+experiment/brainbench=unet_tf", "seed=2"),
+        ("+experiment/brainbench=unet_torch", "seed=1"), ("+experiment/brainbench=unet_torch", "seed=2")]
+    assert all("hydra/launcher=joblib" not in j for j in jobs)  # a launcher does not change what a job runs
+    assert sweep_jobs(["+sweep=brainbench", "+experiment/brainbench=unet_tf"]) == [
+        ["+experiment/brainbench=unet_tf", "+sweep=brainbench"]]
+    with pytest.raises(ConfigError, match="sweep/nosuch"):
+        sweep_jobs(["+sweep=nosuch"])
+
+
+ABLATION = {  # conf/ablation option -> (recorded param, value when off); mirrors test_each_ingredient_switches_off
+    "plain_block": ("model.params.block", "plain"), "no_deep_supervision": ("model.params.deep_supervision", "0"),
+    "dice_only": ("train.loss.name", "dice"), "uniform_sampling": ("sampling.class_fraction", "0.0"),
+    "no_augmentation": ("sampling.augmentation.name", "none"), "plateau": ("train.scheduler.kind", "plateau"),
+    "centre_in_brain": ("sampling.region", "centre_in_brain"),
+}
+
+
+def test_the_ablation_sweep_turns_off_one_ingredient_per_row() -> None:
+    specs = {job[1].removeprefix("+ablation="): spec
+             for job, spec in sweep_specs(["+sweep=brainbench_ablation", "data.root=unused"])}
+    assert set(specs) == {"all_on", *ABLATION}
+    on = flatten(effective_settings(specs["all_on"]))
+    assert {k: on[k] for k in INGREDIENTS} == INGREDIENTS and on["framework"] == "torch"
+    for name, (param, off) in ABLATION.items():
+        recorded = flatten(effective_settings(specs[name]))
+        assert recorded[param] == off, name
+        assert {k: recorded.get(k) for k in INGREDIENTS if k != param} == {
+            k: v for k, v in INGREDIENTS.items() if k != param}, name
+    assert len({s.config_hash for s in specs.values()}) == len(specs)  # eight distinct runs
+    assert len({s.label for s in specs.values()}) == len(specs)  # eight distinct report rows
+    assert {s.tracking.experiment for s in specs.values()} == {"brainbench-ablation-synthetic-long"}
+
+
 def test_recipe_members_train_and_ensemble(tiny_cohort: Path, workspace: Workspace) -> None:
     args = [a for a in workspace.overrides(tiny_cohort, "+sweep=brainbench") if a != "profile=smoke"]
     done = workspace.bench_run([*args, *SECONDS_BUDGET], multirun=True, timeout=900)
@@ -60,7 +98,11 @@ def test_recipe_members_train_and_ensemble(tiny_cohort: Path, workspace: Workspa
     runs = workspace.runs_()
     assert sorted(r.data.tags["framework"] for r in runs) == ["tf", "torch"]
     assert all(r.info.status == "FINISHED" and r.data.params["model.params.block"] == "residual" for r in runs)
-    ids = [r.info.run_id for r in runs]
-    assert bench_main(["ensemble", "--runs", *ids, "--name", "brainbench", "--runs-dir", str(workspace.runs)]) == 0
+    # the members are named by the sweep's own command line (`make recipe`), found by their config hashes
+    assert bench_main(["ensemble", "--name", "brainbench", "--sweep", *args, *SECONDS_BUDGET]) == 0
     (row,) = [r for r in workspace.runs_() if r.data.tags["architecture"] == "ensemble:brainbench"]
     assert row.info.status == "FINISHED" and row.data.metrics["test_dice_GM"] >= 0.0
+    assert sorted(json.loads(row.data.params["members"])) == sorted(r.info.run_id for r in runs)
+    # a member that never ran (another seed) is one error naming its job, and logs nothing
+    assert bench_main(["ensemble", "--name", "other", "--sweep", *args, *SECONDS_BUDGET, "seed=7"]) == 2
+    assert not [r for r in workspace.runs_() if r.data.tags["architecture"] == "ensemble:other"]

@@ -126,6 +126,15 @@ def test_a_rerun_with_changed_settings_replaces_the_older_numbers(tmp_path: Path
     assert result.folds == [""]  # no fold tag: one fold
 
 
+def test_variants_with_the_same_tags_but_different_labels_are_separate_rows(tmp_path: Path) -> None:
+    # an ablation: same model/loss/sampling tags, one setting off per run, told apart by the label only
+    tracker = FakeTracker([FakeRun("on", 1, {("IBSR_04", "CSF"): 0.9}, tags={"label": "recipe: all on"}),
+                           FakeRun("off", 2, {("IBSR_04", "CSF"): 0.7}, tags={"label": "recipe without augmentation"})])
+    results = collect(tracker, tmp_path)
+    assert sorted((r.label, r.run_ids[0]) for r in results) == [
+        ("recipe without augmentation", "off"), ("recipe: all on", "on")]
+
+
 def test_seeds_of_one_configuration_are_averaged_over_seed_means(tmp_path: Path) -> None:
     two = ("IBSR_04", "IBSR_09")
     tracker = FakeTracker([FakeRun("a", 1, {(c, "CSF"): 0.5 for c in two}, seed="0"),

@@ -1,5 +1,9 @@
 """``bench ensemble --runs ID ID ... --name NAME``: score the mean softmax of finished CNN runs on their test
-subjects and log it as an MLflow run that ``bench report`` shows as one more row."""
+subjects and log it as an MLflow run that ``bench report`` shows as one more row.
+
+``--sweep OVERRIDES`` names the members by the sweep that trained them instead of by run id: the command line
+of ``python -m bench.run --multirun OVERRIDES``, expanded into its jobs, each found by its config hash.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "frameworks and architectures, same split and test subjects) on each test subject, score it like a run "
         "(per-subject Dice, AVD, HD, HD95, ASSD) and log an MLflow run in the first run's experiment and sweep.",
     )
-    parser.add_argument("--runs", nargs="+", required=True, metavar="RUN_ID", help="the member runs")
+    members = parser.add_mutually_exclusive_group(required=True)
+    members.add_argument("--runs", nargs="+", metavar="RUN_ID", help="the member runs")
+    members.add_argument("--sweep", nargs="+", metavar="OVERRIDE",
+                         help="the members are the runs of this sweep: the overrides given to "
+                         "`python -m bench.run --multirun` (e.g. +sweep=brainbench data=ibsr18 data.root=...)")
     parser.add_argument("--name", required=True, help="the ensemble's name (its row reads ensemble:NAME)")
     parser.add_argument("--tta", choices=("none", "flips"), default="none",
                         help="also average over the 8 axis-flip combinations")
@@ -30,9 +38,18 @@ def run(args: argparse.Namespace) -> int:
     from bench.predict.ensemble_run import run_ensemble
     from bench.tracking import existing_store
 
-    uri = existing_store(args.tracking_uri, args.runs_dir)
-    run_id, summary = run_ensemble(args.runs, args.name, uri, args.runs_dir, flips=args.tta == "flips",
-                                   out=args.out)
+    runs_dir = args.runs_dir
+    run_ids = args.runs
+    if args.sweep:
+        from bench.sweep_members import sweep_member_runs
+
+        found = sweep_member_runs(args.sweep, tracking_uri=args.tracking_uri)
+        run_ids, runs_dir = found.run_ids, found.runs_dir
+        uri = found.uri
+        print(f"ensemble {args.name}: members {', '.join(found.described)}")
+    else:
+        uri = existing_store(args.tracking_uri, runs_dir)
+    run_id, summary = run_ensemble(run_ids, args.name, uri, runs_dir, flips=args.tta == "flips", out=args.out)
     if run_id is None:
         print(f"skipping ensemble {args.name}: these runs' ensemble is already logged (or running)")
         return 0

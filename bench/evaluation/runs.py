@@ -2,7 +2,8 @@
 FINISHED run of a configuration, and the per-subject metrics they logged.
 
 A configuration is the tag tuple ``CONFIG_KEYS`` (row, model, data, optimizer, loss, framework, sampling,
-profile); a configuration re-run with changed settings (say more epochs) replaces its older numbers instead
+profile, label: variants that differ only in a setting outside these tags, like the recipe's ablation rows,
+are told apart by their labels); a configuration re-run with changed settings (say more epochs) replaces its older numbers instead
 of being averaged with them; runs without a ``fold`` tag are one fold.
 """
 
@@ -20,7 +21,7 @@ import pandas as pd
 
 from bench.errors import BenchError, ConfigError
 
-CONFIG_KEYS = ("row", "architecture", "preprocess", "optimizer", "loss", "framework", "sampling", "profile")
+CONFIG_KEYS = ("row", "architecture", "preprocess", "optimizer", "loss", "framework", "sampling", "profile", "label")
 
 
 @dataclass
