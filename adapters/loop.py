@@ -2,8 +2,9 @@
 
 One epoch (numbered from 0, the number handed to ``train.batches``) runs at most ``spec.steps_per_epoch``
 train steps; then, with a validation source, the validation loss (mean over its batches, eval mode) and
-hard-argmax Dice per tissue class accumulated over all validation voxels. The monitored value is the
-validation loss, or the mean training loss without validation. It drives ReduceLROnPlateau (``Plateau``,
+hard-argmax Dice per tissue class accumulated over all validation voxels. The monitored value
+(``TrainSpec.monitor``) is the validation loss or 1 - the mean validation Dice of the tissue classes, or the
+mean training loss without validation. It drives ReduceLROnPlateau (``Plateau``,
 torch's rules), early stopping (``EarlyStopper``) and the best weights, which are restored at the end.
 The other schedules (cosine, poly, onecycle, warm-up; ``adapters.schedules``) set the lr before every epoch
 or every step. ``EpochRecord.lr`` is the learning rate of the epoch's first step.
@@ -176,6 +177,16 @@ def evaluate(steps: TrainSteps, batches: Iterable[PatchBatch], epoch: int) -> tu
     return total / count, dice_per_class(confusion)
 
 
+def monitored_value(monitor: str, train_loss: float, val_loss: float | None,
+                    val_dice: dict[str, float] | None) -> float:
+    """The value an epoch is judged by (lower is better): see ``TrainSpec.monitor``."""
+    if val_loss is None:
+        return train_loss
+    if monitor == "val_dice" and val_dice:
+        return 1.0 - float(np.mean(list(val_dice.values())))
+    return val_loss
+
+
 def fit(
     steps: TrainSteps, train: PatchSource, val: PatchSource | None, spec: TrainSpec, log: RunLogger
 ) -> TrainHistory:
@@ -203,7 +214,7 @@ def fit(
             train_seconds = time.perf_counter() - epoch_start
             seen += patches
             val_loss, val_dice = evaluate(steps, val.batches(epoch), epoch) if val is not None else (None, None)
-            monitored = train_loss if val_loss is None else val_loss
+            monitored = monitored_value(spec.monitor, train_loss, val_loss, val_dice)
             record = EpochRecord(
                 epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice, lr=lr,
                 seconds=time.perf_counter() - epoch_start, patches_per_s=patches / max(train_seconds, 1e-9),

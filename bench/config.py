@@ -17,6 +17,7 @@ from adapters import registry
 from adapters.configs import NetConfig
 from bench.contract import (
     INTERVALS,
+    MONITORS,
     SCHEDULER_KINDS,
     EarlyStoppingSpec,
     LossSpec,
@@ -281,6 +282,7 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         num_threads=int(profile.get("num_threads", 0)) or worker_cpus(),  # 0: what this worker was given
         device=DEVICE,
         precision=_precision(profile, framework, DEVICE) if net_config is not None else "fp32",  # type: ignore[arg-type]
+        monitor=_choice(profile.get("monitor", "val_loss"), MONITORS, "profile.monitor"),  # type: ignore[arg-type]
     )
     inf = cfg.get("inference") or {}
     overlap = float(inf.get("overlap", 0.5))

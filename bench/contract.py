@@ -21,6 +21,8 @@ from bench.types import FloatArray
 
 OptimizerName = Literal["adam", "adadelta", "sgd"]
 LossName = Literal["dice", "ce", "dice_ce"]
+Monitor = Literal["val_loss", "val_dice"]
+MONITORS: tuple[str, ...] = ("val_loss", "val_dice")
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,10 @@ class TrainSpec:
             configured 0 to the CPUs the worker was given, ``bench.hardware.worker_cpus``).
         deterministic: Ask the framework for deterministic kernels where it has them.
         progress: Show a progress bar per epoch (it stays quiet when output is not a terminal).
+        monitor: What picks the best epoch (whose weights are restored) and drives early stopping and the
+            plateau lr: ``val_loss`` (the validation loss), or ``val_dice`` (1 - the mean validation Dice of
+            the tissue classes, nnU-Net's choice: a class learned late, like CSF, keeps improving it while the
+            loss is flat). Without a validation source the mean training loss is monitored either way.
         precision: ``fp32``; ``bf16`` (bfloat16 autocast / Keras ``mixed_bfloat16``: weights, loss, softmax and
             metrics stay float32); ``fp16`` (float16 with loss scaling, CUDA only); ``auto`` (resolved by
             ``bench.hardware``: ``bench.config`` resolves it before a run is recorded, an adapter given ``auto``
@@ -232,8 +238,11 @@ class TrainSpec:
     deterministic: bool = True
     progress: bool = True
     precision: Precision = "fp32"
+    monitor: Monitor = "val_loss"
 
     def __post_init__(self) -> None:
+        if self.monitor not in MONITORS:
+            raise ConfigError(f"train.monitor={self.monitor!r} is unknown", fix=f"use one of {', '.join(MONITORS)}")
         if self.epochs < 1:
             raise ConfigError(f"train.epochs={self.epochs} must be >= 1")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:

@@ -213,6 +213,8 @@ def effective_settings(spec: RunSpec) -> dict[str, Any]:
     if isinstance(method, NetworkSpec):
         train = {k: v for k, v in asdict(method.train).items() if k != "progress"}  # progress: display only
         train["scheduler"] = method.train.scheduler.record()  # only what applies to its kind
+        if train["monitor"] == "val_loss":  # the default, and what every run before the setting monitored
+            train.pop("monitor")
         sampling = asdict(method.sampling)
         sampling["augmentation"] = method.sampling.augmentation.record()  # only the transforms that are on
         if not method.sampling.class_fraction:

@@ -546,6 +546,31 @@ def test_fit_restores_the_best_snapshot_and_lowers_the_lr() -> None:
     assert history.fit_seconds > 0
 
 
+def _csf_right(voxels: int) -> np.ndarray:
+    """A confusion matrix whose CSF Dice is ``2 * voxels / (voxels + 10)`` (GM and WM perfect)."""
+    confusion = np.diag([10, voxels, 5, 5]).astype(np.int64)
+    confusion[1, 0] = 10 - voxels  # CSF voxels predicted as background
+    return confusion
+
+
+@pytest.mark.parametrize(("monitor", "best", "stops_after"), [("val_loss", 1, 4), ("val_dice", 4, 7)])
+def test_the_monitor_picks_the_best_epoch_and_drives_early_stopping(monitor: str, best: int, stops_after: int) -> None:
+    # the loss is flat from epoch 1 while CSF keeps improving until epoch 4 (a class learned late)
+    image, label = spheres(size=8)
+    evals = [(1.0, _csf_right(2)), (0.5, _csf_right(4)), (0.5, _csf_right(6)), (0.5, _csf_right(8)),
+             (0.5, _csf_right(10)), (0.5, _csf_right(10)), (0.5, _csf_right(10))]
+    steps = ScriptedSteps(evals=evals)
+    spec = quick_spec(epochs=7, early_stopping=EarlyStoppingSpec(patience=2), monitor=monitor)
+    history = loop.fit(steps, CropSource(image, label, 8, 1, 1), CropSource(image, label, 8, 1, 1), spec,
+                       RecordingLogger())
+    assert history.best_epoch == best and steps.restored == best + 1  # one step per epoch
+    assert len(history.epochs) == stops_after
+    assert loop.monitored_value("val_dice", 0.3, 0.5, {"CSF": 0.5, "GM": 1.0, "WM": 0.9}) == pytest.approx(0.2)
+    assert loop.monitored_value("val_dice", 0.3, None, None) == 0.3  # no validation: the training loss
+    with pytest.raises(BenchError, match=r"train\.monitor='val_acc' is unknown"):
+        quick_spec(monitor="val_acc")
+
+
 def test_progress_bar_is_quiet_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
     for enabled in (True, False):
         with loop.progress_bar(enabled, 10) as start:

@@ -174,3 +174,15 @@ def test_onecycle_with_warmup_is_refused_with_the_fix() -> None:
     with pytest.raises(ConfigError, match="warmup_epochs=2 does not apply to kind=onecycle") as info:
         spec_of("+profile.scheduler.kind=onecycle", "+profile.scheduler.warmup_epochs=2")
     assert "pct_start" in (info.value.fix or "")
+
+
+def test_the_monitor_reaches_the_spec_and_is_recorded_when_it_is_not_the_default() -> None:
+    spec = spec_of("profile.monitor=val_dice")
+    assert spec.train.monitor == "val_dice"
+    assert effective_settings(spec)["train"]["monitor"] == "val_dice"
+    default = spec_of()
+    assert default.train.monitor == "val_loss"
+    assert "monitor" not in effective_settings(default)["train"]  # runs recorded before the setting keep their hash
+    assert spec.config_hash != default.config_hash
+    with pytest.raises(ConfigError, match=r"profile\.monitor='loss' is unknown \(use one of val_loss, val_dice\)"):
+        spec_of("profile.monitor=loss")
