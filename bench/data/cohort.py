@@ -98,7 +98,8 @@ def _nonfinite_on_disk(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
-def _check_image(image: Volume, path: Path) -> None:
+def check_image(image: Volume, path: Path) -> None:
+    """Refuse an image that holds no anatomy: non-finite intensities (counted as stored) or a constant volume."""
     array = image.array
     if np.issubdtype(array.dtype, np.floating):
         stored = _nonfinite_on_disk(array, path)
@@ -150,7 +151,7 @@ def _check_label(label: Volume, image: Volume, label_path: Path, image_path: Pat
 
 def _load_case(files: SubjectFiles, split: str) -> Case:
     image = read_volume(files.image_path)
-    _check_image(image, files.image_path)
+    check_image(image, files.image_path)
     label = None
     if files.label_path is not None:
         raw = read_volume(files.label_path)

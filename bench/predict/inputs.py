@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.data.cohort import Case
-from bench.data.cohort import _check_image as check_image
+from bench.data.cohort import Case, check_image
 from bench.errors import DataError
 from bench.io import read_volume
 
