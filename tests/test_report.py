@@ -16,7 +16,7 @@ from scipy import stats as sps
 
 from bench.cli import main as bench_main
 from bench.evaluation import report
-from bench.evaluation.report import cell_stats
+from bench.evaluation.report import cell_stats, markdown_table, table_frame
 from bench.evaluation.runs import CONFIG_KEYS, collect
 from bench.evaluation.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from bench.io import Volume, write_volume
@@ -128,11 +128,15 @@ def test_a_rerun_with_changed_settings_replaces_the_older_numbers(tmp_path: Path
 
 def test_variants_with_the_same_tags_but_different_labels_are_separate_rows(tmp_path: Path) -> None:
     # an ablation: same model/loss/sampling tags, one setting off per run, told apart by the label only
-    tracker = FakeTracker([FakeRun("on", 1, {("IBSR_04", "CSF"): 0.9}, tags={"label": "recipe: all on"}),
-                           FakeRun("off", 2, {("IBSR_04", "CSF"): 0.7}, tags={"label": "recipe without augmentation"})])
+    tracker = FakeTracker([FakeRun("on", 1, {("IBSR_04", "CSF"): 0.9}, row="", tags={"label": "recipe: all on"}),
+                           FakeRun("off", 2, {("IBSR_04", "CSF"): 0.7}, row="",
+                                   tags={"label": "recipe without augmentation"})])
     results = collect(tracker, tmp_path)
     assert sorted((r.label, r.run_ids[0]) for r in results) == [
         ("recipe without augmentation", "off"), ("recipe: all on", "on")]
+    frame = table_frame(results, ["dice"])
+    table = markdown_table(frame, ["dice"], "t")
+    assert "| - | unet3d: recipe: all on |" in table and "| - | unet3d: recipe without augmentation |" in table
 
 
 def test_seeds_of_one_configuration_are_averaged_over_seed_means(tmp_path: Path) -> None:

@@ -76,7 +76,8 @@ def table_frame(results: Sequence[ConfigResult], metrics: Sequence[str],
         row_no = _row_number(result)
         paper_row = TABLE1_ROWS.get(row_no or -1, {})
         row: dict[str, Any] = {
-            "row": row_no, "model": result.key["architecture"], "paper_model": paper_row.get("model", ""),
+            "row": row_no, "model": result.key["architecture"], "label": result.label,
+            "paper_model": paper_row.get("model", ""),
             "data": result.key["preprocess"], "optimizer": result.key["optimizer"] or "-",
             "loss": result.key["loss"] or "-", "framework": result.key["framework"],
             "sampling": result.key["sampling"], "profile": result.key["profile"],
@@ -129,6 +130,13 @@ def _fmt_cell(frame_row: pd.Series, metric: str, tissue: str) -> str:
     return text
 
 
+def _model_cell(r: pd.Series) -> str:
+    """The model, and for a row outside Table 1 its label: variants of one model (an ablation) differ in it."""
+    model, label = str(r["model"]), str(r.get("label") or "")
+    numbered = r["row"] is not None and not pd.isna(r["row"])
+    return model if numbered or not label or label in model else f"{model}: {label}"
+
+
 def markdown_table(frame: pd.DataFrame, metrics: Sequence[str], title: str, notes: str = "") -> str:
     """A Markdown table; each cell is ``ours mean ± sd [95 % CI] mark (paper, ours − paper)``, then ``notes``."""
     head = ["N", "Model", "Data", "Optim.", "Loss", "Framework", "Seeds"]
@@ -142,7 +150,7 @@ def markdown_table(frame: pd.DataFrame, metrics: Sequence[str], title: str, note
         number = str(r["row"] if r["row"] is not None and not pd.isna(r["row"]) else "-")
         if r.get("not_converged"):
             number += f" {NOT_CONVERGED}"
-        cells = [number, str(r["model"]),
+        cells = [number, _model_cell(r),
                  str(r["data"]), str(r["optimizer"]), str(r["loss"]), str(r["framework"]), str(r["seeds"])]
         cells += [_fmt_cell(r, m, t) for m in metrics for t in CLASSES]
         lines.append("| " + " | ".join(cells) + " |")
