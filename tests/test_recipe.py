@@ -103,6 +103,11 @@ def test_recipe_members_train_and_ensemble(tiny_cohort: Path, workspace: Workspa
     (row,) = [r for r in workspace.runs_() if r.data.tags["architecture"] == "ensemble:brainbench"]
     assert row.info.status == "FINISHED" and row.data.metrics["test_dice_GM"] >= 0.0
     assert sorted(json.loads(row.data.params["members"])) == sorted(r.info.run_id for r in runs)
+    # --runs-dir stands for the sweep's paths.runs (paths are not part of a run's identity): same members, skipped
+    elsewhere = [a for a in args if not a.startswith("paths.runs=")]
+    assert bench_main(["ensemble", "--name", "brainbench", "--sweep", *elsewhere, *SECONDS_BUDGET,
+                       "--runs-dir", str(workspace.runs)]) == 0
+    assert len([r for r in workspace.runs_() if r.data.tags["architecture"] == "ensemble:brainbench"]) == 1
     # a member that never ran (another seed) is one error naming its job, and logs nothing
     assert bench_main(["ensemble", "--name", "other", "--sweep", *args, *SECONDS_BUDGET, "seed=7"]) == 2
     assert not [r for r in workspace.runs_() if r.data.tags["architecture"] == "ensemble:other"]

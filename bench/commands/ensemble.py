@@ -30,7 +30,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None,
                         help="outputs folder (default <runs-dir>/outputs/<experiment>/ensemble-NAME-<hash>)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="runs folder (default store, lock)")
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="runs folder (default store, lock; default runs, or with --sweep the sweep's paths.runs)")
     return parser
 
 
@@ -38,12 +39,13 @@ def run(args: argparse.Namespace) -> int:
     from bench.predict.ensemble_run import run_ensemble
     from bench.tracking import existing_store
 
-    runs_dir = args.runs_dir
+    runs_dir = args.runs_dir or Path("runs")
     run_ids = args.runs
     if args.sweep:
         from bench.sweep_members import sweep_member_runs
 
-        found = sweep_member_runs(args.sweep, tracking_uri=args.tracking_uri)
+        given = [f"paths.runs={args.runs_dir}"] if args.runs_dir else []  # as the sweep's own paths.runs
+        found = sweep_member_runs([*args.sweep, *given], tracking_uri=args.tracking_uri)
         run_ids, runs_dir = found.run_ids, found.runs_dir
         uri = found.uri
         print(f"ensemble {args.name}: members {', '.join(found.described)}")
