@@ -64,6 +64,7 @@ def test_row_specifics() -> None:
     assert (row8.sampling.oversample_class, row8.sampling.oversample_factor) == (1, 3)
     row9 = run_spec_from_config(compose_cfg(["+experiment=table1/row9"]))
     assert row9.model.params["norm"] == "instance"
+    assert (row9.sampling.oversample_class, row9.sampling.oversample_factor) == (1, 3)  # built on row 8's U-Net
     row5 = run_spec_from_config(compose_cfg(["+experiment=table1/row5"]))
     assert (row5.train.optimizer.lr, row5.train.optimizer.rho, row5.train.optimizer.eps) == (1.0, 0.9, 1e-6)
 
@@ -85,7 +86,8 @@ def test_profile_overrides_model_widths() -> None:
 def test_quick_profile_gives_the_unet_its_own_epoch_count() -> None:
     unet = run_spec_from_config(compose_cfg(["profile=quick", "model=unet3d"]))
     vnet = run_spec_from_config(compose_cfg(["profile=quick", "model=vnet"]))
-    assert unet.train.epochs == 100 and vnet.train.epochs == 50
+    neuronet = run_spec_from_config(compose_cfg(["profile=quick", "model=neuronet"]))
+    assert (unet.train.epochs, vnet.train.epochs, neuronet.train.epochs) == (150, 80, 50)
     smoke = run_spec_from_config(compose_cfg(["profile=smoke", "model=unet3d"]))  # no epochs_by_model
     assert smoke.train.epochs == compose_cfg(["profile=smoke"])["profile"]["epochs"]
 
@@ -147,7 +149,7 @@ def test_sweep_lists_every_row() -> None:
 def test_epochs_by_row_overrides_the_model_budget() -> None:
     row9 = run_spec_from_config(compose_cfg(["+experiment=table1/row9", "profile=quick"]))
     row5 = run_spec_from_config(compose_cfg(["+experiment=table1/row5", "profile=quick"]))
-    assert (row9.segmenter.train.epochs, row5.segmenter.train.epochs) == (200, 100)  # type: ignore[union-attr]
+    assert (row9.segmenter.train.epochs, row5.segmenter.train.epochs) == (200, 150)  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match=r"epochs_by_row\.9=0"):
         run_spec_from_config(compose_cfg(["+experiment=table1/row9", "profile=quick", "profile.epochs_by_row={9: 0}"]))
     cfg = compose_cfg(["+experiment=table1/row9", "profile=quick"])
