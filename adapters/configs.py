@@ -22,9 +22,11 @@ from typing import Any, ClassVar, Self
 
 from bench.errors import ConfigError
 
-NORMS: tuple[str, ...] = ("none", "batch", "instance")
+NORMS: tuple[str, ...] = ("none", "batch", "instance", "instance_layer")
 SKIPS: tuple[str, ...] = ("add", "concat")
 BLOCKS: tuple[str, ...] = ("plain", "residual")
+ILN_RHO_INIT = 0.5
+"""Instance-layer norm's initial IN share ``rho`` in both frameworks: equal parts instance and layer norm."""
 
 
 # ------------------------------------------------------------------------------------- value checks
@@ -168,7 +170,7 @@ class UNet3DConfig(NetConfig):
         depth: Number of levels; patch sizes must be multiples of ``2**(depth-1)``.
         convs_per_level: 3³ convolutions per block (paper: 1; the original U-Net: 2).
         skip: ``add`` or ``concat``.
-        norm: ``none``, ``batch`` or ``instance`` (after every 3³ conv).
+        norm: ``none``, ``batch``, ``instance`` or ``instance_layer`` (ILN; after every 3³ conv).
         dropout: Dropout rate in [0, 1) (0 = none).
         block: ``plain`` or ``residual``.
         deep_supervision: Auxiliary heads (0 = none, at most ``depth - 2``).
@@ -288,7 +290,7 @@ class NeuroNetConfig(NetConfig):
         filters: Feature maps per scale (NeuroNet: 16, 32, 64, 128).
         strides: Down-sampling entering each scale; the first must be 1 (the decoder never undoes it).
         units_per_scale: Residual units per encoder scale (NeuroNet: 2).
-        norm: ``batch`` (NeuroNet's), ``none`` or ``instance``.
+        norm: ``batch`` (NeuroNet's), ``none``, ``instance`` or ``instance_layer``.
     """
 
     architecture: ClassVar[str] = "neuronet"

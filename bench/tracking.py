@@ -211,11 +211,8 @@ class Tracker:
             return str(run.info.run_id)
 
     def finished_run(self, config_hash: str) -> FinishedRun | None:
-        """The FINISHED child run with this config hash, if any."""
-        runs = self._search(f"tags.`{TAG_HASH}` = '{config_hash}' and attributes.status = 'FINISHED'")
-        if not runs:
-            return None
-        return FinishedRun(run_id=runs[0].info.run_id, name=runs[0].info.run_name)
+        """The newest FINISHED child run with this config hash, if any."""
+        return _newest_finished(self._search(_finished_with_hash(config_hash)))
 
     def reap_stale(self, config_hash: str | None = None) -> list[str]:
         """Mark RUNNING child runs whose process is gone as KILLED; return their ids.
@@ -409,11 +406,20 @@ def lookup_finished_run(uri: str, experiment: str, config_hash: str) -> Finished
     found = _retry(lambda: client.get_experiment_by_name(experiment))
     if found is None:
         return None
-    runs = _retry(functools.partial(
-        client.search_runs, [found.experiment_id],
-        f"tags.`{TAG_HASH}` = '{config_hash}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"]))
-    return FinishedRun(run_id=runs[0].info.run_id, name=runs[0].info.run_name) if runs else None
+    return _newest_finished(_retry(lambda: client.search_runs([found.experiment_id], _finished_with_hash(config_hash))))
+
+
+def _finished_with_hash(config_hash: str) -> str:
+    """MLflow search filter: FINISHED runs tagged with this config hash."""
+    return f"tags.`{TAG_HASH}` = '{config_hash}' and attributes.status = 'FINISHED'"
+
+
+def _newest_finished(runs: list[Any]) -> FinishedRun | None:
+    """The most recently started of ``runs`` as a FinishedRun (None when empty)."""
+    if not runs:
+        return None
+    newest = max(runs, key=lambda run: run.info.start_time)
+    return FinishedRun(run_id=newest.info.run_id, name=newest.info.run_name)
 
 
 def experiment_names(uri: str) -> list[str]:

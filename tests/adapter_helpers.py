@@ -89,6 +89,8 @@ def conv(k: int, c_in: int, c_out: int) -> int:
 
 
 def norm_params(norm: str, c: int) -> int:
+    if norm == "instance_layer":
+        return 3 * c  # scale, shift and the IN share rho per channel
     return 0 if norm == "none" else 2 * c  # trainable scale + shift per channel (batch and instance alike)
 
 

@@ -665,6 +665,8 @@ def test_build_rejects_unknown_architecture_parameter_and_value(framework: str) 
         ("neuronet", {"filters": (8, 16, 32), "strides": (1, 2, 1), "units_per_scale": 3, "norm": "none"},
          neuronet_count(filters=(8, 16, 32), strides=(1, 2, 1), units=3, norm="none")),
         ("neuronet", {"norm": "instance", "num_classes": 2}, neuronet_count(k=2, norm="instance")),
+        ("unet3d", {"base_filters": 4, "norm": "instance_layer"}, unet3d_count(base=4, norm="instance_layer")),
+        ("neuronet", {"norm": "instance_layer"}, neuronet_count(norm="instance_layer")),
     ],
 )
 def test_variant_parameter_counts_match_the_spec(framework: str, architecture: str, kwargs: dict[str, Any],
@@ -677,6 +679,41 @@ def test_base_64_unet_reaches_512_feature_maps(framework: str) -> None:
     net = build_network(framework, UNet3DConfig(base_filters=64))
     assert max_conv_filters(framework, net) == 512
     assert unet3d_count(base=64) == 8_347_396
+
+
+def test_instance_layer_norm_matches_numpy(framework: str) -> None:
+    """ILN = scale * (rho * IN + (1 - rho) * LN) + shift, rho clipped to [0, 1]; rho = 1 is instance norm."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(2.0, 3.0, size=(2, 4, 5, 6, 3)).astype(np.float32)  # channels first
+    gamma, beta = np.array([1.5, 0.5, 2.0, 1.0]), np.array([0.1, -0.2, 0.0, 0.3])
+    rho = np.array([0.0, 1.0, 0.3, 1.7])  # 1.7 acts as 1
+
+    def standardise(axes: tuple[int, ...]) -> np.ndarray:
+        mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+        return (x - mean) / np.sqrt(var + 1e-5)
+
+    r = np.clip(rho, 0, 1).reshape(1, -1, 1, 1, 1)
+    expected = (gamma.reshape(1, -1, 1, 1, 1) * (r * standardise((2, 3, 4)) + (1 - r) * standardise((1, 2, 3, 4)))
+                + beta.reshape(1, -1, 1, 1, 1))
+    if framework == "torch":
+        import torch
+
+        from adapters.torch.layers import InstanceLayerNorm3d
+        layer = InstanceLayerNorm3d(4)
+        with torch.no_grad():
+            for name, value in (("weight", gamma), ("bias", beta), ("rho", rho)):
+                getattr(layer, name).copy_(torch.tensor(value, dtype=torch.float32))
+        got = layer(torch.from_numpy(x)).detach().numpy()
+        instance = torch.nn.functional.instance_norm(torch.from_numpy(x), eps=1e-5).numpy()
+        np.testing.assert_allclose(got[:, 1], instance[:, 1] * 0.5 - 0.2, atol=1e-5)  # rho = 1: instance norm
+    else:
+        from adapters.tf import to_channels_first, to_channels_last
+        from adapters.tf.layers import InstanceLayerNormalization
+        tf_layer = InstanceLayerNormalization()
+        tf_layer.build((None, 5, 6, 3, 4))
+        tf_layer.set_weights([gamma.astype(np.float32), beta.astype(np.float32), rho.astype(np.float32)])
+        got = to_channels_first(np.asarray(tf_layer(to_channels_last(x))))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 # --- losses against a numpy oracle ---------------------------------------------------------------------

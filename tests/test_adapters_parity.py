@@ -25,6 +25,7 @@ from adapters.tf import to_channels_last  # noqa: E402
 from adapters.tf.losses import make_loss as tf_make_loss  # noqa: E402
 from adapters.tf.segmenter import TfSegmenter  # noqa: E402
 from adapters.tf.steps import TfSteps  # noqa: E402
+from adapters.torch.layers import InstanceLayerNorm3d  # noqa: E402
 from adapters.torch.losses import make_loss as torch_make_loss  # noqa: E402
 from adapters.torch.segmenter import TorchSegmenter  # noqa: E402
 from adapters.torch.steps import TorchSteps  # noqa: E402
@@ -56,6 +57,8 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("vnet", {"in_channels": 3, "num_classes": 2, "kernel_size": 4}),
     ("neuronet", {"filters": (8, 16, 32), "strides": (1, 2, 1), "units_per_scale": 3, "norm": "none"}),
     ("neuronet", {"norm": "instance", "num_classes": 2}),
+    ("unet3d", {"base_filters": 4, "depth": 3, "norm": "instance_layer"}),
+    ("neuronet", {"filters": (4, 8), "strides": (1, 2), "norm": "instance_layer"}),
 ]
 
 SMALL: dict[str, dict[str, Any]] = {
@@ -102,6 +105,8 @@ def keras_arrays(module: Any) -> list[np.ndarray]:
         return [array(module.weight), array(module.bias), array(module.running_mean), array(module.running_var)]
     if isinstance(module, nn.InstanceNorm3d):
         return [array(module.weight), array(module.bias)]
+    if isinstance(module, InstanceLayerNorm3d):
+        return [array(module.weight), array(module.bias), array(module.rho)]
     raise TypeError(f"no Keras counterpart known for {module}")
 
 
@@ -124,10 +129,12 @@ def randomise_torch(seg: TorchSegmenter, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in seg.net.modules():
-            if isinstance(module, nn.BatchNorm3d | nn.InstanceNorm3d | nn.PReLU):
+            if isinstance(module, nn.BatchNorm3d | nn.InstanceNorm3d | nn.PReLU | InstanceLayerNorm3d):
                 for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
                     if tensor.is_floating_point():
                         tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator))
+            if isinstance(module, InstanceLayerNorm3d):  # IN shares inside (0, 1), so both parts count
+                module.rho.copy_(0.1 + 0.8 * torch.rand(module.rho.shape, generator=generator))
 
 
 def pair(architecture: str, params: dict[str, Any], batch: np.ndarray) -> tuple[TorchSegmenter, TfSegmenter]:
@@ -183,6 +190,8 @@ def test_output_shapes_are_equal(architecture: str) -> None:
         ("vnet", {"widths": (4, 8), "convs": (2, 1), "kernel_size": 4}, (8, 10, 12)),  # even kernel: "same"
         ("neuronet", {"filters": (4, 8, 16), "strides": (1, 2, 2)}, (16, 8, 12)),  # batch norm
         ("neuronet", {"filters": (4, 8), "strides": (1, 3), "norm": "instance"}, (9, 12, 6)),
+        ("unet3d", {"base_filters": 4, "depth": 3, "norm": "instance_layer", "block": "residual"}, (16, 8, 12)),
+        ("neuronet", {"filters": (4, 8), "strides": (1, 2), "norm": "instance_layer"}, (8, 12, 6)),
     ],
 )
 def test_same_weights_give_the_same_probabilities(architecture: str, params: dict[str, Any],
@@ -215,6 +224,8 @@ def test_losses_agree(spec: LossSpec) -> None:
          "unet3d", {"base_filters": 2, "depth": 2, "skip": "concat", "norm": "instance"}),
         (OptimizerSpec(name="adadelta", lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.001),
          "vnet", {"widths": (2, 4), "convs": (1, 2), "kernel_size": 3}),
+        (OptimizerSpec(name="sgd", lr=0.1, momentum=0.9),  # instance-layer norm: rho is trained alike
+         "unet3d", {"base_filters": 2, "depth": 2, "norm": "instance_layer"}),
         (OptimizerSpec(name="sgd", lr=0.1, momentum=0.0),  # deep supervision: the same weighted loss of 2 heads
          "unet3d", {"base_filters": 2, "depth": 3, "block": "residual", "norm": "instance", "deep_supervision": 1}),
         # Keras adds Adam's epsilon before the bias correction, torch after (adapters/tf/steps.py): with

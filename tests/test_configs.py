@@ -63,7 +63,7 @@ def test_row_specifics() -> None:
     row8 = run_spec_from_config(compose_cfg(["+experiment=table1/row8"]))
     assert (row8.sampling.oversample_class, row8.sampling.oversample_factor) == (1, 3)
     row9 = run_spec_from_config(compose_cfg(["+experiment=table1/row9"]))
-    assert row9.model.params["norm"] == "instance"
+    assert row9.model.params["norm"] == "instance_layer"  # the paper's [5]: instance-layer normalisation
     assert (row9.sampling.oversample_class, row9.sampling.oversample_factor) == (1, 3)  # built on row 8's U-Net
     row5 = run_spec_from_config(compose_cfg(["+experiment=table1/row5"]))
     assert (row5.train.optimizer.lr, row5.train.optimizer.rho, row5.train.optimizer.eps) == (1.0, 0.9, 1e-6)

@@ -68,7 +68,7 @@ def test_two_smoke_rows_log_the_networks_they_built(tiny_cohort: Path, workspace
     client = MlflowClient(workspace.uri)
     assert "history.png" in {a.path for a in client.list_artifacts(runs["9"].info.run_id)}
     assert runs["9"].data.params["model.params.base_filters"] == "4"  # smoke override, not the YAML's 32
-    assert runs["9"].data.params["model.params.norm"] == "instance"
+    assert runs["9"].data.params["model.params.norm"] == "instance_layer"
     assert runs["2"].data.params["model.params.widths"] == "[4, 8, 16]"
 
     experiment = client.get_experiment(runs["9"].info.experiment_id)

@@ -13,6 +13,8 @@ from typing import Any
 
 import keras  # adapters/tf/__init__.py (always imported first) has selected the tensorflow backend
 
+from adapters.configs import ILN_RHO_INIT
+
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 """Keras momentum 0.9 is torch's BatchNorm3d momentum 0.1 (the weight of the running value)."""
@@ -40,12 +42,50 @@ def up_conv(x: Any, filters: int, stride: int) -> Any:
     return keras.layers.Conv3DTranspose(filters, stride, strides=stride, padding="valid", use_bias=True)(x)
 
 
+class InstanceLayerNormalization(keras.layers.Layer):
+    """Instance-layer normalisation, the Keras twin of ``adapters.torch.layers.InstanceLayerNorm3d``.
+
+    ``y = gamma * (rho * IN(x) + (1 - rho) * LN(x)) + beta`` per channel (channels last), ``rho`` learned and
+    clipped to [0, 1] in the call; computed in float32 whatever the mixed-precision policy. Weights in the
+    order gamma, beta, rho (torch: weight, bias, rho).
+    """
+
+    def __init__(self, epsilon: float = IN_EPSILON, **kwargs: Any) -> None:
+        super().__init__(dtype="float32", **kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape: Any) -> None:
+        channels = int(input_shape[-1])
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        self.rho = self.add_weight(shape=(channels,), initializer=keras.initializers.Constant(ILN_RHO_INIT),
+                                   name="rho")
+
+    def call(self, x: Any) -> Any:
+        ops = keras.ops
+        mean_in = ops.mean(x, axis=(1, 2, 3), keepdims=True)  # [B, 1, 1, 1, C]
+        var_in = ops.mean(ops.square(x - mean_in), axis=(1, 2, 3), keepdims=True)
+        mean_ln = ops.mean(mean_in, axis=-1, keepdims=True)  # as the torch layer: layer stats from instance ones
+        var_ln = ops.mean(var_in + ops.square(mean_in), axis=-1, keepdims=True) - ops.square(mean_ln)
+        inv_in, inv_ln = ops.rsqrt(var_in + self.epsilon), ops.rsqrt(ops.maximum(var_ln, 0.0) + self.epsilon)
+        rho = ops.clip(self.rho, 0.0, 1.0)
+        scale = self.gamma * (rho * inv_in + (1.0 - rho) * inv_ln)
+        shift = self.beta - self.gamma * (rho * mean_in * inv_in + (1.0 - rho) * mean_ln * inv_ln)
+        return x * scale + shift
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
 def norm(x: Any, kind: str) -> Any:
-    """``none`` (identity), ``batch`` (BatchNorm) or ``instance`` (per-sample, per-channel, affine)."""
+    """``none`` (identity), ``batch`` (BatchNorm), ``instance`` (per-sample, per-channel, affine) or
+    ``instance_layer`` (InstanceLayerNormalization)."""
     if kind == "none":
         return x
     if kind == "batch":
         return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM)(x)
+    if kind == "instance_layer":
+        return InstanceLayerNormalization()(x)
     channels = int(x.shape[-1])
     return keras.layers.GroupNormalization(groups=channels, epsilon=IN_EPSILON)(x)
 
