@@ -164,6 +164,19 @@ def test_a_tiny_net_learns_the_same_task_in_bf16_as_in_fp32(framework: str, tmp_
     assert 0 < difference < 0.1
 
 
+@needs_bf16
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_instance_layer_norm_predicts_in_bf16_like_in_fp32(framework: str) -> None:
+    """ILN keeps its statistics in float32 under bf16 autocast / mixed_bfloat16: only bf16 rounding differs."""
+    seg: Any = adapters.build("unet3d", framework, base_filters=4, depth=3, norm="instance_layer")
+    batch = spheres(size=16)[0][None, None]
+    fp32 = seg.predict_patches(batch)
+    assert seg.use_precision("bf16") == "bf16"
+    bf16 = seg.predict_patches(batch)
+    assert bf16.dtype == np.float32 and np.isfinite(bf16).all()
+    assert 0 < np.abs(bf16 - fp32).max() < 0.05
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_bf16_checkpoint_predicts_in_fp32_where_bf16_is_not_native(fake_cpu: Any, framework: str,
                                                                      tmp_path: Path) -> None:
