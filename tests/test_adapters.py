@@ -713,6 +713,8 @@ def test_instance_layer_norm_matches_numpy(framework: str) -> None:
         tf_layer.build((None, 5, 6, 3, 4))
         tf_layer.set_weights([gamma.astype(np.float32), beta.astype(np.float32), rho.astype(np.float32)])
         got = to_channels_first(np.asarray(tf_layer(to_channels_last(x))))
+        again = InstanceLayerNormalization.from_config(tf_layer.get_config())  # Keras serialisation works
+        assert again.epsilon == tf_layer.epsilon and again.dtype_policy.name == "float32"
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 

@@ -51,6 +51,7 @@ class InstanceLayerNormalization(keras.layers.Layer):
     """
 
     def __init__(self, epsilon: float = IN_EPSILON, **kwargs: Any) -> None:
+        kwargs.pop("dtype", None)  # always float32 (from_config passes the saved one back)
         super().__init__(dtype="float32", **kwargs)
         self.epsilon = epsilon
 
