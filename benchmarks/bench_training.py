@@ -12,6 +12,7 @@
   Achieved GFLOP/s = FLOPs per patch × patches/s, against the matmul peak of the same dtype at the same
   thread count (4096², best of the repeats); ``sanity`` flags any figure above its peak.
 - Precision: the adapters' fit in fp32 and in bf16 (torch autocast, Keras ``mixed_bfloat16``), alternated.
+- Norms: the adapters' fit per ``model.params.norm`` (none, batch, instance, instance-layer), bf16 where native.
 - Settings (bare torch steps, interleaved): threads 1 vs all, channels_last_3d, batch size, oneDNN
   (mkldnn) off; torch.compile in a subprocess with a timeout; TF with and without XLA (``jit_compile``).
 - ``bench train-speed`` for every architecture × framework at default settings (subprocesses).
@@ -29,6 +30,8 @@ from typing import Any
 
 import torch
 
+from adapters.configs import NORMS
+from bench.hardware import cpu_has_native_bf16
 from benchmarks import BenchSubject, load_subjects, rounded
 from benchmarks.training_flops import cpu_peak_gflops, peak_for, training_flops_per_patch
 from benchmarks.training_overhead import tf_overhead, torch_overhead
@@ -39,7 +42,7 @@ from benchmarks.training_settings import compile_probe, run_compile_probe, tf_xl
 def run(subjects: Sequence[BenchSubject], *, base_filters: int = 16, depth: int = 4, patch: int = 32,
         batch_size: int = 8, steps: int = 8, repeats: int = 3, threads: int = 0, tensorflow: bool = True,
         compile_timeout_s: float = 300.0, peak_size: int = 4096, xla: bool = True,
-        overhead_repeats: int | None = None, precision_rounds: int = 2) -> dict[str, Any]:
+        overhead_repeats: int | None = None, precision_rounds: int = 2, norm_rounds: int = 1) -> dict[str, Any]:
     """Overhead, GFLOP/s and settings for the 3D U-Net (``base_filters``, ``depth``) at ``patch``³, ``batch_size``.
 
     Args:
@@ -53,6 +56,7 @@ def run(subjects: Sequence[BenchSubject], *, base_filters: int = 16, depth: int 
         xla: Also time the TF step with XLA (compiling it takes a while).
         overhead_repeats: Fit/bare pairs for the overhead (default ``repeats``).
         precision_rounds: fp32/bf16 fits of each framework for the precision comparison (0 skips it).
+        norm_rounds: Fits per normalisation for the ``norm_speed`` comparison (0 skips it).
     """
     import adapters
     from adapters.torch.steps import available_cores
@@ -105,6 +109,9 @@ def run(subjects: Sequence[BenchSubject], *, base_filters: int = 16, depth: int 
                 result[f"achieved_gflops_{framework}_{dtype}"] = gflops
                 checks.append((f"{framework} {dtype}, adapter fit (precision comparison)", gflops, dtype, fit_threads))
             result[f"unet3d_{framework}_bf16_speedup"] = speed.get("speedup_bf16")
+    if norm_rounds > 0:
+        result["norm_speed"] = norm_speed(subjects, frameworks, base_filters=base_filters, depth=depth, patch=patch,
+                                          batch_size=batch_size, steps=steps, rounds=norm_rounds, threads=fit_threads)
     if tensorflow:
         tf_fit = tf_overhead(subjects, steps=steps, threads=threads, **pairs)
         result.update({
@@ -126,6 +133,21 @@ def run(subjects: Sequence[BenchSubject], *, base_filters: int = 16, depth: int 
                           "threads": threads or "all cores", "model": f"unet3d base_filters={base_filters} depth={depth}",
                           "optimizer": "adam lr=1e-3", "loss": "dice", "sampler": "grid, step patch/2"}
     return result
+
+
+def norm_speed(subjects: Sequence[BenchSubject], frameworks: Sequence[str], *, base_filters: int, depth: int,
+               patch: int, batch_size: int, steps: int, rounds: int, threads: int) -> dict[str, Any]:
+    """Training patches/s of the U-Net per ``model.params.norm`` (none, batch, instance, instance_layer), per
+    framework, in bf16 where the CPU has it natively (the precision ``auto`` picks), else fp32."""
+    precision = "bf16" if cpu_has_native_bf16() else "fp32"
+    table: dict[str, Any] = {"precision": precision}
+    for framework in frameworks:
+        table[framework] = {
+            norm: precision_speed(subjects, framework=framework, base_filters=base_filters, depth=depth, patch=patch,
+                                  batch_size=batch_size, steps=steps, rounds=rounds, threads=threads,
+                                  precisions=(precision,), norm=norm)[precision]
+            for norm in NORMS}
+    return table
 
 
 def sanity(checks: Sequence[tuple[str, float | None, str, int]], peak: dict[str, Any]) -> dict[str, Any]:

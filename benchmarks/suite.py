@@ -379,6 +379,7 @@ def _training_section(r: dict[str, Any]) -> list[str]:
               f"{t.get('overhead_clock')} seconds. The fit epoch is timed from its first batch to the next epoch "
               "(end-of-epoch bookkeeping included); `sampler / fit` is timed inside the fit itself.", "",
               *_precision_lines(r.get("precision", {})),
+              *_norm_lines(r.get("norm_speed", {})),
               "### GFLOP/s", "",
               *_peak_lines(r.get("peak", {}))]
     gf_rows = [["torch, adapter fit", r.get("unet3d_torch_train_patches_per_s"), r.get("achieved_gflops_torch")],
@@ -437,6 +438,18 @@ def _precision_lines(p: dict[str, Any]) -> list[str]:
             "Keras mixed_bfloat16, loss and softmax in float32.", "",
             *_table(["framework", "fp32 patches/s", "bf16 patches/s", "bf16 / fp32", "not run (no native bf16)"],
                     rows)]
+
+
+def _norm_lines(n: dict[str, Any]) -> list[str]:
+    """Training patches/s per normalisation layer and framework."""
+    frameworks = [fw for fw in ("torch", "tf") if fw in n]
+    if not frameworks:
+        return []
+    norms = list(n[frameworks[0]])
+    rows = [[norm, *(n[fw].get(norm) for fw in frameworks)] for norm in norms]
+    return ["### Normalisation layers (`model.params.norm`, the adapters' fit)", "",
+            f"Same U-Net, batches and threads as the precision comparison, {n.get('precision')}, one fit per norm.",
+            "", *_table(["norm", *(f"{fw} patches/s" for fw in frameworks)], rows)]
 
 
 def _peak_lines(peak: dict[str, Any]) -> list[str]:

@@ -17,12 +17,13 @@ from benchmarks.training_overhead import TimedSource, grid_sampler
 
 def precision_speed(subjects: Sequence[BenchSubject], *, framework: str, base_filters: int, depth: int, patch: int,
                     batch_size: int, steps: int, epochs: int = 4, rounds: int = 2, threads: int = 1,
-                    precisions: Sequence[str] = ("fp32", "bf16")) -> dict[str, Any]:
+                    precisions: Sequence[str] = ("fp32", "bf16"), norm: str = "none") -> dict[str, Any]:
     """Training patches/s of the adapter's fit in each precision: ``rounds`` fits of ``epochs`` epochs each.
 
     The rounds alternate the precisions (fp32, bf16, fp32, bf16, ...). Each fit's first epoch is a warm-up
     (TF traces its step there); the figure is ``steps · batch_size`` over the median wall time of the other
-    epochs, across rounds. bf16 is skipped (``None``) on a CPU without native bf16.
+    epochs, across rounds. bf16 is skipped (``None``) on a CPU without native bf16. ``norm`` is the U-Net's
+    normalisation (``model.params.norm``).
 
     Returns:
         ``{"fp32": patches/s, "bf16": patches/s | None, "speedup_bf16": ..., "epochs_wall_s": {...}, ...}``.
@@ -36,7 +37,7 @@ def precision_speed(subjects: Sequence[BenchSubject], *, framework: str, base_fi
     cpus: dict[str, list[float]] = {p: [] for p in runnable}
     for _, precision in itertools.product(range(rounds), runnable):
         source = TimedSource(sampler, steps)
-        segmenter: Any = adapters.build("unet3d", framework, base_filters=base_filters, depth=depth)
+        segmenter: Any = adapters.build("unet3d", framework, base_filters=base_filters, depth=depth, norm=norm)
         segmenter.fit(source, None, train_spec(steps, epochs, threads, precision), NullLogger())
         assert segmenter.describe()["precision"] == precision
         timed = source.epoch_seconds()[1:]  # epoch 0 warms up; the last epoch has no end mark
@@ -50,7 +51,7 @@ def precision_speed(subjects: Sequence[BenchSubject], *, framework: str, base_fi
         result["speedup_bf16"] = rounded(result["bf16"] / result["fp32"])
     result["epochs_wall_s"] = {p: [round(t, 3) for t in walls[p]] for p in runnable}
     result["skipped"] = [p for p in precisions if p not in runnable]
-    result["settings"] = {"framework": framework, "model": f"unet3d base_filters={base_filters} depth={depth}",
+    result["settings"] = {"framework": framework, "model": f"unet3d base_filters={base_filters} depth={depth} norm={norm}",
                           "patch": patch, "batch_size": batch_size, "steps_per_epoch": steps, "epochs": epochs,
                           "rounds": rounds, "threads": threads}
     return result

@@ -56,12 +56,62 @@ class InstanceLayerNorm3d(nn.Module):
         self.rho = nn.Parameter(torch.full((channels,), ILN_RHO_INIT))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        var_in, mean_in = torch.var_mean(x, dim=(2, 3, 4), unbiased=False, keepdim=True)  # [B, C, 1, 1, 1]
+        return _InstanceLayerNormFunction.apply(x.float(), self.weight, self.bias, self.rho, self.eps)
+
+
+class _InstanceLayerNormFunction(torch.autograd.Function):
+    """ILN forward and a fused backward: a few passes over the tensor instead of autograd's many.
+
+    Forward: per-channel moments, then ``x * scale + shift`` (one pass). Backward: the gradient reaches
+    the small per-(sample, channel) graph of ``_iln_scale_shift`` only through ``sum(g)`` (d/d shift) and
+    ``sum(g * x)`` (d/d scale); autograd then
+    differentiates that small graph, and ``dx = g * scale + x * a + c`` with ``a = 2 dvar / n`` and
+    ``c = dmean / n - a * mean`` (the chain rule through ``var_mean``) is a second pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,  # type: ignore[override]
+                rho: torch.Tensor, eps: float) -> torch.Tensor:
+        mean_in, var_in = _instance_moments(x, eps)
         per_channel = (1, -1, 1, 1, 1)
-        scale, shift = _iln_scale_shift(mean_in, var_in, self.weight.view(per_channel), self.bias.view(per_channel),
-                                        self.rho.view(per_channel), self.eps)
-        return x * scale + shift
+        scale, shift = _iln_scale_shift(mean_in, var_in, weight.view(per_channel), bias.view(per_channel),
+                                        rho.view(per_channel), eps)
+        ctx.save_for_backward(x, mean_in, var_in, weight, bias, rho)
+        ctx.eps = eps
+        return torch.addcmul(shift, x, scale)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x, mean_in, var_in, weight, bias, rho = ctx.saved_tensors
+        sum_g = grad.sum(dim=(2, 3, 4), keepdim=True)
+        sum_gx = (grad * x).sum(dim=(2, 3, 4), keepdim=True)
+        per_channel = (1, -1, 1, 1, 1)
+        with torch.enable_grad():
+            small = [t.detach().requires_grad_() for t in (mean_in, var_in, weight, bias, rho)]
+            scale, shift = _iln_scale_shift(small[0], small[1], small[2].view(per_channel),
+                                            small[3].view(per_channel), small[4].view(per_channel), ctx.eps)
+            d_mean, d_var, d_weight, d_bias, d_rho = torch.autograd.grad((scale, shift), small, (sum_gx, sum_g))
+        voxels = x[0, 0].numel()
+        slope = d_var * (2.0 / voxels)
+        offset = d_mean / voxels - slope * mean_in
+        grad_x = torch.addcmul(offset, x, slope).addcmul_(grad, scale.detach())
+        return grad_x, d_weight, d_bias, d_rho, None
+
+
+def _instance_moments(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-(sample, channel) mean and biased variance of ``x [B, C, X, Y, Z]``, each ``[B, C, 1, 1, 1]``.
+
+    Batch norm's kernel on one sample at a time: ~6x faster than ``torch.var_mean`` over the spatial axes on
+    1 CPU thread, in both memory formats (the training loop's activations are channels-last).
+    """
+    means, variances = [], []
+    for sample in x.split(1):
+        _, mean, inv_std = torch.native_batch_norm(sample, None, None, None, None, True, 0.0, eps)
+        means.append(mean)
+        variances.append(inv_std.pow(-2) - eps)
+    shape = (x.shape[0], x.shape[1], 1, 1, 1)
+    return torch.stack(means).view(shape), torch.stack(variances).clamp_min(0.0).view(shape)
 
 
 def _iln_scale_shift(mean_in: torch.Tensor, var_in: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
