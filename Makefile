@@ -49,7 +49,7 @@ test-all: $(STAMP) postgres ## Run every test, slow ones included
 
 lint: $(STAMP) ## ruff + mypy
 	$(BIN)/ruff check .
-	$(BIN)/mypy bench adapters
+	$(BIN)/mypy bench adapters benchmarks
 
 $(SYNTH_DIR)/.done: | $(STAMP)
 	$(BIN)/bench synth --out $(SYNTH_DIR) --subjects $(SYNTH_SUBJECTS) --seed 0

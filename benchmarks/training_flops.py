@@ -16,6 +16,7 @@ run down, so the fastest one is closest to what the machine can do).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -102,7 +103,7 @@ def matmul_peaks(threads: Sequence[int], *, size: int = 4096, repeats: int = 3,
     medians: dict[str, Any] = {}
     for count in sorted(set(threads)):
         with torch_threads(count):
-            timed = time_interleaved({d: lambda d=d: operands[d][0] @ operands[d][1] for d in wanted},
+            timed = time_interleaved({d: functools.partial(torch.matmul, *operands[d]) for d in wanted},
                                      repeats=repeats, warmup=1)
         for d in wanted:
             peaks[f"{d}_{count}t"] = rounded(flops / min(timed.wall_all[d]) / 1e9)
