@@ -287,7 +287,7 @@ def test_spacing_round_trip_recovers_labels() -> None:
 def test_fast_inverse_matches_simpleitk_linear_resampling() -> None:
     import SimpleITK as sitk
 
-    from bench.preprocess.steps import _resample
+    from bench.preprocess.spacing import _resample
 
     case = prepare(make_case())
     step = SpacingNormalisation((1.0, 1.0, 1.0))

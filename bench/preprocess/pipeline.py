@@ -29,21 +29,12 @@ import numpy as np
 from bench.data.cohort import Case
 from bench.errors import ConfigError
 from bench.io import Volume, write_atomic
-from bench.preprocess.steps import (
-    MASK_DEFINITION_VERSION,
-    STEP_TYPES,
-    Clahe,
-    HistogramMatching,
-    PreparedCase,
-    PreprocessStep,
-    SpacingNormalisation,
-    Standardisation,
-    array_sha256,
-    brain_mask,
-    clahe_kernel_size,
-    prepare,
-    skimage_clip_limit,
-)
+from bench.preprocess.base import PreprocessStep
+from bench.preprocess.clahe import Clahe, clahe_kernel_size, skimage_clip_limit
+from bench.preprocess.intensity import HistogramMatching, Standardisation
+from bench.preprocess.prepared import MASK_DEFINITION_VERSION, PreparedCase, array_sha256, brain_mask, prepare
+from bench.preprocess.spacing import SpacingNormalisation
+from bench.preprocess.steps import STEP_TYPES
 from bench.types import FloatArray
 
 __all__ = [
