@@ -64,9 +64,9 @@ class _InstanceLayerNormFunction(torch.autograd.Function):
 
     Forward: per-channel moments, then ``x * scale + shift`` (one pass). Backward: the gradient reaches
     the small per-(sample, channel) graph of ``_iln_scale_shift`` only through ``sum(g)`` (d/d shift) and
-    ``sum(g * x)`` (d/d scale); autograd then
-    differentiates that small graph, and ``dx = g * scale + x * a + c`` with ``a = 2 dvar / n`` and
-    ``c = dmean / n - a * mean`` (the chain rule through ``var_mean``) is a second pass.
+    ``sum(g * x)`` (d/d scale); autograd differentiates that small graph, and ``dx = g * scale + x * a + c``
+    with ``a = 2 dvar / n`` and ``c = dmean / n - a * mean`` (the chain rule through the moments) is one
+    more pass. Not twice differentiable.
     """
 
     @staticmethod
