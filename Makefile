@@ -74,7 +74,7 @@ recipe: $(STAMP) $(DATA_DEP) ## The brainbench recipe: both members side by side
 	$(BIN)/bench ensemble --name brainbench --sweep +sweep=brainbench $(DATA_ARGS) $(EXTRA)
 	$(BIN)/bench report
 
-recipe-ablation: $(STAMP) $(DATA_DEP) ## The recipe's PyTorch member with each ingredient off in turn (DATA=, EXTRA='profile.epochs=N')
+recipe-ablation: $(STAMP) $(DATA_DEP) ## The recipe's PyTorch member with each ingredient switched in turn (DATA=, EXTRA='profile.epochs=N')
 	$(BIN)/python -m bench.run --multirun +sweep=brainbench_ablation $(DATA_ARGS) \
 	  hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) $(EXTRA)
 	$(BIN)/bench report

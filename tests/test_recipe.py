@@ -20,11 +20,12 @@ from bench.tracking import flatten
 
 SECONDS_BUDGET = ["profile.epochs=1", "profile.steps_per_epoch=1", "profile.batch_size=2",
                   "profile.patches_per_epoch=2", "profile.val_batches=1", "inference.batch_size=2"]
-INGREDIENTS = {  # recorded param -> value in the recipe
-    "model.params.block": "residual", "model.params.norm": "instance", "model.params.deep_supervision": "2",
+INGREDIENTS = {  # recorded param -> value in the recipe's PyTorch member
+    "model.params.block": "residual", "model.params.norm": "instance_layer", "model.params.deep_supervision": "2",
     "train.loss.name": "dice_ce", "train.scheduler.kind": "onecycle", "sampling.class_fraction": "0.33",
-    "sampling.augmentation.name": "default", "sampling.region": "overlaps_brain", "model.params.base_filters": "16",
+    "sampling.augmentation.name": "none", "sampling.region": "overlaps_brain", "model.params.base_filters": "16",
 }
+TF_INGREDIENTS = {**INGREDIENTS, "model.params.norm": "instance"}  # ILN measured in the PyTorch member only
 
 
 def settings(*overrides: str) -> dict:
@@ -36,7 +37,8 @@ def settings(*overrides: str) -> dict:
 @pytest.mark.parametrize("framework", ["torch", "tf"])
 def test_recipe_turns_every_ingredient_on(framework: str) -> None:
     recorded = settings(f"+experiment=brainbench/unet_{framework}")
-    assert {k: recorded[k] for k in INGREDIENTS} == INGREDIENTS
+    expected = INGREDIENTS if framework == "torch" else TF_INGREDIENTS
+    assert {k: recorded[k] for k in expected} == expected
     assert recorded["framework"] == framework and recorded["train.epochs"] == "250"
 
 
@@ -45,10 +47,11 @@ def test_recipe_turns_every_ingredient_on(framework: str) -> None:
     ("model.params.deep_supervision=0", "model.params.deep_supervision", "0"),
     ("loss=dice", "train.loss.name", "dice"),
     ("sampling.class_fraction=0", "sampling.class_fraction", "0.0"),
-    ("augmentation=none", "sampling.augmentation.name", "none"),
+    ("augmentation=default", "sampling.augmentation.name", "default"),  # off in the recipe: this turns it on
+    ("model.params.norm=instance", "model.params.norm", "instance"),
     ("profile.scheduler.kind=plateau", "train.scheduler.kind", "plateau"),
 ])
-def test_each_ingredient_switches_off(override: str, param: str, off: object) -> None:
+def test_each_ingredient_switches(override: str, param: str, off: object) -> None:
     recorded = settings("+experiment=brainbench/unet_torch", override)
     assert recorded.get(param) == off
     unchanged = {k: v for k, v in INGREDIENTS.items() if k != param}
@@ -67,15 +70,16 @@ def test_sweep_jobs_expand_like_hydra_and_the_command_line_wins() -> None:
         sweep_jobs(["+sweep=nosuch"])
 
 
-ABLATION = {  # conf/ablation option -> (recorded param, value when off); mirrors test_each_ingredient_switches_off
+ABLATION = {  # conf/ablation option -> (recorded param, value when switched); mirrors test_each_ingredient_switches
     "plain_block": ("model.params.block", "plain"), "no_deep_supervision": ("model.params.deep_supervision", "0"),
     "dice_only": ("train.loss.name", "dice"), "uniform_sampling": ("sampling.class_fraction", "0.0"),
-    "no_augmentation": ("sampling.augmentation.name", "none"), "plateau": ("train.scheduler.kind", "plateau"),
+    "with_augmentation": ("sampling.augmentation.name", "default"), "instance_norm": ("model.params.norm", "instance"),
+    "plateau": ("train.scheduler.kind", "plateau"),
     "centre_in_brain": ("sampling.region", "centre_in_brain"),
 }
 
 
-def test_the_ablation_sweep_turns_off_one_ingredient_per_row() -> None:
+def test_the_ablation_sweep_switches_one_ingredient_per_row() -> None:
     specs = {job[1].removeprefix("+ablation="): spec
              for job, spec in sweep_specs(["+sweep=brainbench_ablation", "data.root=unused"])}
     assert set(specs) == {"all_on", *ABLATION}
@@ -86,8 +90,8 @@ def test_the_ablation_sweep_turns_off_one_ingredient_per_row() -> None:
         assert recorded[param] == off, name
         assert {k: recorded.get(k) for k in INGREDIENTS if k != param} == {
             k: v for k, v in INGREDIENTS.items() if k != param}, name
-    assert len({s.config_hash for s in specs.values()}) == len(specs)  # eight distinct runs
-    assert len({s.label for s in specs.values()}) == len(specs)  # eight distinct report rows
+    assert len({s.config_hash for s in specs.values()}) == len(specs)  # nine distinct runs
+    assert len({s.label for s in specs.values()}) == len(specs)  # nine distinct report rows
     assert {s.tracking.experiment for s in specs.values()} == {"brainbench-ablation-synthetic-long"}
 
 
