@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # benchmarks/ is not an installed package: import it from the checkout
     sys.path.insert(0, str(REPO))
 
-from benchmarks import brain_box, load_subjects, normalise, suite, time_interleaved  # noqa: E402
+from benchmarks import brain_box, load_subjects, normalise, suite, suite_report, time_interleaved  # noqa: E402
 from benchmarks.bench_inference import Float64GaussianAggregator, aggregator, torch_predictor  # noqa: E402
 from benchmarks.bench_training import sanity  # noqa: E402
 from benchmarks.training_flops import conv_flops_per_patch, training_flops_per_patch  # noqa: E402
@@ -149,11 +149,11 @@ def test_ibsr18_subjects_are_used_when_ibsr18_root_is_set(monkeypatch: pytest.Mo
 
 
 def test_verdict_applies_targets() -> None:
-    assert suite.verdict("inference_ratio_vs_monai", 0.98) == "pass"
-    assert suite.verdict("inference_ratio_vs_monai", 1.2) == "FAIL"
-    assert suite.verdict("sampler_speedup_vs_torchio", 1.5) == "FAIL"
-    assert suite.verdict("sampler_speedup_vs_torchio", None) == "n/a"
-    assert suite.verdict("cpu_peak_gflops", 50.0) == "-"
+    assert suite_report.verdict("inference_ratio_vs_monai", 0.98) == "pass"
+    assert suite_report.verdict("inference_ratio_vs_monai", 1.2) == "FAIL"
+    assert suite_report.verdict("sampler_speedup_vs_torchio", 1.5) == "FAIL"
+    assert suite_report.verdict("sampler_speedup_vs_torchio", None) == "n/a"
+    assert suite_report.verdict("cpu_peak_gflops", 50.0) == "-"
 
 
 def test_quick_suite_writes_results_and_report(tmp_path: Path) -> None:
