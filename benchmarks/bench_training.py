@@ -12,7 +12,8 @@
   Achieved GFLOP/s = FLOPs per patch × patches/s, against the matmul peak of the same dtype at the same
   thread count (4096², best of the repeats); ``sanity`` flags any figure above its peak.
 - Precision: the adapters' fit in fp32 and in bf16 (torch autocast, Keras ``mixed_bfloat16``), alternated.
-- Norms: the adapters' fit per ``model.params.norm`` (none, batch, instance, instance-layer), bf16 where native.
+- Norms: the adapters' fit per ``model.params.norm`` (none, batch, instance, instance-layer), in the precision
+  ``auto`` picks.
 - Settings (bare torch steps, interleaved): threads 1 vs all, channels_last_3d, batch size, oneDNN
   (mkldnn) off; torch.compile in a subprocess with a timeout; TF with and without XLA (``jit_compile``).
 - ``bench train-speed`` for every architecture × framework at default settings (subprocesses).
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 from adapters.configs import NORMS
-from bench.hardware import cpu_has_native_bf16
+from bench.hardware import resolve_for_run
 from benchmarks import BenchSubject, load_subjects, rounded
 from benchmarks.training_flops import cpu_peak_gflops, peak_for, training_flops_per_patch
 from benchmarks.training_overhead import tf_overhead, torch_overhead
@@ -138,10 +139,11 @@ def run(subjects: Sequence[BenchSubject], *, base_filters: int = 16, depth: int 
 def norm_speed(subjects: Sequence[BenchSubject], frameworks: Sequence[str], *, base_filters: int, depth: int,
                patch: int, batch_size: int, steps: int, rounds: int, threads: int) -> dict[str, Any]:
     """Training patches/s of the U-Net per ``model.params.norm`` (none, batch, instance, instance_layer), per
-    framework, in bf16 where the CPU has it natively (the precision ``auto`` picks), else fp32."""
-    precision = "bf16" if cpu_has_native_bf16() else "fp32"
-    table: dict[str, Any] = {"precision": precision}
+    framework, in the precision ``auto`` picks for it on this CPU (``precision`` in the result)."""
+    table: dict[str, Any] = {"precision": {}}
     for framework in frameworks:
+        precision = resolve_for_run("auto", framework=framework, device="cpu")
+        table["precision"][framework] = precision
         table[framework] = {
             norm: precision_speed(subjects, framework=framework, base_filters=base_filters, depth=depth, patch=patch,
                                   batch_size=batch_size, steps=steps, rounds=rounds, threads=threads,

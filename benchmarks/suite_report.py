@@ -263,7 +263,8 @@ def _norm_lines(n: dict[str, Any]) -> list[str]:
     norms = list(n[frameworks[0]])
     rows = [[norm, *(n[fw].get(norm) for fw in frameworks)] for norm in norms]
     return ["### Normalisation layers (`model.params.norm`, the adapters' fit)", "",
-            f"Same U-Net, batches and threads as the precision comparison, {n.get('precision')}, one fit per norm.",
+            "Same U-Net, batches and threads as the precision comparison, one fit per norm, in the precision "
+            "`auto` picks (" + ", ".join(f"{fw} {p}" for fw, p in n.get("precision", {}).items()) + ").",
             "", *_table(["norm", *(f"{fw} patches/s" for fw in frameworks)], rows)]
 
 

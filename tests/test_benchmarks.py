@@ -189,7 +189,7 @@ def test_quick_suite_writes_results_and_report(tmp_path: Path) -> None:
     assert results["achieved_le_peak"] == all(c["ok"] is not False for c in checks)
     assert training["unet3d_train_gflop_per_patch"] < training["unet3d_train_gflop_per_patch_3x_forward"]
     norms = training["norm_speed"]
-    assert norms["precision"] == ("bf16" if bf16_native else "fp32") and "tf" not in norms
+    assert norms["precision"] == {"torch": "bf16" if bf16_native else "fp32"} and "tf" not in norms
     assert set(norms["torch"]) == {"none", "batch", "instance", "instance_layer"}
     assert all(speed > 0 for speed in norms["torch"].values())
     report = (tmp_path / "report.md").read_text()
