@@ -73,9 +73,7 @@ class _InstanceLayerNormFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,  # type: ignore[override]
                 rho: torch.Tensor, eps: float) -> torch.Tensor:
         mean_in, var_in = _instance_moments(x, eps)
-        per_channel = (1, -1, 1, 1, 1)
-        scale, shift = _iln_scale_shift(mean_in, var_in, weight.view(per_channel), bias.view(per_channel),
-                                        rho.view(per_channel), eps)
+        scale, shift = _iln_scale_shift(mean_in, var_in, weight, bias, rho, eps)
         ctx.save_for_backward(x, mean_in, var_in, weight, bias, rho)
         ctx.eps = eps
         return torch.addcmul(shift, x, scale)
@@ -86,11 +84,9 @@ class _InstanceLayerNormFunction(torch.autograd.Function):
         x, mean_in, var_in, weight, bias, rho = ctx.saved_tensors
         sum_g = grad.sum(dim=(2, 3, 4), keepdim=True)
         sum_gx = (grad * x).sum(dim=(2, 3, 4), keepdim=True)
-        per_channel = (1, -1, 1, 1, 1)
         with torch.enable_grad():
             small = [t.detach().requires_grad_() for t in (mean_in, var_in, weight, bias, rho)]
-            scale, shift = _iln_scale_shift(small[0], small[1], small[2].view(per_channel),
-                                            small[3].view(per_channel), small[4].view(per_channel), ctx.eps)
+            scale, shift = _iln_scale_shift(small[0], small[1], small[2], small[3], small[4], ctx.eps)
             d_mean, d_var, d_weight, d_bias, d_rho = torch.autograd.grad((scale, shift), small, (sum_gx, sum_g))
         voxels = x[0, 0].numel()
         slope = d_var * (2.0 / voxels)
@@ -118,13 +114,14 @@ def _iln_scale_shift(mean_in: torch.Tensor, var_in: torch.Tensor, weight: torch.
                      rho: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """ILN as ``x * scale + shift`` from the per-channel statistics (one pass over ``x`` instead of three).
 
-    The layer statistics follow from the instance ones (all channels have the same voxel count): their mean
+    ``mean_in``, ``var_in``: ``[B, C, 1, 1, 1]``; ``weight``, ``bias``, ``rho``: ``[C]``. The layer statistics follow from the instance ones (all channels have the same voxel count): their mean
     is the channels' mean and their variance the mean of ``var_c + mean_c**2`` minus the squared mean.
     """
+    per_channel = (1, -1, 1, 1, 1)
+    weight, bias, rho = weight.view(per_channel), bias.view(per_channel), rho.view(per_channel).clamp(0.0, 1.0)
     mean_ln = mean_in.mean(dim=1, keepdim=True)
     var_ln = (var_in + mean_in.square()).mean(dim=1, keepdim=True) - mean_ln.square()
     inv_in, inv_ln = torch.rsqrt(var_in + eps), torch.rsqrt(var_ln.clamp_min(0.0) + eps)
-    rho = rho.clamp(0.0, 1.0)
     scale = weight * (rho * inv_in + (1.0 - rho) * inv_ln)
     return scale, bias - weight * (rho * mean_in * inv_in + (1.0 - rho) * mean_ln * inv_ln)
 
