@@ -190,7 +190,8 @@ def monitored_value(monitor: str, train_loss: float, val_loss: float | None,
 def fit(
     steps: TrainSteps, train: PatchSource, val: PatchSource | None, spec: TrainSpec, log: RunLogger
 ) -> TrainHistory:
-    """Train with ``steps`` as ``spec`` says and return the history (best weights restored).
+    """Train with ``steps`` as ``spec`` says and return the history (the best epoch's weights restored, or
+    the last epoch's kept: ``spec.keep_weights``; ``history.best_epoch`` is the best monitored epoch either way).
 
     Raises:
         BenchError: Non-finite input or loss (naming epoch and step), or an empty patch source.
@@ -223,7 +224,9 @@ def fit(
             history.epochs.append(record)
             log.log_epoch(record)
             if monitored < best_value:
-                best_value, best_state, history.best_epoch = monitored, steps.snapshot(), epoch
+                best_value, history.best_epoch = monitored, epoch
+                if spec.keep_weights == "best":
+                    best_state = steps.snapshot()
             if epoch >= spec.scheduler.warmup_epochs:  # plateau only (others are never enabled)
                 new_lr = plateau.step(monitored, steps.get_lr())
                 if new_lr != steps.get_lr():
@@ -234,7 +237,7 @@ def fit(
                 break
         else:
             history.convergence = convergence_at_the_end(history, spec)
-    if best_state is not None:  # None only if every monitored value was NaN
+    if best_state is not None:  # None when the last weights are kept, or if every monitored value was NaN
         steps.restore(best_state)
     history.unlearned = unlearned_classes(history)
     history.fit_seconds = time.perf_counter() - started

@@ -17,6 +17,7 @@ from adapters import registry
 from adapters.configs import NetConfig
 from bench.contract import (
     INTERVALS,
+    KEEP_WEIGHTS,
     MONITORS,
     SCHEDULER_KINDS,
     EarlyStoppingSpec,
@@ -69,6 +70,12 @@ def _choice(value: Any, options: tuple[str, ...], setting: str) -> str:
     if value not in options:
         raise ConfigError(f"{setting}={value!r} is unknown", fix=f"use one of {', '.join(options)}")
     return str(value)
+
+
+def _flag(value: Any, setting: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{setting}={value!r} must be true or false")
+    return value
 
 
 def _optimizer(cfg: Mapping[str, Any]) -> OptimizerSpec:
@@ -283,6 +290,8 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         device=DEVICE,
         precision=_precision(profile, framework, DEVICE) if net_config is not None else "fp32",  # type: ignore[arg-type]
         monitor=_choice(profile.get("monitor", "val_loss"), MONITORS, "profile.monitor"),  # type: ignore[arg-type]
+        keep_weights=_choice(profile.get("keep_weights", "best"), KEEP_WEIGHTS,  # type: ignore[arg-type]
+                             "profile.keep_weights"),
     )
     inf = cfg.get("inference") or {}
     overlap = float(inf.get("overlap", 0.5))
@@ -310,7 +319,8 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     if isinstance(segmenter, NetworkSpec):
         segmenter.config.check_patch_size(sampling.patch_size)
     return RunSpec(
-        data=DataSpec(name=str(data.get("name")), root=str(data["root"]), split=_split(data)),
+        data=DataSpec(name=str(data.get("name")), root=str(data["root"]), split=_split(data),
+                      train_on_val=_flag(data.get("train_on_val", False), "data.train_on_val")),
         preprocess=PreprocessSpec(name=str(cfg["preprocess"].get("name")), steps=preprocess_steps),
         model=model,
         framework=framework,

@@ -23,6 +23,8 @@ OptimizerName = Literal["adam", "adadelta", "sgd"]
 LossName = Literal["dice", "ce", "dice_ce"]
 Monitor = Literal["val_loss", "val_dice"]
 MONITORS: tuple[str, ...] = ("val_loss", "val_dice")
+KeepWeights = Literal["best", "last"]
+KEEP_WEIGHTS: tuple[str, ...] = ("best", "last")
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,9 @@ class TrainSpec:
             ``bench.hardware``: ``bench.config`` resolves it before a run is recorded, an adapter given ``auto``
             resolves it the same way and its ``describe()`` says what ran). ConfigError at fit if the device
             cannot run it natively.
+        keep_weights: Which weights a fit ends with: ``best`` (those of the best monitored epoch, restored)
+            or ``last`` (the final epoch's, as nnU-Net keeps: for schedules that anneal to their end, and for
+            training without validation).
     """
 
     epochs: int = 10
@@ -239,10 +244,14 @@ class TrainSpec:
     progress: bool = True
     precision: Precision = "fp32"
     monitor: Monitor = "val_loss"
+    keep_weights: KeepWeights = "best"
 
     def __post_init__(self) -> None:
         if self.monitor not in MONITORS:
             raise ConfigError(f"train.monitor={self.monitor!r} is unknown", fix=f"use one of {', '.join(MONITORS)}")
+        if self.keep_weights not in KEEP_WEIGHTS:
+            raise ConfigError(f"train.keep_weights={self.keep_weights!r} is unknown",
+                              fix=f"use one of {', '.join(KEEP_WEIGHTS)}")
         if self.epochs < 1:
             raise ConfigError(f"train.epochs={self.epochs} must be >= 1")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:

@@ -63,6 +63,8 @@ def load_data(spec: RunSpec) -> Cohort:
         raise DataError("data root does not exist", path=root,
                         fix="set data.root=... (or IBSR18_ROOT), or run `bench synth` for a synthetic cohort")
     cohort = load_cohort(root, spec.data.split)
+    if spec.data.train_on_val:
+        cohort = cohort.with_val_in_train()
     if not cohort.split("train"):
         raise DataError(f"split {spec.data.split!r} has no training subjects", path=root)
     if not cohort.split("test"):

@@ -49,6 +49,9 @@ class DataSpec:
     name: str
     root: str
     split: str | SplitSpec | FoldSplit
+    train_on_val: bool = False
+    """The split's validation subjects are trained on too and nothing is validated (use it with
+    ``TrainSpec.keep_weights='last'``: without validation the best epoch is judged by the training loss)."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,14 @@ def split_record(split: str | SplitSpec | FoldSplit) -> Any:
     return {name: list(getattr(split, name)) for name in SPLITS}
 
 
+def data_record(data: DataSpec) -> dict[str, Any]:
+    """The data a run used; ``train_on_val`` only when on (runs recorded before the setting keep their hash)."""
+    record: dict[str, Any] = {"name": data.name, "root": data.root, "split": split_record(data.split)}
+    if data.train_on_val:
+        record["train_on_val"] = True
+    return record
+
+
 def effective_settings(spec: RunSpec) -> dict[str, Any]:
     """Everything that decides a run's result, as it ran: profile overrides and defaults applied, and only
     what applies to the method (an atlas has no framework, optimizer, patches or inference settings).
@@ -204,7 +215,7 @@ def effective_settings(spec: RunSpec) -> dict[str, Any]:
     """
     settings: dict[str, Any] = {
         "record_version": RECORD_VERSION,
-        "data": {"name": spec.data.name, "root": spec.data.root, "split": split_record(spec.data.split)},
+        "data": data_record(spec.data),
         "preprocess": {"name": spec.preprocess.name, "steps": [dict(step) for step in spec.preprocess.steps]},
         "model": {"architecture": spec.model.architecture, "params": dict(spec.model.params)},
         "seed": spec.seed,
@@ -215,6 +226,8 @@ def effective_settings(spec: RunSpec) -> dict[str, Any]:
         train["scheduler"] = method.train.scheduler.record()  # only what applies to its kind
         if train["monitor"] == "val_loss":  # the default, and what every run before the setting monitored
             train.pop("monitor")
+        if train["keep_weights"] == "best":  # likewise
+            train.pop("keep_weights")
         sampling = asdict(method.sampling)
         sampling["augmentation"] = method.sampling.augmentation.record()  # only the transforms that are on
         if not method.sampling.class_fraction:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,11 @@ class Cohort:
     def ids(self, split: str | None = None) -> list[str]:
         """Subject ids of one split, or of every case when ``split`` is ``None``."""
         return [c.id for c in self.cases if split is None or c.split == split]
+
+    def with_val_in_train(self) -> Cohort:
+        """The same cohort with every validation case moved to the training set (no validation left)."""
+        cases = tuple(replace(c, split="train") if c.split == "val" else c for c in self.cases)
+        return replace(self, cases=cases)
 
     def get(self, case_id: str) -> Case:
         """The case with this id (``KeyError`` naming the available ids if absent)."""
