@@ -571,6 +571,22 @@ def test_the_monitor_picks_the_best_epoch_and_drives_early_stopping(monitor: str
         quick_spec(monitor="val_acc")
 
 
+def test_keep_weights_last_ends_with_the_final_epoch_and_still_reports_the_best() -> None:
+    image, label = spheres(size=8)
+    val_losses = [3.0, 1.0, 2.0, 2.0]  # epoch 1 is the best monitored epoch
+    kept = {}
+    for keep in ("best", "last"):
+        steps = ScriptedSteps(evals=[(v, np.eye(4, dtype=np.int64)) for v in val_losses])
+        spec = quick_spec(epochs=4, keep_weights=keep)
+        history = loop.fit(steps, CropSource(image, label, 8, 1, 1), CropSource(image, label, 8, 1, 1), spec,
+                           RecordingLogger())
+        assert history.best_epoch == 1 and len(history.epochs) == 4
+        kept[keep] = steps.restored
+    assert kept == {"best": 2, "last": None}  # best: the snapshot after epoch 1 (one step each); last: untouched
+    with pytest.raises(BenchError, match=r"train\.keep_weights='first' is unknown \(use one of best, last\)"):
+        quick_spec(keep_weights="first")
+
+
 def test_progress_bar_is_quiet_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
     for enabled in (True, False):
         with loop.progress_bar(enabled, 10) as start:

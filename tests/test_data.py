@@ -115,6 +115,18 @@ def test_holdout_split_leaves_out_validation_set(course_root: Path) -> None:
     assert "IBSR_11" not in cohort.ids()
 
 
+def test_validation_subjects_can_join_the_training_set(course_root: Path) -> None:
+    cohort = load_cohort(course_root, "paper")
+    merged = cohort.with_val_in_train()
+    assert split_ids(merged, "val") == set()
+    assert split_ids(merged, "train") == set(TRAINING)
+    for name in ("test", "predict"):
+        assert split_ids(merged, name) == split_ids(cohort, name)
+    assert [c.id for c in merged.cases] == [c.id for c in cohort.cases]  # same cases, same order
+    assert merged.get("IBSR_07").image is cohort.get("IBSR_07").image
+    assert split_ids(cohort, "val") == {"IBSR_07", "IBSR_16"}  # the original is unchanged
+
+
 def test_explicit_split_and_its_errors(course_root: Path) -> None:
     spec = SplitSpec(train=["IBSR_01", "IBSR_03"], val=("IBSR_04",), predict=("IBSR_02",))
     cohort = load_cohort(course_root, spec)

@@ -186,3 +186,27 @@ def test_the_monitor_reaches_the_spec_and_is_recorded_when_it_is_not_the_default
     assert spec.config_hash != default.config_hash
     with pytest.raises(ConfigError, match=r"profile\.monitor='loss' is unknown \(use one of val_loss, val_dice\)"):
         spec_of("profile.monitor=loss")
+
+
+def test_keep_weights_reaches_the_spec_and_is_recorded_when_it_is_not_the_default() -> None:
+    last = spec_of("profile.keep_weights=last")
+    assert last.train.keep_weights == "last"
+    assert effective_settings(last)["train"]["keep_weights"] == "last"
+    default = spec_of()
+    assert default.train.keep_weights == "best"
+    assert "keep_weights" not in effective_settings(default)["train"]  # earlier runs keep their hash
+    assert last.config_hash != default.config_hash
+    with pytest.raises(ConfigError, match=r"profile\.keep_weights='final' is unknown \(use one of best, last\)"):
+        spec_of("profile.keep_weights=final")
+
+
+def test_train_on_val_reaches_the_spec_and_is_recorded_only_when_on() -> None:
+    on = spec_of("data.train_on_val=true")
+    assert on.data.train_on_val is True
+    assert effective_settings(on)["data"]["train_on_val"] is True
+    default = spec_of()
+    assert default.data.train_on_val is False
+    assert "train_on_val" not in effective_settings(default)["data"]
+    assert on.config_hash != default.config_hash
+    with pytest.raises(ConfigError, match=r"data\.train_on_val='yes' must be true or false"):
+        spec_of("data.train_on_val='yes'")
