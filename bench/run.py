@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -65,6 +66,15 @@ def run_config(cfg: DictConfig) -> RunResult:
     return result
 
 
+def compose_config(overrides: Sequence[str], *, return_hydra_config: bool = False) -> DictConfig:
+    """``conf/config.yaml`` with ``overrides``: inside a running Hydra app (a sweep's driver) its own config
+    search path is used, elsewhere ``conf/`` is initialised for the call."""
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
 def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
     """The jobs ``python -m bench.run --multirun OVERRIDES`` launches, each as its list of overrides.
 
@@ -77,8 +87,7 @@ def sweep_jobs(overrides: Sequence[str]) -> list[list[str]]:
     try:
         given = [o for o in parser.parse_overrides(list(overrides)) if not o.is_hydra_override()]
         fixed = [str(o.input_line) for o in given if not o.is_sweep_override()]
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            base = compose(config_name="config", overrides=fixed, return_hydra_config=True)
+        base = compose_config(fixed, return_hydra_config=True)
         params = OmegaConf.select(base, "hydra.sweeper.params") or {}
         from_file = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
     except (HydraException, OmegaConfBaseException) as exc:
@@ -97,13 +106,33 @@ def sweep_specs(overrides: Sequence[str]) -> list[tuple[list[str], RunSpec]]:
     """Each job of a sweep (:func:`sweep_jobs`) with the run spec it translates to (its config hash, tracking)."""
     specs = []
     for job in sweep_jobs(overrides):
-        try:
-            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-                cfg = compose(config_name="config", overrides=job)
-        except (HydraException, OmegaConfBaseException) as exc:
-            raise ConfigError(f"sweep job {' '.join(job)!r}: {hydra_error_line(exc)}") from None
-        specs.append((job, run_spec_from_config(to_container(cfg))))
+        specs.append((job, run_spec_from_config(to_container(_compose_job(job)))))
     return specs
+
+
+def _compose_job(job: list[str]) -> DictConfig:
+    try:
+        return compose_config(job)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"sweep job {' '.join(job)!r}: {hydra_error_line(exc)}") from None
+
+
+def sweep_tracking(overrides: Sequence[str]) -> list[tuple[str | None, str, str, str]]:
+    """Where the jobs of a sweep log: each distinct ``(tracking.uri, experiment, sweep, paths.runs)``, in job
+    order (an experiment file or the sweep's own axes may change them from job to job)."""
+    found: dict[tuple[str | None, str, str, str], None] = {}
+    for job in sweep_jobs(overrides):
+        cfg = _compose_job(job)
+        try:
+            tracking = OmegaConf.to_container(cfg.tracking, resolve=True)
+            runs = str(OmegaConf.select(cfg, "paths.runs", default="runs"))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"sweep job {' '.join(job)!r}: cannot resolve tracking: {exc}".splitlines()[0]) from exc
+        assert isinstance(tracking, dict)
+        uri = tracking.get("uri")
+        found[(None if uri is None else str(uri), str(tracking.get("experiment", "brainbench")),
+               str(tracking.get("sweep", "brainbench")), runs)] = None
+    return list(found)
 
 
 class SweepTracking(Callback):
@@ -112,17 +141,13 @@ class SweepTracking(Callback):
     and parent run once, so that workers, possibly on other machines, only find them."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            tracking = OmegaConf.to_container(config.tracking, resolve=True)
-            runs = OmegaConf.select(config, "paths.runs", default="runs")
-        except OmegaConfBaseException as exc:
-            raise ConfigError(f"cannot resolve tracking: {exc}".splitlines()[0]) from exc
-        assert isinstance(tracking, dict)
+        overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
         from bench.tracking import Tracker
 
-        tracker = Tracker(str(tracking.get("experiment", "brainbench")), tracking.get("uri"), Path(str(runs)))
-        parent = tracker.parent_run(str(tracking.get("sweep", "brainbench")))
-        log.info("tracking %s: experiment %s, parent run %s", tracker.uri, tracker.experiment, parent)
+        for uri, experiment, sweep, runs in sweep_tracking(overrides):  # the jobs' experiments, not the driver's
+            tracker = Tracker(experiment, uri, Path(runs))
+            parent = tracker.parent_run(sweep)
+            log.info("tracking %s: experiment %s, parent run %s", tracker.uri, tracker.experiment, parent)
 
 
 class JobFailed(Exception):

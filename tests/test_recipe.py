@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import Workspace
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 
 from bench.cli import main as bench_main
 from bench.config import run_spec_from_config
@@ -24,6 +26,7 @@ INGREDIENTS = {  # recorded param -> value in the recipe's PyTorch member
     "model.params.block": "residual", "model.params.norm": "instance_layer", "model.params.deep_supervision": "2",
     "train.loss.name": "dice_ce", "train.scheduler.kind": "onecycle", "sampling.class_fraction": "0.33",
     "sampling.augmentation.name": "none", "sampling.region": "overlaps_brain", "model.params.base_filters": "16",
+    "data.train_on_val": "True", "train.keep_weights": "last",
 }
 TF_INGREDIENTS = {**INGREDIENTS, "model.params.norm": "instance"}  # ILN measured in the PyTorch member only
 
@@ -50,6 +53,7 @@ def test_recipe_turns_every_ingredient_on(framework: str) -> None:
     ("augmentation=default", "sampling.augmentation.name", "default"),  # off in the recipe: this turns it on
     ("model.params.norm=instance", "model.params.norm", "instance"),
     ("profile.scheduler.kind=plateau", "train.scheduler.kind", "plateau"),
+    ("data.train_on_val=false", "data.train_on_val", None),  # not recorded when off
 ])
 def test_each_ingredient_switches(override: str, param: str, off: object) -> None:
     recorded = settings("+experiment=brainbench/unet_torch", override)
@@ -76,6 +80,7 @@ ABLATION = {  # conf/ablation option -> (recorded param, value when switched); m
     "with_augmentation": ("sampling.augmentation.name", "default"), "instance_norm": ("model.params.norm", "instance"),
     "plateau": ("train.scheduler.kind", "plateau"),
     "centre_in_brain": ("sampling.region", "centre_in_brain"),
+    "validate_on_val": ("data.train_on_val", None),  # and train.keep_weights best (below)
 }
 
 
@@ -87,11 +92,13 @@ def test_the_ablation_sweep_switches_one_ingredient_per_row() -> None:
     assert {k: on[k] for k in INGREDIENTS} == INGREDIENTS and on["framework"] == "torch"
     for name, (param, off) in ABLATION.items():
         recorded = flatten(effective_settings(specs[name]))
-        assert recorded[param] == off, name
-        assert {k: recorded.get(k) for k in INGREDIENTS if k != param} == {
-            k: v for k, v in INGREDIENTS.items() if k != param}, name
-    assert len({s.config_hash for s in specs.values()}) == len(specs)  # nine distinct runs
-    assert len({s.label for s in specs.values()}) == len(specs)  # nine distinct report rows
+        assert recorded.get(param) == off, name
+        switched = {param, "train.keep_weights"} if name == "validate_on_val" else {param}  # validation picks the epoch
+        assert {k: recorded.get(k) for k in INGREDIENTS if k not in switched} == {
+            k: v for k, v in INGREDIENTS.items() if k not in switched}, name
+    assert flatten(effective_settings(specs["validate_on_val"])).get("train.keep_weights") is None  # best: default
+    assert len({s.config_hash for s in specs.values()}) == len(specs)  # ten distinct runs
+    assert len({s.label for s in specs.values()}) == len(specs)  # ten distinct report rows
     assert {s.tracking.experiment for s in specs.values()} == {"brainbench-ablation-synthetic-long"}
 
 
@@ -99,9 +106,23 @@ def test_recipe_members_train_and_ensemble(tiny_cohort: Path, workspace: Workspa
     args = [a for a in workspace.overrides(tiny_cohort, "+sweep=brainbench") if a != "profile=smoke"]
     done = workspace.bench_run([*args, *SECONDS_BUDGET], multirun=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "training loss (nothing validated) was still improving" in done.stdout + done.stderr
     runs = workspace.runs_()
     assert sorted(r.data.tags["framework"] for r in runs) == ["tf", "torch"]
     assert all(r.info.status == "FINISHED" and r.data.params["model.params.block"] == "residual" for r in runs)
+    # the sweep's parent run lives in its jobs' experiment; the driver's default (table1-…) gets none
+    (parent,) = workspace.runs_("parent")
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    experiments = {e.experiment_id: e.name for e in MlflowClient(workspace.uri).search_experiments()}
+    assert {experiments[r.info.experiment_id] for r in [*runs, parent]} == {"brainbench-synthetic-long"}
+    assert set(experiments.values()) <= {"brainbench-synthetic-long", "Default"}
+    for run in runs:  # the validation subjects were trained on: nothing validated, the final epoch kept
+        assert run.data.params["data.train_on_val"] == "True" and run.data.params["train.keep_weights"] == "last"
+        (out,) = (workspace.runs / "outputs").glob(f"*/*-{run.data.tags['brainbench.config_hash']}")
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["run"]["val_subjects"] == []
+        assert set(summary["run"]["train_subjects"]) == {"IBSR_01", "IBSR_03", "IBSR_07", "IBSR_16"}
+        assert pd.read_csv(out / "history.csv")["val_loss"].isna().all()
     # the members are named by the sweep's own command line (`make recipe`), found by their config hashes
     assert bench_main(["ensemble", "--name", "brainbench", "--sweep", *args, *SECONDS_BUDGET]) == 0
     (row,) = [r for r in workspace.runs_() if r.data.tags["architecture"] == "ensemble:brainbench"]
