@@ -42,7 +42,7 @@ def test_recipe_turns_every_ingredient_on(framework: str) -> None:
     recorded = settings(f"+experiment=brainbench/unet_{framework}")
     expected = INGREDIENTS if framework == "torch" else TF_INGREDIENTS
     assert {k: recorded[k] for k in expected} == expected
-    assert recorded["framework"] == framework and recorded["train.epochs"] == "250"
+    assert recorded["framework"] == framework and recorded["train.epochs"] == "180"
 
 
 @pytest.mark.parametrize(("override", "param", "off"), [
