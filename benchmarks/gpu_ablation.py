@@ -49,29 +49,37 @@ def _stub_simpleitk() -> None:
 
 
 def pack(out: Path, overrides: list[str]) -> None:
-    """Compose the sweep's jobs, load and preprocess the cohort once, and write everything ``run`` needs."""
+    """Compose the sweep's jobs, load and preprocess each cohort they use once (variants that differ only in
+    their model or training share one; ``data.train_on_val`` is a cohort of its own, since the preprocessing
+    is fitted on the training subjects), and write everything ``run`` needs."""
     from bench.experiment import _prepare, load_data
     from bench.run import sweep_specs
 
     jobs = sweep_specs(overrides)
     specs = [(job[-1] if len(job) == 1 else _variant(job), spec) for job, spec in jobs]
-    first = specs[0][1]
-    for name, spec in specs:
-        if (spec.data, spec.preprocess) != (first.data, first.preprocess):
-            raise SystemExit(f"error: variant {name} uses other data or preprocessing; one pack holds one cohort")
-    cohort = load_data(first)
-    pipeline, prepared = _prepare(first, cohort)
-    for step in pipeline.steps:  # every packed subject is already prepared: the GPU side only inverts
-        if getattr(step, "_reference_image", None) is not None:  # histogram matching's SimpleITK image
-            setattr(step, "_reference_image", None)  # noqa: B010 - a private field of one step kind
-    payload: dict[str, Any] = {"specs": specs, "overrides": overrides, "pipeline": pipeline, "prepared": prepared,
-               "splits": {s: list(cohort.split(s)) for s in ("train", "val", "test")}}
+    keys: list[tuple[Any, Any]] = []
+    cohorts: list[dict[str, Any]] = []
+    cohort_of: list[int] = []
+    for _, spec in specs:
+        key = (spec.data, spec.preprocess)
+        if key not in keys:
+            keys.append(key)
+            cohort = load_data(spec)
+            pipeline, prepared = _prepare(spec, cohort)
+            for step in pipeline.steps:  # every packed subject is already prepared: the GPU side only inverts
+                if getattr(step, "_reference_image", None) is not None:  # histogram matching's SimpleITK image
+                    setattr(step, "_reference_image", None)  # noqa: B010 - a private field of one step kind
+            cohorts.append({"pipeline": pipeline, "prepared": prepared,
+                            "splits": {s: list(cohort.split(s)) for s in ("train", "val", "test")}})
+        cohort_of.append(keys.index(key))
+    payload: dict[str, Any] = {"specs": specs, "overrides": overrides, "cohorts": cohorts, "cohort_of": cohort_of}
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     with gzip.open(partial, "wb", compresslevel=6) as f:
         pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
     partial.rename(out)
-    print(f"packed {len(specs)} variants, {sum(len(v) for v in payload['splits'].values())} subjects: {out} "
+    subjects = len({c.id for cohort in cohorts for split in cohort["splits"].values() for c in split})
+    print(f"packed {len(specs)} variants, {subjects} subjects in {len(cohorts)} preprocessed cohort(s): {out} "
           f"({out.stat().st_size / 2**20:.1f} MiB)")
 
 
@@ -99,7 +107,8 @@ def train_one(pack_path: Path, index: int, epochs: int, out: Path, evaluate: boo
     train = dataclasses.replace(network.train, epochs=epochs, progress=False)  # device auto: CUDA when present
     network = dataclasses.replace(network, train=train)
     segmenter = network.build()
-    splits, prepared = payload["splits"], payload["prepared"]
+    cohort = payload["cohorts"][payload["cohort_of"][index]]
+    splits, prepared = cohort["splits"], cohort["prepared"]
     started = time.perf_counter()
     history = segmenter.fit(TrainingData(train=splits["train"], val=splits["val"], prepared=prepared), NullLogger())
     fit_s = time.perf_counter() - started
@@ -115,7 +124,7 @@ def train_one(pack_path: Path, index: int, epochs: int, out: Path, evaluate: boo
 
         rows = []
         for case in splits["test"]:
-            probabilities = segmenter.predict(case, prepared[case.id], payload["pipeline"]).probabilities
+            probabilities = segmenter.predict(case, prepared[case.id], cohort["pipeline"]).probabilities
             labels = case.image.with_array(np.argmax(probabilities, axis=0).astype(np.uint8))
             rows.extend(evaluate_case(labels, case.label, case.id))
         summary = summarize(rows)

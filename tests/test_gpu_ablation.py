@@ -32,7 +32,7 @@ builtins.__import__ = no_simpleitk
 
 def test_pack_then_run_without_the_tracking_stack(tiny_cohort: Path, workspace: Workspace, tmp_path: Path) -> None:
     overrides = [a for a in workspace.overrides(tiny_cohort, "+sweep=brainbench_ablation",
-                                                "+ablation=all_on,with_augmentation") if a != "profile=smoke"]
+                                                "+ablation=all_on,validate_on_val") if a != "profile=smoke"]
     budget = ["profile.epochs=5", "profile.steps_per_epoch=1", "profile.batch_size=2", "profile.patches_per_epoch=2",
               "profile.val_batches=1", "inference.batch_size=2"]  # the recipe's profile, cut to seconds
     packed = tmp_path / "pack.pkl.gz"
@@ -50,10 +50,13 @@ def test_pack_then_run_without_the_tracking_stack(tiny_cohort: Path, workspace: 
                           timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["variants"]) == {"all_on", "with_augmentation"} and not summary["failed"]
+    assert set(summary["variants"]) == {"all_on", "validate_on_val"} and not summary["failed"]
     assert 1 <= summary["epochs"] <= 5  # the profile's epochs at most, the same for every variant
     for name, result in summary["results"].items():
         assert result["epochs"] == summary["epochs"] and len(result["seconds_per_epoch"]) == summary["epochs"]
         assert {row["case"] for row in result["per_subject"]} == {"IBSR_11", "IBSR_12"}, name
         assert all(0.0 <= result["test"][t]["dice"] <= 1.0 for t in ("CSF", "GM", "WM"))
-    assert summary["results"]["with_augmentation"]["label"] == "recipe with augmentation"
+    validated = summary["results"]["validate_on_val"]
+    assert validated["label"].startswith("recipe validated on the validation subjects")
+    # two cohorts in one pack: the recipe trains on its validation subject, the variant validates on it
+    assert validated["val_dice_last"] and summary["results"]["all_on"]["val_dice_last"] is None
