@@ -113,9 +113,8 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
         log.warning("%s: validation Dice of %s is still 0 after %d epochs (the network never predicts it)",
                     spec.name, ", ".join(history.unlearned), len(history.epochs))
     if not history.converged:
-        validated = any(e.val_loss is not None for e in history.epochs)
         log.warning("%s: the epochs ran out while the %s was still improving (best epoch %s of %d)", spec.name,
-                    "validation loss" if validated else "training loss (nothing validated)", history.best_epoch,
+                    "validation loss" if data.val else "training loss (nothing validated)", history.best_epoch,
                     len(history.epochs))
     checkpoint = out / "checkpoint"
     segmenter.save(checkpoint)

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,9 +70,8 @@ def run_config(cfg: DictConfig) -> RunResult:
 def compose_config(overrides: Sequence[str], *, return_hydra_config: bool = False) -> DictConfig:
     """``conf/config.yaml`` with ``overrides``: inside a running Hydra app (a sweep's driver) its own config
     search path is used, elsewhere ``conf/`` is initialised for the call."""
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    running = GlobalHydra.instance().is_initialized()
+    with nullcontext() if running else initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
