@@ -14,7 +14,9 @@ the axes are moved, used by the training loop and by ``TfSegmenter.predict_patch
 from __future__ import annotations
 
 import os
+import re
 import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -29,6 +31,57 @@ if "tensorflow" in sys.modules and "TF_ENABLE_ONEDNN_OPTS" not in os.environ:
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+_SEVERITY = "IWEF"  # absl/glog line prefixes, in TF_CPP_MIN_LOG_LEVEL order (0 INFO ... 3 FATAL)
+_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+def _kept_import_lines(captured: str, min_level: int) -> list[str]:
+    """The lines TensorFlow printed on import that ``TF_CPP_MIN_LOG_LEVEL`` lets through.
+
+    TF 2.19+ logs through absl before absl is initialised, and those early lines ignore the variable
+    (tensorflow/tensorflow#100442): ``I…] oneDNN custom operations are on`` on every import. Lines with a
+    severity prefix are kept when their severity reaches ``min_level``; anything else is kept as printed.
+    """
+    kept = []
+    for line in captured.splitlines():
+        if line.strip() == _ABSL_PREAMBLE:
+            continue
+        tagged = re.match(r"([IWEF])\d{4} ", line)
+        if tagged is None or _SEVERITY.index(tagged.group(1)) >= min_level:
+            kept.append(line)
+    return kept
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow once with its C++ stderr filtered by ``TF_CPP_MIN_LOG_LEVEL``.
+
+    The process's file descriptor 2 is captured for the import only; what the level allows is written
+    back to stderr, and an import error still propagates (its traceback is printed after the restore).
+    """
+    try:
+        min_level = int(os.environ["TF_CPP_MIN_LOG_LEVEL"])
+    except ValueError:
+        min_level = 0
+    if min_level <= 0 or "tensorflow" in sys.modules:
+        import tensorflow
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = _kept_import_lines(captured.read().decode(errors="replace"), min_level)
+            if lines:
+                print("\n".join(lines), file=sys.stderr)
+
+
+_import_tensorflow_quietly()
 
 
 def to_channels_last(array: np.ndarray) -> np.ndarray:
