@@ -46,6 +46,9 @@ from bench.types import TISSUE_NAMES
 
 PLATEAU_EPS = 1e-8
 """As torch's ReduceLROnPlateau: a learning-rate change smaller than this is ignored."""
+MAX_CONSECUTIVE_SKIPPED_STEPS = 10
+"""A fit stops with an error when this many train steps in a row had a non-finite gradient (a diverged net,
+not the occasional bad low-precision kernel result that a skipped update absorbs)."""
 StepCallback = Callable[[int, float], None]
 """``callback(patches_done_this_epoch, running_mean_loss)``, called after every step."""
 
@@ -54,7 +57,12 @@ class TrainSteps(Protocol):
     """What a framework supplies to ``fit``: steps on channels-first numpy batches, lr and weights."""
 
     def train_step(self, batch: PatchBatch) -> float:
-        """Forward, loss, backward, optimizer update; the batch's loss (no update if it is not finite)."""
+        """Forward, loss, backward, optimizer update; the batch's loss (no update if it is not finite).
+
+        A step whose loss is finite but some gradient is not applies no update and adds 1 to the steps'
+        ``skipped_steps`` counter (optional: steps without the attribute never skip), as torch's and Keras'
+        loss scalers skip an overflowed fp16 step.
+        """
         ...
 
     def eval_step(self, batch: PatchBatch) -> tuple[float, np.ndarray]:
@@ -130,17 +138,26 @@ def dice_per_class(confusion: np.ndarray) -> dict[str, float]:
     return dice
 
 
+def skipped_so_far(steps: TrainSteps) -> int:
+    """The steps' count of updates skipped for a non-finite gradient (0 for steps that do not count)."""
+    return int(getattr(steps, "skipped_steps", 0))
+
+
 def train_epoch(
     steps: TrainSteps, batches: Iterable[PatchBatch], epoch: int, on_step: StepCallback | None = None,
     lr_of_step: Callable[[int], float] | None = None,
-) -> tuple[float, int]:
-    """One pass of train steps; (mean loss, patches seen). ``lr_of_step(index)``, if given, is set before each step.
+) -> tuple[float, int, int]:
+    """One pass of train steps; (mean loss, patches seen, steps skipped for a non-finite gradient).
+    ``lr_of_step(index)``, if given, is set before each step.
 
     Raises:
         BenchError: A batch with non-finite intensities (some CPU kernels turn NaN into 0, so it would
-            otherwise train on silently), a non-finite loss (both naming epoch and step), or no batches.
+            otherwise train on silently), a non-finite loss, ``MAX_CONSECUTIVE_SKIPPED_STEPS`` steps in a row
+            with a non-finite gradient (each naming epoch and step), or no batches.
     """
     total, count, patches = 0.0, 0, 0
+    skipped_at_start = skipped_before = skipped_so_far(steps)
+    in_a_row = 0
     for index, batch in enumerate(batches):
         if not np.isfinite(batch.image).all():
             raise BenchError(
@@ -155,12 +172,21 @@ def train_epoch(
                 f"training loss became {value} at epoch {epoch}, step {index}",
                 fix="lower optimizer.lr (or check the input intensities)",
             )
+        skipped_now = skipped_so_far(steps)
+        in_a_row = in_a_row + 1 if skipped_now > skipped_before else 0
+        skipped_before = skipped_now
+        if in_a_row >= MAX_CONSECUTIVE_SKIPPED_STEPS:
+            raise BenchError(
+                f"the gradients were not finite in {in_a_row} train steps in a row, up to epoch {epoch}, "
+                f"step {index} (their updates were skipped; the loss stayed finite)",
+                fix="lower optimizer.lr, or train in profile.precision=fp32",
+            )
         total, count, patches = total + value, count + 1, patches + int(batch.image.shape[0])
         if on_step is not None:
             on_step(patches, total / count)
     if count == 0:
         raise BenchError(f"the training patch source yielded no batches in epoch {epoch}")
-    return total / count, patches
+    return total / count, patches, skipped_so_far(steps) - skipped_at_start
 
 
 def evaluate(steps: TrainSteps, batches: Iterable[PatchBatch], epoch: int) -> tuple[float, dict[str, float]]:
@@ -211,7 +237,7 @@ def fit(
             epoch_start = time.perf_counter()
             batches = islice(train.batches(epoch), per_epoch)
             lr_of_step = (lambda i, e=epoch: schedule.lr(e, i)) if scheduled and schedule.per_step else None
-            train_loss, patches = train_epoch(steps, batches, epoch, progress(epoch), lr_of_step)
+            train_loss, patches, skipped = train_epoch(steps, batches, epoch, progress(epoch), lr_of_step)
             train_seconds = time.perf_counter() - epoch_start
             seen += patches
             val_loss, val_dice = evaluate(steps, val.batches(epoch), epoch) if val is not None else (None, None)
@@ -219,7 +245,7 @@ def fit(
             record = EpochRecord(
                 epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice, lr=lr,
                 seconds=time.perf_counter() - epoch_start, patches_per_s=patches / max(train_seconds, 1e-9),
-                patches_seen=seen,
+                patches_seen=seen, skipped_steps=skipped,
             )
             history.epochs.append(record)
             log.log_epoch(record)

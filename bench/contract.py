@@ -276,6 +276,8 @@ class EpochRecord:
     patches_per_s: float
     patches_seen: int = 0
     """Training patches seen since the fit began, this epoch's included."""
+    skipped_steps: int = 0
+    """Train steps of this epoch whose update was skipped: a gradient was not finite though the loss was."""
 
 
 Convergence = Literal["stopped_early", "plateaued", "still_improving", "no_training"]
@@ -304,6 +306,11 @@ class TrainHistory:
     def converged(self) -> bool:
         """False only when the epochs ran out while the monitored loss was still improving."""
         return self.convergence != "still_improving"
+
+    @property
+    def skipped_steps(self) -> int:
+        """Train steps of the whole fit whose update was skipped for a non-finite gradient."""
+        return sum(record.skipped_steps for record in self.epochs)
 
 
 class RunLogger(Protocol):

@@ -92,7 +92,7 @@ def _history_frame(history: TrainHistory) -> pd.DataFrame:
     rows = []
     for r in history.epochs:
         row = {"epoch": r.epoch, "patches_seen": r.patches_seen, "train_loss": r.train_loss, "val_loss": r.val_loss,
-               "lr": r.lr, "seconds": r.seconds, "patches_per_s": r.patches_per_s}
+               "lr": r.lr, "seconds": r.seconds, "patches_per_s": r.patches_per_s, "skipped_steps": r.skipped_steps}
         row.update({f"val_dice_{k}": v for k, v in (r.val_dice or {}).items()})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -112,6 +112,10 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
     if history.unlearned:
         log.warning("%s: validation Dice of %s is still 0 after %d epochs (the network never predicts it)",
                     spec.name, ", ".join(history.unlearned), len(history.epochs))
+    if history.skipped_steps:
+        log.warning("%s: %d train step(s) had a non-finite gradient with a finite loss; their updates were "
+                    "skipped (summary.json and the MLflow metric skipped_steps count them)", spec.name,
+                    history.skipped_steps)
     if not history.converged:
         log.warning("%s: the epochs ran out while the %s was still improving (best epoch %s of %d)", spec.name,
                     "validation loss" if data.val else "training loss (nothing validated)", history.best_epoch,
@@ -153,6 +157,7 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
         "patches_predicted": patches_done, "patches_skipped": patches_skipped,
         "best_epoch": history.best_epoch, "epochs_run": len(history.epochs), "stopped_early": history.stopped_early,
         "convergence": history.convergence, "unlearned_classes": list(history.unlearned),
+        "skipped_steps": history.skipped_steps,
         "patches_seen": history.epochs[-1].patches_seen if history.epochs else 0,
         "peak_memory_mb": _peak_memory_mb(), "segmenter": segmenter.describe(),
         "split": cohort.split_name,
@@ -174,6 +179,7 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) ->
             "fit_seconds": fit_s, "seconds_per_volume": summary["run"]["seconds_per_volume"] or 0.0,
             "preprocess_seconds": preprocess_s, "peak_memory_mb": summary["run"]["peak_memory_mb"],
             "patches_skipped_fraction": patches_skipped / max(1, patches_done + patches_skipped),
+            "skipped_steps": float(history.skipped_steps),
         }
         child.log_metrics({**metrics, **mean_test_metrics(summary)})
         child.set_tags({TAG_CONVERGENCE: history.convergence, TAG_UNLEARNED: ",".join(history.unlearned)})

@@ -350,6 +350,8 @@ class ChildRun:
                                      "epoch_seconds": record.seconds, "patches_per_s": record.patches_per_s}
         if record.val_loss is not None:
             metrics["val_loss"] = record.val_loss
+        if record.skipped_steps:
+            metrics["skipped_steps_epoch"] = float(record.skipped_steps)
         for name, value in (record.val_dice or {}).items():
             metrics[f"val_dice_{name}"] = value
         self.log_metrics(metrics, step=record.epoch)

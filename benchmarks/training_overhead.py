@@ -134,7 +134,7 @@ def tf_overhead(subjects: Sequence[BenchSubject], *, base_filters: int, depth: i
 
     def bare_steps() -> None:
         for image, label in tensors:
-            float(step(image, label))
+            float(step(image, label)[0])  # (loss, gradients finite)
 
     _clocked(bare_steps)  # traces the bare step
     source = TimedSource(sampler, steps, lambda: _clocked(bare_steps), between_count=repeats + 1)

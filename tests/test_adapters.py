@@ -16,6 +16,7 @@ import dataclasses
 import importlib
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -444,12 +445,41 @@ def test_non_finite_loss_names_epoch_and_step() -> None:
     assert [b.image.shape for b in steps.seen] == [(1, 1, 8, 8, 8)] * 3
     assert all(b.label.dtype == np.int64 for b in steps.seen)
     seen: list[tuple[int, float]] = []
-    assert loop.train_epoch(ScriptedSteps(), batches, 0, lambda n, v: seen.append((n, v))) == (1.0, 3)
+    assert loop.train_epoch(ScriptedSteps(), batches, 0, lambda n, v: seen.append((n, v))) == (1.0, 3, 0)
     assert seen == [(1, 1.0), (2, 1.0), (3, 1.0)]
     with pytest.raises(BenchError, match="no batches in epoch 4"):
         loop.train_epoch(steps, [], epoch=4)
     with pytest.raises(BenchError, match=r"became inf at epoch 0, step 0"):
         loop.train_epoch(ScriptedSteps(losses=[math.inf]), batches, epoch=0)
+
+
+class SkippingSteps(ScriptedSteps):
+    """Scripted steps whose updates at the given call numbers (from 0) are skipped for a non-finite gradient."""
+
+    def __init__(self, skip: set[int]) -> None:
+        super().__init__()
+        self.skip, self.calls, self.skipped_steps = skip, 0, 0
+
+    def train_step(self, batch: PatchBatch) -> float:
+        value = super().train_step(batch)
+        self.skipped_steps += self.calls in self.skip
+        self.calls += 1
+        return value
+
+
+def test_skipped_updates_are_counted_and_ten_in_a_row_stop_the_fit() -> None:
+    image, label = spheres(size=8)
+    batches = list(CropSource(image, label, 8, 1, 12).batches(0))
+    assert loop.train_epoch(SkippingSteps({1, 4, 5}), batches[:6], 0) == (1.0, 6, 3)
+    assert loop.train_epoch(SkippingSteps(set(range(9))), batches, 0)[2] == 9  # 9 in a row are absorbed
+    with pytest.raises(BenchError, match=r"not finite in 10 train steps in a row, up to epoch 2, step 10.*fp32"):
+        loop.train_epoch(SkippingSteps(set(range(1, 11))), batches, epoch=2)
+    source = CropSource(image, label, 8, 1, 4)
+    spec = TrainSpec(epochs=2, scheduler=SchedulerSpec(factor=1.0), progress=False,
+                     early_stopping=EarlyStoppingSpec(patience=0))
+    history = loop.fit(SkippingSteps({1, 6}), source, None, spec, NullLogger())  # 4 steps per epoch
+    assert [r.skipped_steps for r in history.epochs] == [1, 1] and history.skipped_steps == 2
+    assert loop.fit(ScriptedSteps(), source, None, spec, NullLogger()).skipped_steps == 0  # steps that never skip
 
 
 def _eval(loss: float, csf_predicted: bool = True) -> tuple[float, np.ndarray]:
@@ -1134,6 +1164,44 @@ def test_a_non_finite_loss_updates_no_weight(framework: str) -> None:
         np.testing.assert_array_equal(w1, w0, err_msg=str(index))
 
 
+def test_a_non_finite_gradient_skips_the_update_and_is_counted(framework: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finite loss with non-finite gradients (NaN is what a bf16 CPU kernel gave V-Net's 5^3 convolutions on one host):
+    ``train_step`` returns the loss, applies no update and counts the skip."""
+    module = importlib.import_module(f"adapters.{framework}.steps")
+    make_loss = module.make_loss
+    if framework == "torch":
+        import torch
+
+        def zero_with_nan_gradient(logits: Any) -> Any:
+            return torch.sqrt(logits.sum() - logits.sum().detach())
+    else:
+        import tensorflow as tf
+
+        def zero_with_nan_gradient(logits: Any) -> Any:
+            return tf.sqrt(tf.reduce_sum(logits) - tf.stop_gradient(tf.reduce_sum(logits)))
+
+    def nan_gradient_loss(spec: Any) -> Any:
+        base = make_loss(spec)
+        # forward: + sqrt(0) = 0; backward: d sqrt(u)/du at u = 0 is inf, in every gradient
+        return lambda logits, label: base(logits, label) + zero_with_nan_gradient(logits)
+
+    monkeypatch.setattr(module, "make_loss", nan_gradient_loss)
+    seg = adapters.build("unet3d", framework, base_filters=2, depth=2)
+    steps = make_steps(seg, quick_spec(framework))
+    image, label = spheres(size=8)
+    batch = next(iter(CropSource(image, label, 8, 1, 1).batches(0)))
+    before = weights(seg)
+    assert math.isfinite(steps.train_step(batch)) and steps.skipped_steps == 1  # type: ignore[attr-defined]
+    for index, (w0, w1) in enumerate(zip(before, weights(seg), strict=True)):
+        np.testing.assert_array_equal(w1, w0, err_msg=str(index))
+    monkeypatch.setattr(module, "make_loss", make_loss)
+    plain = make_steps(seg, quick_spec(framework))
+    plain.train_step(batch)
+    assert plain.skipped_steps == 0  # type: ignore[attr-defined]
+    assert any(not np.array_equal(w1, w0) for w0, w1 in zip(before, weights(seg), strict=True))
+
+
 # --- framework specifics -----------------------------------------------------------------------------
 
 
@@ -1150,6 +1218,27 @@ def test_channel_moves_are_inverse_transposes() -> None:
         to_channels_last(x[0])
     with pytest.raises(ValueError, match="B, X, Y, Z, C"):
         to_channels_first(x[0])
+
+
+def test_tf_import_log_lines_are_filtered_by_level() -> None:
+    """TF 2.19+ prints its early absl lines whatever TF_CPP_MIN_LOG_LEVEL says; adapters.tf filters them."""
+    tf_adapter = pytest.importorskip("adapters.tf")
+    captured = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                "I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on.\n"
+                "W0000 00:00:1.0 1 x.cc:1] a warning\n"
+                "E0000 00:00:1.0 1 x.cc:2] an error\n"
+                "plain text from a library\n")
+    kept = tf_adapter._kept_import_lines(captured, 2)
+    assert kept == ["E0000 00:00:1.0 1 x.cc:2] an error", "plain text from a library"]
+    assert len(tf_adapter._kept_import_lines(captured, 1)) == 3
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-c", "import adapters.tf, tensorflow as tf; print(tf.__version__)"],
+                           capture_output=True, text=True, timeout=300, check=True, env=env)
+    verbose = subprocess.run([sys.executable, "-c", "import adapters.tf"], capture_output=True, text=True,
+                             timeout=300, check=True, env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert "oneDNN custom operations are on" in verbose.stderr  # what TF prints unfiltered
+    assert "oneDNN" not in quiet.stderr and "absl::InitializeLog" not in quiet.stderr, quiet.stderr
+    assert quiet.stdout.strip()  # TensorFlow imported
 
 
 def test_configure_threads_sets_torch_threads() -> None:

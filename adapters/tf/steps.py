@@ -40,6 +40,7 @@ On a CPU where it were slower, ``bench.hardware.CPU_BF16_FASTER["tf"] = False`` 
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import warnings
 from collections.abc import Callable, Iterator
@@ -157,9 +158,9 @@ def output_classes(model: keras.Model) -> int:
 
 def make_train_step(
     model: keras.Model, optimizer: keras.optimizers.Optimizer, loss_fn: LossFn, weight_decay: float
-) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     """One compiled step: forward, loss (float32 logits), gradients (+ coupled L2), optimizer update; returns
-    the loss.
+    the loss and whether every gradient was finite (the update is skipped when one is not).
 
     A non-finite loss updates nothing (``adapters.loop`` then stops with an error naming epoch and step).
     With a ``LossScaleOptimizer`` (fp16) the gradients are of the scaled loss; the optimizer unscales them
@@ -170,7 +171,7 @@ def make_train_step(
     scaled = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
 
     @tf.function(input_signature=_signature(int(model.input_shape[-1])))
-    def train_step(image: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
+    def train_step(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             loss = deep_supervised(loss_fn, [tf.cast(h, tf.float32) for h in heads(model(image, training=True))],
                                    label)
@@ -179,9 +180,13 @@ def make_train_step(
         if weight_decay > 0:
             decay = weight_decay * optimizer.dynamic_scale if scaled else weight_decay
             grads = [g + decay * v.value for g, v in zip(grads, variables, strict=True)]
-        if tf.math.is_finite(loss):  # as torch's step: the loop stops on a non-finite loss, unapplied
+        # fp16's LossScaleOptimizer skips an overflowed step itself; otherwise a non-finite gradient is skipped
+        # here (as torch's step), and a non-finite loss is never applied (the loop then stops).
+        grads_finite = tf.constant(True) if scaled else tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+        if tf.math.logical_and(tf.math.is_finite(loss), grads_finite):
             optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return loss
+        return loss, grads_finite
 
     return train_step
 
@@ -223,10 +228,16 @@ class TfSteps:
             self._train = make_train_step(model, self.optimizer, loss_fn, float(spec.optimizer.weight_decay))
             self._eval = make_eval_step(model, loss_fn)
         self._lr = float(spec.optimizer.lr)
+        self.skipped_steps = 0
+        """Updates skipped because a gradient was not finite (the loss was); fp16's scaler skips its own."""
 
     def train_step(self, batch: PatchBatch) -> float:
         with tf.device(self.device):
-            return float(self._train(*to_tensors(batch)))
+            loss, grads_finite = self._train(*to_tensors(batch))
+        value = float(loss)
+        if math.isfinite(value) and not bool(grads_finite):
+            self.skipped_steps += 1
+        return value
 
     def eval_step(self, batch: PatchBatch) -> tuple[float, np.ndarray]:
         with tf.device(self.device):

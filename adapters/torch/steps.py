@@ -126,6 +126,14 @@ def make_optimizer(params: Iterator[nn.Parameter], spec: OptimizerSpec) -> torch
     )
 
 
+def gradients_finite(net: nn.Module) -> bool:
+    """True when every parameter gradient of ``net`` is finite (no NaN, no inf); one device sync."""
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+
 class TorchSteps:
     """``adapters.loop.TrainSteps`` for a torch module on ``device``, its forward in ``precision``.
 
@@ -137,6 +145,8 @@ class TorchSteps:
         self.loss_fn: LossFn = make_loss(spec.loss)
         self.optimizer = make_optimizer(net.parameters(), spec.optimizer)
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        self.skipped_steps = 0
+        """Updates skipped because a gradient was not finite (the loss was); fp16's scaler skips its own."""
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """The network's float32 logits, its forward run in ``self.precision``."""
@@ -162,6 +172,10 @@ class TorchSteps:
             return value
         if self.scaler is None:
             loss.backward()
+            if not gradients_finite(self.net):  # e.g. a low-precision kernel's NaN: skip, as a scaler would
+                self.optimizer.zero_grad(set_to_none=True)
+                self.skipped_steps += 1
+                return value
             self.optimizer.step()
         else:  # fp16: scaled backward; the step is skipped (and the scale halved) if a gradient overflowed
             self.scaler.scale(loss).backward()
