@@ -156,8 +156,7 @@ def train_epoch(
             with a non-finite gradient (each naming epoch and step), or no batches.
     """
     total, count, patches = 0.0, 0, 0
-    skipped_at_start = skipped_before = skipped_so_far(steps)
-    in_a_row = 0
+    skipped_at_start, in_a_row = skipped_so_far(steps), 0
     for index, batch in enumerate(batches):
         if not np.isfinite(batch.image).all():
             raise BenchError(
@@ -166,15 +165,14 @@ def train_epoch(
             )
         if lr_of_step is not None:
             steps.set_lr(lr_of_step(index))
+        skipped_before = skipped_so_far(steps)
         value = float(steps.train_step(batch))
         if not math.isfinite(value):
             raise BenchError(
                 f"training loss became {value} at epoch {epoch}, step {index}",
                 fix="lower optimizer.lr (or check the input intensities)",
             )
-        skipped_now = skipped_so_far(steps)
-        in_a_row = in_a_row + 1 if skipped_now > skipped_before else 0
-        skipped_before = skipped_now
+        in_a_row = in_a_row + 1 if skipped_so_far(steps) > skipped_before else 0
         if in_a_row >= MAX_CONSECUTIVE_SKIPPED_STEPS:
             raise BenchError(
                 f"the gradients were not finite in {in_a_row} train steps in a row, up to epoch {epoch}, "
