@@ -100,6 +100,8 @@ def _loss(cfg: Mapping[str, Any]) -> LossSpec:
         smooth=float(cfg.get("smooth", 1e-5)),
         dice_weight=float(cfg.get("dice_weight", 1.0)),
         ce_weight=float(cfg.get("ce_weight", 1.0)),
+        dice_reduction=_choice(cfg.get("dice_reduction", "sample"), ("sample", "batch"),  # type: ignore[arg-type]
+                               "loss.dice_reduction"),
     )
 
 

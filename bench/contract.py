@@ -21,6 +21,7 @@ from bench.types import FloatArray
 
 OptimizerName = Literal["adam", "adadelta", "sgd"]
 LossName = Literal["dice", "ce", "dice_ce"]
+DiceReduction = Literal["sample", "batch"]
 Monitor = Literal["val_loss", "val_dice"]
 MONITORS: tuple[str, ...] = ("val_loss", "val_dice")
 KeepWeights = Literal["best", "last"]
@@ -185,8 +186,11 @@ class EarlyStoppingSpec:
 class LossSpec:
     """Training loss.
 
-    ``dice`` is the paper's Eq. 2: per sample b and class c (background included)
-    ``d_bc = (2 Σ p g + smooth) / (Σ p² + Σ g² + smooth)`` over voxels, loss ``1 - mean_{b,c} d_bc``.
+    ``dice`` is the paper's Eq. 2 made multi-class, background included: with ``dice_reduction="sample"``
+    per sample b and class c ``d_bc = (2 Σ p g + smooth) / (Σ p² + Σ g² + smooth)`` over voxels, loss
+    ``1 - mean_{b,c} d_bc``; with ``"batch"`` the sums run over every voxel of the batch (Eq. 2's single
+    sum over all N voxels, nnU-Net's "batch Dice"), loss ``1 - mean_c d_c``: a class absent from one patch
+    no longer gives that patch a near-zero Dice term to chase.
     ``ce`` is the mean voxel-wise cross-entropy of the logits. ``dice_ce`` is
     ``dice_weight * dice + ce_weight * ce``.
     """
@@ -195,10 +199,13 @@ class LossSpec:
     smooth: float = 1e-5
     dice_weight: float = 1.0
     ce_weight: float = 1.0
+    dice_reduction: DiceReduction = "sample"
 
     def __post_init__(self) -> None:
         if self.name not in ("dice", "ce", "dice_ce"):
             raise ConfigError(f"loss.name={self.name!r} is unknown", fix="use dice, ce or dice_ce")
+        if self.dice_reduction not in ("sample", "batch"):
+            raise ConfigError(f"loss.dice_reduction={self.dice_reduction!r} is unknown", fix="use sample or batch")
         if self.smooth < 0:
             raise ConfigError(f"loss.smooth={self.smooth} must be >= 0")
 

@@ -228,6 +228,8 @@ def effective_settings(spec: RunSpec) -> dict[str, Any]:
             train.pop("monitor")
         if train["keep_weights"] == "best":  # likewise
             train.pop("keep_weights")
+        if train["loss"]["dice_reduction"] == "sample" or train["loss"]["name"] == "ce":  # likewise; CE has no Dice
+            train["loss"].pop("dice_reduction")
         sampling = asdict(method.sampling)
         sampling["augmentation"] = method.sampling.augmentation.record()  # only the transforms that are on
         if not method.sampling.class_fraction:

@@ -144,14 +144,17 @@ def np_log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def np_dice_loss(logits: np.ndarray, labels: np.ndarray, smooth: float) -> float:
+def np_dice_loss(logits: np.ndarray, labels: np.ndarray, smooth: float, reduction: str = "sample") -> float:
+    """Eq. 2 by loops: one Dice per (sample, class), or with ``reduction="batch"`` one per class over the batch."""
     p = np.exp(np_log_softmax(logits))
     batch, classes = logits.shape[:2]
+    groups = [[b] for b in range(batch)] if reduction == "sample" else [list(range(batch))]
     scores = []
-    for b in range(batch):
+    for samples in groups:
         for c in range(classes):
-            g = (labels[b] == c).astype(np.float64)
-            scores.append((2 * np.sum(p[b, c] * g) + smooth) / (np.sum(p[b, c] ** 2) + np.sum(g**2) + smooth))
+            pc = p[samples, c]
+            g = (labels[samples] == c).astype(np.float64)
+            scores.append((2 * np.sum(pc * g) + smooth) / (np.sum(pc**2) + np.sum(g**2) + smooth))
     return 1.0 - float(np.mean(scores))
 
 

@@ -820,14 +820,16 @@ def logits_labels() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("spec", [LossSpec(name="dice"), LossSpec(name="dice", smooth=1.0), LossSpec(name="ce"),
-                                  LossSpec(name="dice_ce", dice_weight=0.7, ce_weight=1.3)])
+                                  LossSpec(name="dice_ce", dice_weight=0.7, ce_weight=1.3),
+                                  LossSpec(name="dice", dice_reduction="batch"),
+                                  LossSpec(name="dice_ce", dice_reduction="batch", dice_weight=0.7, ce_weight=1.3)])
 def test_losses_match_numpy_reference(framework: str, spec: LossSpec,
                                       logits_labels: tuple[np.ndarray, np.ndarray]) -> None:
     logits, labels = logits_labels
     expected = {
-        "dice": np_dice_loss(logits, labels, spec.smooth),
+        "dice": np_dice_loss(logits, labels, spec.smooth, spec.dice_reduction),
         "ce": np_ce_loss(logits, labels),
-        "dice_ce": spec.dice_weight * np_dice_loss(logits, labels, spec.smooth)
+        "dice_ce": spec.dice_weight * np_dice_loss(logits, labels, spec.smooth, spec.dice_reduction)
         + spec.ce_weight * np_ce_loss(logits, labels),
     }[spec.name]
     assert loss_value(framework, spec, logits, labels) == pytest.approx(expected, abs=1e-5)
@@ -839,6 +841,24 @@ def test_perfect_prediction_gives_zero_loss(framework: str, logits_labels: tuple
     assert loss_value(framework, LossSpec(name="dice"), perfect, labels) == pytest.approx(0.0, abs=1e-5)
     assert loss_value(framework, LossSpec(name="ce"), perfect, labels) == pytest.approx(0.0, abs=1e-5)
     assert loss_value(framework, LossSpec(name="dice"), -perfect, labels) > 0.5
+    assert loss_value(framework, LossSpec(name="dice", dice_reduction="batch"), perfect, labels) == pytest.approx(
+        0.0, abs=1e-5)
+
+
+def test_batch_dice_ignores_which_patch_a_class_is_missing_from(framework: str) -> None:
+    """A class present in one patch and absent from the other: per-sample Dice scores the empty patch's
+    (correct) zero prediction as a Dice term near 1 only thanks to ``smooth``; batch Dice pools both patches
+    and equals per-sample Dice of the two patches laid side by side as one sample."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2, size=(2, 4, 4, 4, 4))
+    labels = rng.integers(0, 4, size=(2, 4, 4, 4))
+    labels[1][labels[1] == 1] = 0
+    side_by_side = (np.concatenate([logits[0], logits[1]], axis=1)[None], np.concatenate([labels[0], labels[1]])[None])
+    batch_spec = LossSpec(name="dice", dice_reduction="batch")
+    assert loss_value(framework, batch_spec, logits, labels) == pytest.approx(
+        loss_value(framework, LossSpec(name="dice"), *side_by_side), abs=1e-5)
+    assert loss_value(framework, batch_spec, logits, labels) != pytest.approx(
+        loss_value(framework, LossSpec(name="dice"), logits, labels), abs=1e-3)
 
 
 def test_eval_step_gives_the_loss_and_true_by_predicted_counts(framework: str, tiny: Callable[[str], Any]) -> None:

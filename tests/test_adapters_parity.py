@@ -206,7 +206,8 @@ def test_same_weights_give_the_same_probabilities(architecture: str, params: dic
 
 
 @pytest.mark.parametrize("spec", [LossSpec(name="dice"), LossSpec(name="dice", smooth=1.0), LossSpec(name="ce"),
-                                  LossSpec(name="dice_ce", dice_weight=0.3, ce_weight=2.0)])
+                                  LossSpec(name="dice_ce", dice_weight=0.3, ce_weight=2.0),
+                                  LossSpec(name="dice", dice_reduction="batch")])
 def test_losses_agree(spec: LossSpec) -> None:
     rng = np.random.default_rng(7)
     logits = rng.normal(0, 4, size=(3, 4, 8, 6, 5)).astype(np.float32)  # channels-first, as at the boundary

@@ -114,6 +114,7 @@ def test_hash_ignores_paths_and_tracking_but_not_seed() -> None:
         ("profile.batch_size=0", "profile.batch_size=0"),
         ("model.architecture=resnet", "model.architecture='resnet'"),
         ("loss.name=focal", "loss.name='focal'"),
+        ("loss.dice_reduction=mean", "loss.dice_reduction='mean'"),
         ("profile.patch_size=[32,0,32]", "profile.patch_size"),
         ("inference.overlap=1.5", "inference.overlap=1.5"),
         ("inference.background_margin_voxels=-1", "inference.background_margin_voxels=-1"),

@@ -210,3 +210,13 @@ def test_train_on_val_reaches_the_spec_and_is_recorded_only_when_on() -> None:
     assert on.config_hash != default.config_hash
     with pytest.raises(ConfigError, match=r"data\.train_on_val='yes' must be true or false"):
         spec_of("data.train_on_val='yes'")
+
+
+def test_batch_dice_reaches_the_spec_and_is_recorded_when_it_is_not_the_default() -> None:
+    batch = spec_of("loss.dice_reduction=batch")
+    assert batch.train.loss.dice_reduction == "batch"
+    assert effective_settings(batch)["train"]["loss"]["dice_reduction"] == "batch"
+    default = spec_of()
+    assert default.train.loss.dice_reduction == "sample"
+    assert "dice_reduction" not in effective_settings(default)["train"]["loss"]  # earlier runs keep their hash
+    assert batch.config_hash != default.config_hash

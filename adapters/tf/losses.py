@@ -18,16 +18,18 @@ LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 SPATIAL_AXES = (1, 2, 3)
 
 
-def dice_loss(logits: tf.Tensor, labels: tf.Tensor, smooth: float = 1e-5) -> tf.Tensor:
+def dice_loss(logits: tf.Tensor, labels: tf.Tensor, smooth: float = 1e-5, over_batch: bool = False) -> tf.Tensor:
     """The paper's Eq. 2, soft and multi-class, background included.
 
     ``d_bc = (2 Σ_v p g + smooth) / (Σ_v p² + Σ_v g² + smooth)`` with ``p = softmax(logits)`` and
-    ``g = one_hot(labels)``; the loss is ``1 - mean_{b,c} d_bc``.
+    ``g = one_hot(labels)``; the loss is ``1 - mean_{b,c} d_bc``. ``over_batch``: the sums run over the
+    batch's voxels too, ``d_c``, loss ``1 - mean_c d_c``.
     """
     probs = tf.nn.softmax(logits, axis=-1)
     onehot = tf.one_hot(labels, depth=tf.shape(logits)[-1], dtype=probs.dtype)
-    intersection = tf.reduce_sum(probs * onehot, axis=SPATIAL_AXES)
-    denominator = tf.reduce_sum(probs * probs, axis=SPATIAL_AXES) + tf.reduce_sum(onehot, axis=SPATIAL_AXES)
+    summed = (0, *SPATIAL_AXES) if over_batch else SPATIAL_AXES
+    intersection = tf.reduce_sum(probs * onehot, axis=summed)
+    denominator = tf.reduce_sum(probs * probs, axis=summed) + tf.reduce_sum(onehot, axis=summed)
     dice = (2.0 * intersection + smooth) / (denominator + smooth)
     return 1.0 - tf.reduce_mean(dice)
 
@@ -41,13 +43,14 @@ def ce_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
 def make_loss(spec: LossSpec) -> LossFn:
     """The loss function ``(logits, labels) -> scalar`` described by ``spec``."""
     smooth = float(spec.smooth)
+    over_batch = spec.dice_reduction == "batch"
     if spec.name == "dice":
-        return lambda logits, labels: dice_loss(logits, labels, smooth)
+        return lambda logits, labels: dice_loss(logits, labels, smooth, over_batch)
     if spec.name == "ce":
         return ce_loss
     dice_weight, ce_weight = float(spec.dice_weight), float(spec.ce_weight)
     return lambda logits, labels: (
-        dice_weight * dice_loss(logits, labels, smooth) + ce_weight * ce_loss(logits, labels)
+        dice_weight * dice_loss(logits, labels, smooth, over_batch) + ce_weight * ce_loss(logits, labels)
     )
 
 

@@ -19,17 +19,18 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss(logits float[B, K, X, Y, Z], labels int64[B, X, Y, Z]) -> scalar``."""
 
 
-def dice_loss(logits: torch.Tensor, labels: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+def dice_loss(logits: torch.Tensor, labels: torch.Tensor, smooth: float = 1e-5, over_batch: bool = False) -> torch.Tensor:
     """Soft Dice loss of the paper's Eq. 2, background included.
 
     ``p = softmax(logits)``, ``g = one_hot(labels)``; per sample b and class c
     ``d_bc = (2 Σ_v p g + smooth) / (Σ_v p² + Σ_v g² + smooth)``; loss ``1 - mean_{b,c} d_bc``.
+    ``over_batch``: the sums run over the batch's voxels too, ``d_c``, loss ``1 - mean_c d_c``.
     """
     p = torch.softmax(logits, dim=1)
     g = torch.zeros_like(p).scatter_(1, labels.unsqueeze(1), 1.0)
-    spatial = tuple(range(2, p.ndim))
-    overlap = (p * g).sum(spatial)
-    total = (p * p).sum(spatial) + g.sum(spatial)  # g² == g for a one-hot g
+    summed = (0, *range(2, p.ndim)) if over_batch else tuple(range(2, p.ndim))
+    overlap = (p * g).sum(summed)
+    total = (p * p).sum(summed) + g.sum(summed)  # g² == g for a one-hot g
     return 1.0 - ((2.0 * overlap + smooth) / (total + smooth)).mean()
 
 
@@ -40,12 +41,14 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def make_loss(spec: LossSpec) -> LossFn:
     """The loss named by ``spec`` (``dice``, ``ce`` or ``dice_weight * dice + ce_weight * ce``)."""
+    over_batch = spec.dice_reduction == "batch"
     if spec.name == "dice":
-        return lambda logits, labels: dice_loss(logits, labels, spec.smooth)
+        return lambda logits, labels: dice_loss(logits, labels, spec.smooth, over_batch)
     if spec.name == "ce":
         return ce_loss
     return lambda logits, labels: (
-        spec.dice_weight * dice_loss(logits, labels, spec.smooth) + spec.ce_weight * ce_loss(logits, labels)
+        spec.dice_weight * dice_loss(logits, labels, spec.smooth, over_batch)
+        + spec.ce_weight * ce_loss(logits, labels)
     )
 
 
