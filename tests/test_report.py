@@ -40,6 +40,7 @@ class FakeRun:
     summary: dict[str, Any] = field(default_factory=dict)
     predictions: dict[str, Path] = field(default_factory=dict)  # subject -> a NIfTI to serve
     tags: dict[str, str] = field(default_factory=dict)  # more tags (convergence, unlearned classes)
+    status: str = "FINISHED"
 
     def metrics_frame(self) -> pd.DataFrame:
         return pd.DataFrame([{"case": case, "class": tissue, "dice": dice, "avd": 100 * (1 - dice),
@@ -56,10 +57,13 @@ class FakeTracker:
         self.runs = list(runs)
         self.logged: list[Path] = []
 
-    def runs_frame(self, status: str) -> pd.DataFrame:
+    def runs_frame(self, status: str | None) -> pd.DataFrame:
         rows = []
         for run in self.runs:
-            row: dict[str, Any] = {"run_id": run.run_id, "start_time": run.start, "tags.label": "U-Net",
+            if status is not None and run.status != status:
+                continue
+            row: dict[str, Any] = {"run_id": run.run_id, "status": run.status, "start_time": run.start,
+                                   "tags.label": "U-Net",
                                    "tags.brainbench.config_hash": run.config_hash or run.run_id,
                                    "tags.seed": run.seed}
             row.update({f"tags.{k}": v for k, v in KEY.items()})
@@ -430,3 +434,23 @@ def test_a_report_covers_one_split_and_names_the_runs_it_leaves_out(tmp_path: Pa
     assert table["dice_CSF_mean"].tolist() == [pytest.approx(0.7)]
     assert bench_main(["report", "--out", str(tmp_path / "other"), "--split", "paper"]) == 2
     assert not (tmp_path / "other").exists()
+
+
+def test_failed_rows_are_named_in_the_report_never_silently_missing(tmp_path: Path, use_tracker: Any) -> None:
+    """Row 2 failed outright, row 6's newest run failed after an older one finished, row 7 failed and was rerun
+    to the end: the table holds rows 5 and 6 (the older run) and the note names rows 2 and 6 only."""
+    cases = subjects(3)
+    runs = [FakeRun("r5", 1, dice_table({c: 0.9 for c in cases}), row="5"),
+            FakeRun("r2", 2, {}, row="2", status="FAILED"),
+            FakeRun("r6-old", 3, dice_table({c: 0.8 for c in cases}), row="6"),
+            FakeRun("r6-new", 4, {}, row="6", status="KILLED"),
+            FakeRun("r7-bad", 5, {}, row="7", status="FAILED"),
+            FakeRun("r7", 6, dice_table({c: 0.85 for c in cases}), row="7")]
+    use_tracker(FakeTracker(runs))
+    out = tmp_path / "reports"
+    assert bench_main(["report", "--out", str(out)]) == 0
+    assert pd.read_csv(out / "table1.csv")["row"].tolist() == [5, 6, 7]
+    text = (out / "table1.md").read_text()
+    assert "- row 2 (U-Net), seed 0: run r2 FAILED; not in the table" in text
+    assert "- row 6 (U-Net), seed 0: run r6-new KILLED; an older finished run is shown" in text
+    assert "r7-bad" not in text

@@ -21,6 +21,7 @@ import pandas as pd
 
 from bench.errors import BenchError, ConfigError
 
+FAILED_STATUSES = ("FAILED", "KILLED")
 CONFIG_KEYS = ("row", "architecture", "preprocess", "optimizer", "loss", "framework", "sampling", "profile", "label")
 
 
@@ -89,9 +90,43 @@ def select_runs(tracker: Any, split: str | None = None) -> tuple[dict[tuple[str,
     frame = frame[keep]
     groups: dict[tuple[str, ...], dict[tuple[str, str], pd.Series]] = {}
     for _, run in frame.iterrows():  # newest first: the first run seen per (configuration, seed, fold) is kept
-        key = tuple(_tag(run, k if k != "row" else "table_row") for k in CONFIG_KEYS)
-        groups.setdefault(key, {}).setdefault((_tag(run, "seed", "0"), _tag(run, "fold")), run)
+        groups.setdefault(_config_key(run), {}).setdefault(_seed_fold(run), run)
+    failed = failed_note(tracker, chosen, groups)
+    note = "\n\n".join(filter(None, (note, failed)))
     return {key: [by_run[k] for k in sorted(by_run)] for key, by_run in groups.items()}, note
+
+
+def _config_key(run: pd.Series) -> tuple[str, ...]:
+    return tuple(_tag(run, k if k != "row" else "table_row") for k in CONFIG_KEYS)
+
+
+def _seed_fold(run: pd.Series) -> tuple[str, str]:
+    return _tag(run, "seed", "0"), _tag(run, "fold")
+
+
+def failed_note(tracker: Any, split: str, groups: dict[tuple[str, ...], dict[tuple[str, str], pd.Series]]) -> str:
+    """A note naming each configuration (of ``split``) whose newest run per (seed, fold) failed or was killed:
+    missing from the table, or shown with an older finished run. ``""`` when there is none."""
+    frame = tracker.runs_frame(status=None)
+    if frame.empty or "status" not in frame:
+        return ""
+    frame = frame[frame["status"].isin(FAILED_STATUSES)].sort_values("start_time", ascending=False)
+    lines: dict[tuple[tuple[str, ...], tuple[str, str]], str] = {}
+    for _, run in frame.iterrows():
+        key, seed_fold = _config_key(run), _seed_fold(run)
+        if split_family(run) != split or (key, seed_fold) in lines:
+            continue
+        finished = groups.get(key, {}).get(seed_fold)
+        if finished is not None and finished["start_time"] > run["start_time"]:
+            continue  # rerun since, and finished
+        what = (f"row {key[0] or '-'} ({_tag(run, 'label') or key[1]}), seed {seed_fold[0]}"
+                + (f", fold {seed_fold[1]}" if seed_fold[1] else ""))
+        shown = "an older finished run is shown" if finished is not None else "not in the table"
+        lines[(key, seed_fold)] = f"- {what}: run {run['run_id']} {run['status']}; {shown}"
+    if not lines:
+        return ""
+    return ("**Runs that FAILED** (their newest run per seed and fold; rerun them, e.g. `make reproduce-table1` "
+            "again, which skips the finished rows):\n" + "\n".join(lines.values()))
 
 
 def row_numbers(groups: dict[tuple[str, ...], list[pd.Series]]) -> list[int]:
