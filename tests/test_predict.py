@@ -253,6 +253,10 @@ def test_bad_inputs_give_one_error_line_and_no_output(env: Trained, capsys: pyte
     shutil.copytree(model, jax)
     record = json.loads((jax / "brainbench_model.json").read_text())
     (jax / "brainbench_model.json").write_text(json.dumps({**record, "framework": "jax"}))
+    corrupt = tmp_path / "corrupt_model"  # the TF model's histogram-matching state, truncated
+    shutil.copytree(env.outputs[env.tf_run] / "model", corrupt)
+    (npz,) = (corrupt / "preprocess").glob("*.npz")
+    npz.write_bytes(npz.read_bytes()[:100])
     parent = mlflow_runs(env.ws.uri, "parent")[0].info.run_id
     (tmp_path / "a_file").write_text("")
     cases = {
@@ -265,6 +269,8 @@ def test_bad_inputs_give_one_error_line_and_no_output(env: Trained, capsys: pyte
         "no model": (["--model", f"runs:/{parent}", "--input", str(good)], "logged no model"),
         "unknown run": (["--model", "runs:/0123456789abcdef", "--input", str(good)], "no MLflow run"),
         "unknown framework": (["--model", str(jax), "--input", str(good)], "unknown framework 'jax'"),
+        "corrupt preprocessing": (["--model", str(corrupt), "--input", str(good)],
+                                  f"{npz}: cannot read the preprocessing state"),
         "not a model": (["--model", str(tmp_path), "--input", str(good)], "not a brainbench model"),
         "bad registry name": (["--model", "models:/nothing/1", "--input", str(good)], "no registered model"),
     }

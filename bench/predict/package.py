@@ -182,18 +182,29 @@ def read_package(path: Path) -> tuple[ModelInfo, Pipeline]:
     return info, _pipeline(root, info.preprocess, meta_path)
 
 
+RESTORE_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile)
+
+
 def _pipeline(root: Path, record: dict[str, Any], meta_path: Path) -> Pipeline:
+    """The fitted pipeline; an error names the file at fault: a step's ``.npz`` when its arrays do not load."""
     try:
         pipeline = Pipeline.from_spec([{"name": s["name"], **s["params"]} for s in record["steps"]],
                                       name=record.get("name"))
         for step, saved in zip(pipeline.steps, record["steps"], strict=True):
-            arrays = {}
-            if saved["arrays"]:
-                with np.load(root / saved["arrays"], allow_pickle=False) as stored:
-                    arrays = {key: stored[key] for key in stored.files}
+            arrays = _step_arrays(root, saved["arrays"]) if saved["arrays"] else {}
             step.restore(saved["state"], arrays)
-    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+    except RESTORE_ERRORS as exc:
         raise DataError(f"cannot restore the preprocessing ({type(exc).__name__}: {exc})", path=meta_path) from exc
     except DataError as exc:
-        raise DataError(exc.problem, path=meta_path) from exc
+        raise DataError(exc.problem, path=exc.path or meta_path, fix=exc.fix) from exc
     return pipeline
+
+
+def _step_arrays(root: Path, name: str) -> dict[str, np.ndarray]:
+    path = root / name
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {key: stored[key] for key in stored.files}
+    except RESTORE_ERRORS as exc:
+        raise DataError(f"cannot read the preprocessing state ({type(exc).__name__}: {exc})", path=path,
+                        fix="re-log the model from its run, or copy the model folder again") from exc
