@@ -16,6 +16,7 @@ from typing import Any
 from adapters import registry
 from adapters.configs import NetConfig
 from bench.contract import (
+    DICE_REDUCTIONS,
     INTERVALS,
     KEEP_WEIGHTS,
     MONITORS,
@@ -100,7 +101,7 @@ def _loss(cfg: Mapping[str, Any]) -> LossSpec:
         smooth=float(cfg.get("smooth", 1e-5)),
         dice_weight=float(cfg.get("dice_weight", 1.0)),
         ce_weight=float(cfg.get("ce_weight", 1.0)),
-        dice_reduction=_choice(cfg.get("dice_reduction", "sample"), ("sample", "batch"),  # type: ignore[arg-type]
+        dice_reduction=_choice(cfg.get("dice_reduction", "sample"), DICE_REDUCTIONS,  # type: ignore[arg-type]
                                "loss.dice_reduction"),
     )
 

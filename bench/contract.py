@@ -22,6 +22,7 @@ from bench.types import FloatArray
 OptimizerName = Literal["adam", "adadelta", "sgd"]
 LossName = Literal["dice", "ce", "dice_ce"]
 DiceReduction = Literal["sample", "batch"]
+DICE_REDUCTIONS: tuple[str, ...] = ("sample", "batch")
 Monitor = Literal["val_loss", "val_dice"]
 MONITORS: tuple[str, ...] = ("val_loss", "val_dice")
 KeepWeights = Literal["best", "last"]
@@ -204,8 +205,9 @@ class LossSpec:
     def __post_init__(self) -> None:
         if self.name not in ("dice", "ce", "dice_ce"):
             raise ConfigError(f"loss.name={self.name!r} is unknown", fix="use dice, ce or dice_ce")
-        if self.dice_reduction not in ("sample", "batch"):
-            raise ConfigError(f"loss.dice_reduction={self.dice_reduction!r} is unknown", fix="use sample or batch")
+        if self.dice_reduction not in DICE_REDUCTIONS:
+            raise ConfigError(f"loss.dice_reduction={self.dice_reduction!r} is unknown",
+                              fix=f"use {' or '.join(DICE_REDUCTIONS)}")
         if self.smooth < 0:
             raise ConfigError(f"loss.smooth={self.smooth} must be >= 0")
 

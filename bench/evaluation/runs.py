@@ -70,7 +70,9 @@ def select_runs(tracker: Any, split: str | None = None) -> tuple[dict[tuple[str,
     of the newest run. Returns the groups and a note naming the runs of other splits it leaves out (``""``
     when none). Queries only.
     """
-    frame = tracker.runs_frame(status="FINISHED")
+    every_run = tracker.runs_frame(status=None)  # one query: the finished runs make the table, failed ones a note
+    status = every_run["status"] if "status" in every_run else pd.Series(dtype=str)
+    frame = every_run[status == "FINISHED"]
     if frame.empty:
         raise BenchError(f"MLflow experiment {tracker.experiment!r} has no finished runs",
                          fix="run `make reproduce-table1` (or python -m bench.run) first")
@@ -91,7 +93,7 @@ def select_runs(tracker: Any, split: str | None = None) -> tuple[dict[tuple[str,
     groups: dict[tuple[str, ...], dict[tuple[str, str], pd.Series]] = {}
     for _, run in frame.iterrows():  # newest first: the first run seen per (configuration, seed, fold) is kept
         groups.setdefault(_config_key(run), {}).setdefault(_seed_fold(run), run)
-    failed = failed_note(tracker, chosen, groups)
+    failed = failed_note(every_run[status.isin(FAILED_STATUSES)], chosen, groups)
     note = "\n\n".join(filter(None, (note, failed)))
     return {key: [by_run[k] for k in sorted(by_run)] for key, by_run in groups.items()}, note
 
@@ -104,15 +106,11 @@ def _seed_fold(run: pd.Series) -> tuple[str, str]:
     return _tag(run, "seed", "0"), _tag(run, "fold")
 
 
-def failed_note(tracker: Any, split: str, groups: dict[tuple[str, ...], dict[tuple[str, str], pd.Series]]) -> str:
-    """A note naming each configuration (of ``split``) whose newest run per (seed, fold) failed or was killed:
-    missing from the table, or shown with an older finished run. ``""`` when there is none."""
-    frame = tracker.runs_frame(status=None)
-    if frame.empty or "status" not in frame:
-        return ""
-    frame = frame[frame["status"].isin(FAILED_STATUSES)].sort_values("start_time", ascending=False)
+def failed_note(failed: pd.DataFrame, split: str, groups: dict[tuple[str, ...], dict[tuple[str, str], pd.Series]]) -> str:
+    """A note naming each configuration (of ``split``) whose newest run per (seed, fold) is one of the
+    ``failed`` runs: missing from the table, or shown with an older finished run. ``""`` when there is none."""
     lines: dict[tuple[tuple[str, ...], tuple[str, str]], str] = {}
-    for _, run in frame.iterrows():
+    for _, run in failed.sort_values("start_time", ascending=False).iterrows():
         key, seed_fold = _config_key(run), _seed_fold(run)
         if split_family(run) != split or (key, seed_fold) in lines:
             continue
