@@ -188,12 +188,15 @@ def mirrored(volume: Volume) -> Volume:
     return volume.with_array((array + array[::-1]) / 2)
 
 
-def test_flips_make_a_symmetric_scan_give_a_symmetric_segmentation(env: Trained) -> None:
+def test_flips_make_a_symmetric_scan_give_a_symmetric_segmentation(env: Trained,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     scan = mirrored(read_volume(env.scans / "IBSR_11.nii.gz"))
     write_volume(scan, Path("sym") / "sym.nii.gz")
     model = str(env.outputs[env.torch_run] / "model")
     assert predict("--model", model, "--input", "sym/sym.nii.gz", "--out", "tta", "--tta", "flips",
                    "--probabilities") == 0
+    # row 5 trains without augmentation: flips are allowed, with a warning naming the model
+    assert "trained without flip augmentation" in capsys.readouterr().err
     probs = probabilities(Path("tta/sym_probabilities.nii.gz"))
     np.testing.assert_allclose(probs, probs[:, ::-1], atol=1e-5)
     labels = read_volume(Path("tta/sym.nii.gz")).array
@@ -203,6 +206,28 @@ def test_flips_make_a_symmetric_scan_give_a_symmetric_segmentation(env: Trained)
     assert predict("--model", model, "--input", "sym/sym.nii.gz", "--out", "plain", "--probabilities") == 0
     plain = probabilities(Path("plain/sym_probabilities.nii.gz"))
     assert np.abs(plain - plain[:, ::-1]).max() > 1e-3
+
+
+@pytest.mark.parametrize(("augmentation", "warned"), [
+    ({"name": "none"}, True),
+    ({"name": "flips", "flip_prob": [0.5, 0.5, 0.5]}, False),
+    (None, False),  # a folder written before the augmentation was recorded: unknown, no warning
+])
+def test_flips_warn_only_for_models_trained_without_flips(env: Trained, augmentation: dict[str, object] | None,
+                                                          warned: bool) -> None:
+    from bench.predict.model import LoadedModel, flip_warnings
+
+    model = Path(shutil.copytree(env.outputs[env.torch_run] / "model", "model"))
+    record = json.loads((model / "brainbench_model.json").read_text())
+    assert record["augmentation"] == {"name": "none"}  # what the run wrote
+    if augmentation is None:
+        del record["augmentation"]
+    else:
+        record["augmentation"] = augmentation
+    (model / "brainbench_model.json").write_text(json.dumps(record))
+    warnings = flip_warnings([LoadedModel.load(model)])
+    assert len(warnings) == int(warned)
+    assert all("trained without flip augmentation" in w for w in warnings)
 
 
 def test_other_orientation_and_spacing_are_resampled_in_and_back(env: Trained) -> None:

@@ -11,6 +11,7 @@ model and input is checked before anything is written; each file is written atom
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bench.io import write_probability_maps, write_volume
     from bench.predict.inputs import check_output_folder, find_scans
-    from bench.predict.model import ensemble_probabilities, labels_of
+    from bench.predict.model import ensemble_probabilities, flip_warnings, labels_of
 
     out = check_output_folder(args.out)
     scans = find_scans(args.input)
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         for scan in scans:  # every input checked before anything is written
             scan.load()
         flips = args.tta == "flips"
+        for warning in flip_warnings(models) if flips else []:
+            print(f"warning: {warning}", file=sys.stderr)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns) as progress:
             task = progress.add_task("predicting", total=len(scans))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from bench.evaluation.evaluate import evaluate_case, summarize, write_summary
 from bench.experiment import mean_test_metrics
 from bench.io import read_volume, write_volume
 from bench.predict.inputs import Scan
-from bench.predict.model import LoadedModel, ensemble_probabilities, labels_of
+from bench.predict.model import LoadedModel, ensemble_probabilities, flip_warnings, labels_of
 from bench.tracking import DESCRIPTION_TAG, PARENT_ID_TAG, Tracker
 from bench.tracking_models import download_model, run_record
 
@@ -72,6 +73,8 @@ def _run(run_ids: Sequence[str], name: str, uri: str, runs_dir: Path, work: Path
     files = records[0]["summary"]["run"]["subject_files"]
     models = [LoadedModel.load(download_model(f"runs:/{r['run_id']}", uri, work / r["run_id"] / "model"),
                                label=f"runs:/{r['run_id']}") for r in records]
+    for warning in flip_warnings(models) if flips else []:
+        print(f"warning: {warning}", file=sys.stderr)
     config_hash = hashlib.sha256(json.dumps({"members": sorted(run_ids), "flips": flips}).encode()).hexdigest()[:12]
     tracker = Tracker(records[0]["experiment"], uri, runs_dir)
     parent = records[0]["tags"].get(PARENT_ID_TAG) or tracker.parent_run("ensembles")

@@ -3,7 +3,8 @@
 Layout (``FORMAT_VERSION`` 1)::
 
     brainbench_model.json      framework, architecture, label set, patch size, inference settings,
-                               preprocessing steps and fitted state, training grid, versions, source run
+                               preprocessing steps and fitted state, training grid, versions, source run,
+                               training augmentation (absent in folders written before it was recorded)
     network/                   the segmenter's own save: segmenter.json + weights.pt (torch state dict,
                                read with weights_only=True) or weights.weights.h5 (Keras weights)
     preprocess/<i>-<name>.npz  arrays a fitted step learnt (histogram matching: its reference image),
@@ -61,6 +62,9 @@ class ModelInfo:
     training_grid: TrainingGrid
     versions: dict[str, str]
     source: dict[str, Any]
+    augmentation: dict[str, Any] | None = None
+    """The training augmentation's record (``AugmentSpec.record``: the transforms that were on); ``None`` in
+    model folders written before it was recorded."""
 
     @property
     def num_classes(self) -> int:
@@ -122,6 +126,7 @@ def write_package(
                               "directions": [list(c.image.direction) for c in train]},
             "versions": _versions(),
             "source": dict(source),
+            "augmentation": spec.sampling.augmentation.record(),
         }
         (partial / PACKAGE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if directory.exists():
@@ -168,6 +173,7 @@ def read_package(path: Path) -> tuple[ModelInfo, Pipeline]:
                                              meta["training_grid"]["spacings"]),
                                        tuple(tuple(float(v) for v in d) for d in meta["training_grid"]["directions"])),
             versions=dict(meta.get("versions", {})), source=dict(meta.get("source", {})),
+            augmentation=dict(meta["augmentation"]) if meta.get("augmentation") is not None else None,
         )
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
         raise DataError(f"corrupt model record ({type(exc).__name__}: {exc})", path=meta_path) from exc
