@@ -1,4 +1,4 @@
-"""Framework-neutral helpers shared by the adapter tests (tests/test_adapters.py, tests/test_adapters_parity.py):
+"""Framework-neutral helpers shared by the adapter tests (tests/test_adapters.py, tests/test_adapters_parity.py, tests/test_registry.py):
 a nested-spheres toy problem, a crop PatchSource, a recording logger, a quick TrainSpec, numpy loss oracles and
 parameter counts by hand from the spec. Nothing here imports a framework."""
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from adapters.configs import NetConfig, NeuroNetConfig, UNet3DConfig, VNetConfig
 from bench.contract import (
     EarlyStoppingSpec,
     EpochRecord,
@@ -20,6 +21,14 @@ from bench.contract import (
 )
 
 FRAMEWORKS: tuple[str, ...] = ("torch", "tf")
+CONFIGS: dict[str, type[NetConfig]] = {"unet3d": UNet3DConfig, "vnet": VNetConfig, "neuronet": NeuroNetConfig}
+ARCHITECTURES = list(CONFIGS)
+# What each config's tiny() is: the small networks of the tests where the architecture's size does not matter.
+TINY: dict[str, dict[str, Any]] = {
+    "unet3d": {"base_filters": 4, "depth": 3},
+    "vnet": {"widths": (4, 8, 16, 32), "convs": (1, 1, 1, 1), "kernel_size": 3},
+    "neuronet": {"filters": (4, 8, 16, 32), "units_per_scale": 1},
+}
 
 
 def quick_spec(framework: str = "torch", **changes: Any) -> TrainSpec:
