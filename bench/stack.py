@@ -64,6 +64,11 @@ class StackPorts:
         return f"http://{HOST}:{self.mlflow}"
 
     @property
+    def database_uri(self) -> str:
+        """The MLflow store in the stack's PostgreSQL, as a SQLAlchemy URI (the server's backend store)."""
+        return f"postgresql+psycopg://{DB_NAME}@{HOST}:{self.postgres}/{DB_NAME}"
+
+    @property
     def ray_address(self) -> str:
         return f"{HOST}:{self.ray}"
 
@@ -181,7 +186,7 @@ def start_mlflow(root: Path, ports: StackPorts) -> int:
     mlflow = Path(sys.executable).parent / "mlflow"
     process = _start(root, "mlflow", [
         str(mlflow), "server", "--host", HOST, "--port", str(ports.mlflow), "--workers", "2",
-        "--backend-store-uri", f"postgresql+psycopg://{DB_NAME}@{HOST}:{ports.postgres}/{DB_NAME}",
+        "--backend-store-uri", ports.database_uri,
         "--artifacts-destination", artifacts.as_uri(),
     ])
 

@@ -32,18 +32,32 @@ CHEAP = ("data.split={train:[IBSR_01],val:[IBSR_07],test:[IBSR_11]}", "inference
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    """A PostgreSQL-backed MLflow server on 127.0.0.1 for this module; stopped (and checked gone) after it."""
+def running_stack() -> Iterator[stack.StackPorts]:
+    """PostgreSQL and a MLflow server on it, on 127.0.0.1 for this module; stopped (and checked gone) after it."""
     require_postgres()
     ports = stack_ports()
     with stack_dir() as root:
         try:
             stack.up(root, ports, ("postgres", "mlflow"))
             pids = stack.status(root)
-            yield ports.tracking_uri
+            yield ports
         finally:
             stack.down(root)
         assert_stack_gone(root, pids)
+
+
+@pytest.fixture(scope="module")
+def server(running_stack: stack.StackPorts) -> str:
+    """The module's MLflow server URI."""
+    return running_stack.tracking_uri
+
+
+def test_the_uri_check_accepts_a_live_database_and_a_live_server(running_stack: stack.StackPorts) -> None:
+    from bench.tracking import check_store_uri, experiment_names
+
+    check_store_uri(running_stack.database_uri)  # a real connection to the stack's PostgreSQL
+    check_store_uri(running_stack.tracking_uri)
+    assert isinstance(experiment_names(running_stack.database_uri), list)  # MLflow opens the same store
 
 
 def test_a_run_logs_to_the_server_and_the_report_reads_it(tiny_cohort: Path, workspace: Workspace, server: str,
