@@ -87,6 +87,9 @@ class Volume:
         if image.GetNumberOfComponentsPerPixel() != 1:
             raise DataError("vector-valued image; a scalar 3D volume is required", path=source)
         array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+        if np.iscomplexobj(array):
+            raise DataError(f"complex-valued image ({image.GetPixelIDTypeAsString()}); a real-valued T1 or label "
+                            "map is required", path=source, fix="save the magnitude image")
         sx, sy, sz = (float(s) for s in image.GetSpacing())
         ox, oy, oz = (float(o) for o in image.GetOrigin())
         return cls(
@@ -114,6 +117,8 @@ def read_volume(path: str | Path) -> Volume:
         raise DataError("file is empty", path=path)
     if path.name.endswith(".gz"):
         _check_gzip(path)
+    if path.name.endswith((".nii", ".nii.gz")):
+        _check_nifti_voxel_size(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -123,6 +128,29 @@ def read_volume(path: str | Path) -> Volume:
             f"cannot read image (not a NIfTI, or truncated/corrupt): {detail.strip()[:200]}", path=path
         ) from exc
     return Volume.from_sitk(image, source=path)
+
+
+NIFTI1_HEADER_BYTES = 348
+
+
+def _check_nifti_voxel_size(path: Path) -> None:
+    """Refuse a NIfTI-1 file whose voxel size is unknown: ITK takes the spacing from ``pixdim[1:4]`` (with an
+    sform too) and reads a zero or non-finite entry as 1 mm without a word, and so would every metric in mm.
+    A header that is not NIfTI-1 is left to the reader."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as stream:
+        header = stream.read(NIFTI1_HEADER_BYTES)
+    if len(header) < NIFTI1_HEADER_BYTES or header[344:347] not in (b"n+1", b"ni1"):
+        return
+    order = next((o for o in "<>" if np.frombuffer(header[:4], f"{o}i4")[0] == NIFTI1_HEADER_BYTES), None)
+    if order is None:
+        return
+    pixdim = np.frombuffer(header[76:108], f"{order}f4")[1:4]
+    if not (np.all(np.isfinite(pixdim)) and np.all(pixdim != 0)):
+        raise DataError(
+            f"voxel size unknown: the header's pixdim[1:4] is {[float(v) for v in pixdim]} mm",
+            path=path, fix="fix the header: set pixdim[1:4] to the voxel size in mm",
+        )
 
 
 def _check_gzip(path: Path) -> None:

@@ -201,6 +201,20 @@ def nan_intensity(tmp: Path, data: Path, ws: Workspace) -> Call:
     return data_call(data, IMAGE, "1 NaN and 0 Inf voxels")
 
 
+def complex_image(tmp: Path, data: Path, ws: Workspace) -> Call:
+    image = nib.load(str(data / IMAGE))
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj).astype(np.complex64), image.affine), str(data / IMAGE))
+    return data_call(data, IMAGE, "complex-valued image")
+
+
+def zero_voxel_size(tmp: Path, data: Path, ws: Workspace) -> Call:
+    """pixdim[1] = 0 written into the header bytes (nibabel would write 1)."""
+    raw = bytearray(gzip.decompress((data / IMAGE).read_bytes()))
+    raw[80:84] = np.float32(0).tobytes()
+    (data / IMAGE).write_bytes(gzip.compress(bytes(raw)))
+    return data_call(data, IMAGE, "voxel size unknown", "pixdim[1:4]")
+
+
 def inf_intensity(tmp: Path, data: Path, ws: Workspace) -> Call:
     _float_image_with(data, np.inf)
     return data_call(data, IMAGE, "0 NaN and 1 Inf voxels")
@@ -329,6 +343,64 @@ def report_missing_store(tmp: Path, data: Path, ws: Workspace) -> Call:
                 env={"MLFLOW_TRACKING_URI": None})
 
 
+# --tracking-uri / tracking.uri that MLflow cannot open ------------------------------------------------
+
+
+def _dead_database() -> str:
+    from stack_helpers import free_ports
+
+    return f"postgresql://brain:secret@127.0.0.1:{free_ports(1)[0]}/mlflow"
+
+
+DEAD_DATABASE = ("postgresql://brain:***@127.0.0.1:", "is unreachable")
+
+
+def report_dead_database(tmp: Path, data: Path, ws: Workspace) -> Call:
+    out = tmp / "reports"
+    return Call(["report", "--tracking-uri", _dead_database(), "--out", str(out)], DEAD_DATABASE, absent=(out,))
+
+
+def report_file_store(tmp: Path, data: Path, ws: Workspace) -> Call:
+    out = tmp / "reports"
+    return Call(["report", "--tracking-uri", f"file://{tmp}/mlruns", "--out", str(out)],
+                ("plain file store", "sqlite:///"), absent=(out, tmp / "mlruns"))
+
+
+def report_unknown_scheme(tmp: Path, data: Path, ws: Workspace) -> Call:
+    out = tmp / "reports"
+    return Call(["report", "--tracking-uri", "foo://bar", "--out", str(out)], ("'foo://bar'", "scheme 'foo'"),
+                absent=(out,))
+
+
+def report_missing_driver(tmp: Path, data: Path, ws: Workspace) -> Call:
+    out = tmp / "reports"
+    return Call(["report", "--tracking-uri", "mysql://brain@127.0.0.1/mlflow", "--out", str(out)],
+                ("driver MySQLdb", "not installed"), absent=(out,))
+
+
+def predict_dead_database(tmp: Path, data: Path, ws: Workspace) -> Call:
+    out = tmp / "labels"
+    return Call(["predict", "--model", "runs:/0123456789abcdef/model", "--input", str(data / IMAGE), "--out",
+                 str(out), "--tracking-uri", _dead_database()], DEAD_DATABASE, absent=(out / "IBSR_01.nii.gz",))
+
+
+def register_dead_database(tmp: Path, data: Path, ws: Workspace) -> Call:
+    return Call(["register", "0123456789abcdef", "brain", "--tracking-uri", _dead_database()], DEAD_DATABASE)
+
+
+def ensemble_dead_database(tmp: Path, data: Path, ws: Workspace) -> Call:
+    return Call(["ensemble", "--name", "both", "--runs", "0123456789abcdef", "fedcba9876543210",
+                 "--tracking-uri", _dead_database()], DEAD_DATABASE)
+
+
+def run_dead_database(tmp: Path, data: Path, ws: Workspace) -> Call:
+    return run_call(ws, data, f"tracking.uri={_dead_database()}", mentions=DEAD_DATABASE)
+
+
+def run_file_store(tmp: Path, data: Path, ws: Workspace) -> Call:
+    return run_call(ws, data, f"tracking.uri=file://{tmp}/mlruns", mentions=("plain file store",))
+
+
 # python -m bench.run -------------------------------------------------------------------------------
 
 
@@ -415,6 +487,8 @@ CASES: dict[str, Builder] = {
     "label-out-of-range": label_out_of_range,
     "nan-intensity": nan_intensity,
     "inf-intensity": inf_intensity,
+    "complex-image": complex_image,
+    "zero-voxel-size": zero_voxel_size,
     "all-zero-image": all_zero,
     "evaluate-not-nifti": eval_not_nifti,
     "evaluate-spacing-mismatch": eval_spacing_mismatch,
@@ -429,6 +503,15 @@ CASES: dict[str, Builder] = {
     "report-no-runs": report_no_runs,
     "report-unknown-experiment": report_unknown_experiment,
     "report-missing-store": report_missing_store,
+    "report-dead-database": report_dead_database,
+    "report-file-store": report_file_store,
+    "report-unknown-scheme": report_unknown_scheme,
+    "report-missing-driver": report_missing_driver,
+    "predict-dead-database": predict_dead_database,
+    "register-dead-database": register_dead_database,
+    "ensemble-dead-database": ensemble_dead_database,
+    "run-dead-database": run_dead_database,
+    "run-file-store": run_file_store,
     "run-missing-root": run_missing_root,
     "run-bad-label": run_bad_label,
     "run-patch-too-large": run_patch_too_large,
