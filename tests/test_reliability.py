@@ -384,6 +384,12 @@ def predict_dead_database(tmp: Path, data: Path, ws: Workspace) -> Call:
                  str(out), "--tracking-uri", _dead_database()], DEAD_DATABASE, absent=(out / "IBSR_01.nii.gz",))
 
 
+def predict_unknown_model_scheme(tmp: Path, data: Path, ws: Workspace) -> Call:
+    out = tmp / "labels"
+    return Call(["predict", "--model", "s3://bucket/model", "--input", str(data / IMAGE), "--out", str(out)],
+                ("'s3://bucket/model'", "scheme", "runs:/RUN_ID"), absent=(out,))
+
+
 def register_dead_database(tmp: Path, data: Path, ws: Workspace) -> Call:
     return Call(["register", "0123456789abcdef", "brain", "--tracking-uri", _dead_database()], DEAD_DATABASE)
 
@@ -508,6 +514,7 @@ CASES: dict[str, Builder] = {
     "report-unknown-scheme": report_unknown_scheme,
     "report-missing-driver": report_missing_driver,
     "predict-dead-database": predict_dead_database,
+    "predict-unknown-model-scheme": predict_unknown_model_scheme,
     "register-dead-database": register_dead_database,
     "ensemble-dead-database": ensemble_dead_database,
     "run-dead-database": run_dead_database,

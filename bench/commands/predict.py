@@ -11,6 +11,7 @@ model and input is checked before anything is written; each file is written atom
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -53,6 +54,9 @@ def load_models(references: Sequence[str], uri: str | None, runs: Path, tmp: Pat
 
             local = download_model(reference, existing_store(uri, runs), tmp / str(index))
             models.append(LoadedModel.load(local, label=reference))
+        elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", reference):
+            raise BenchError(f"--model {reference!r} has a scheme brainbench does not read",
+                             fix="use runs:/RUN_ID, models:/NAME/VERSION or a local model folder")
         else:
             models.append(LoadedModel.load(Path(reference), label=reference))
     return models
