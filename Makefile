@@ -12,6 +12,7 @@ EXTRA ?=
 SYNTH_DIR := runs/data/synthetic
 SYNTH_SUBJECTS ?= 7
 JOBS ?= 2
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all lint reproduce-table1 recipe recipe-ablation report bench ui clean stack-up stack-down postgres
@@ -41,11 +42,11 @@ stack-up: $(STAMP) postgres ## Start PostgreSQL + MLflow server + Ray head on 12
 stack-down: $(STAMP) ## Stop the local stack (each service by its own pid)
 	$(BIN)/bench stack down $(STACK_ARGS)
 
-test: $(STAMP) postgres ## Run the fast test suite (excludes tests marked slow)
-	$(BIN)/python -m pytest -m "not slow" -q --timeout=600
+test: $(STAMP) postgres ## Run the fast test suite (excludes tests marked slow; TEST_WORKERS=2 processes, 0: in one)
+	$(BIN)/python -m pytest -m "not slow" -q --timeout=600 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-all: $(STAMP) postgres ## Run every test, slow ones included
-	$(BIN)/python -m pytest -q --timeout=1800
+	$(BIN)/python -m pytest -q --timeout=1800 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP) ## ruff + mypy
 	$(BIN)/ruff check .
