@@ -7,17 +7,17 @@ The atlas row's budget is its registration (the CPU method of the table, the sam
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from conftest import Workspace
+import yaml
+from conftest import REPO, Workspace
 
 SECONDS_BUDGET = ["profile.epochs=1", "profile.steps_per_epoch=1", "profile.batch_size=2",
                   "profile.patches_per_epoch=2", "profile.val_batches=1", "inference.batch_size=2"]
-ATLAS_SECONDS = ["++profile.model_overrides.atlas.working_spacing_mm=4.0",
-                 "++profile.model_overrides.atlas.affine_iterations=50",
-                 "++profile.model_overrides.atlas.demons_shrink=[2,1]",
-                 "++profile.model_overrides.atlas.demons_iterations=[20,20]",
-                 "++profile.model_overrides.atlas.resolution_mm=2"]
+SMOKE_ATLAS = yaml.safe_load((REPO / "conf" / "profile" / "smoke.yaml").read_text())["model_overrides"]["atlas"]
+ATLAS_SECONDS = [f"++profile.model_overrides.atlas.{key}={json.dumps(value, separators=(',', ':'))}"
+                 for key, value in SMOKE_ATLAS.items()]
 
 
 def test_full_profile_runs_every_row_end_to_end(tiny_cohort: Path, workspace: Workspace) -> None:
@@ -33,4 +33,4 @@ def test_full_profile_runs_every_row_end_to_end(tiny_cohort: Path, workspace: Wo
     vnet = next(r for r in runs if r.data.tags["table_row"] == "2")
     assert vnet.data.params["model.params.widths"] == "[16, 32, 64, 128, 256]"
     atlas = next(r for r in runs if r.data.tags["table_row"] == "1")
-    assert atlas.data.params["model.params.affine_iterations"] == "50"  # the override reached the atlas
+    assert atlas.data.params["model.params.affine_iterations"] == str(SMOKE_ATLAS["affine_iterations"])
