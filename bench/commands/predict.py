@@ -54,7 +54,7 @@ def load_models(references: Sequence[str], uri: str | None, runs: Path, tmp: Pat
 
             local = download_model(reference, existing_store(uri, runs), tmp / str(index))
             models.append(LoadedModel.load(local, label=reference))
-        elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", reference):
+        elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", reference):  # a scheme; one letter is a drive (C:/)
             raise BenchError(f"--model {reference!r} has a scheme brainbench does not read",
                              fix="use runs:/RUN_ID, models:/NAME/VERSION or a local model folder")
         else:
