@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ def test_smoke_run_end_to_end(tiny_cohort: Path, workspace: Workspace, capsys: p
     done = workspace.bench_run(args, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "row5-unet3d-torch-raw-seed0: Dice CSF" in done.stdout
+    # the line says what the run trained in: smoke is fp32 on every CPU (auto would say bf16 or fp32 here)
+    assert re.search(r"row5-unet3d-torch-raw-seed0: Dice CSF .* \(fp32, \d+ epochs, fit \d+\.\d min\)", done.stdout)
     assert "error:" not in done.stderr
 
     # MLflow: one FINISHED child run with params, tags, metrics and artifacts
