@@ -32,10 +32,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bench.config import run_spec_from_config
 from bench.errors import BenchError, ConfigError
+from bench.spec import NetworkSpec, RunSpec
 
 if TYPE_CHECKING:
     from bench.experiment import RunResult
-    from bench.spec import RunSpec
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("bench.run")
@@ -70,11 +70,10 @@ def run_config(cfg: DictConfig) -> RunResult:
 def _how_it_trained(spec: RunSpec, run: dict[str, Any]) -> str:
     """`` (fp32, 80 epochs, fit 12.3 min)`` for a run that trained a network, else ``""``: the precision
     ``auto`` resolved to says why the same profile takes twice as long on a CPU without native bf16."""
-    train = getattr(spec.segmenter, "train", None)  # a NetworkSpec's; the atlas trains nothing
-    if train is None or not run.get("epochs_run"):
+    if not isinstance(spec.segmenter, NetworkSpec):  # the atlas trains nothing
         return ""
     minutes = float(run.get("fit_seconds") or 0.0) / 60.0
-    return f" ({train.precision}, {run['epochs_run']} epochs, fit {minutes:.1f} min)"
+    return f" ({spec.segmenter.train.precision}, {run.get('epochs_run', 0)} epochs, fit {minutes:.1f} min)"
 
 
 def compose_config(overrides: Sequence[str], *, return_hydra_config: bool = False) -> DictConfig:

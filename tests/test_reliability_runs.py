@@ -132,54 +132,32 @@ def run_patch_too_large(tmp: Path, data: Path, ws: Workspace) -> Call:
                     mentions=("profile.patch_size=[64, 64, 64]", "larger than the preprocessed volume"))
 
 
-def run_lr_zero(tmp: Path, data: Path, ws: Workspace) -> Call:
-    return run_call(ws, data, "optimizer.lr=0", mentions=("optimizer.lr=0", "positive"))
-
-
-def run_lr_negative(tmp: Path, data: Path, ws: Workspace) -> Call:
-    return run_call(ws, data, "optimizer.lr=-0.1", mentions=("optimizer.lr=-0.1", "positive"))
-
-
-def run_batch_zero(tmp: Path, data: Path, ws: Workspace) -> Call:
-    return run_call(ws, data, "profile.batch_size=0", mentions=("profile.batch_size=0", "positive"))
-
-
-def run_batch_negative(tmp: Path, data: Path, ws: Workspace) -> Call:
-    return run_call(ws, data, "profile.batch_size=-4", mentions=("profile.batch_size=-4", "positive"))
-
-
-def run_unknown_model_option(tmp: Path, data: Path, ws: Workspace) -> Call:
-    return run_call(ws, data, "model=resnet", mentions=("model/resnet", "unet3d"))
-
-
-def run_unknown_architecture(tmp: Path, data: Path, ws: Workspace) -> Call:
-    return run_call(ws, data, "model.architecture=resnet", mentions=("model.architecture='resnet'", "unknown"))
-
-
-def run_unknown_framework_option(tmp: Path, data: Path, ws: Workspace) -> Call:
-    return run_call(ws, data, "framework=jax", mentions=("framework/jax", "torch"))
-
-
-def run_unknown_framework_name(tmp: Path, data: Path, ws: Workspace) -> Call:
-    return run_call(ws, data, "framework.name=jax", mentions=("framework='jax'", "unknown"))
-
-
-def run_unknown_loss_option(tmp: Path, data: Path, ws: Workspace) -> Call:
-    return run_call(ws, data, "loss=focal", mentions=("loss/focal", "dice_ce"))
-
-
-def run_unknown_loss_name(tmp: Path, data: Path, ws: Workspace) -> Call:
-    return run_call(ws, data, "loss.name=focal", mentions=("loss.name='focal'", "unknown"))
-
-
 def run_sweep_unknown_row(tmp: Path, data: Path, ws: Workspace) -> Call:
     argv = ["--multirun", *ws.overrides(data, "+experiment=table1/row5,table1/row99")]
     return Call(argv, ("experiment/table1/row99",), kind="run", absent=(ws.runs / "outputs",))
 
 
-def run_unknown_key(tmp: Path, data: Path, ws: Workspace) -> Call:
-    return run_call(ws, data, "learning_rate=0.1", mentions=("learning_rate", "+learning_rate=0.1"))
+# One bad setting each, on top of row 5: (override, what the error line must name).
+BAD_SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "run-lr-zero": ("optimizer.lr=0", ("optimizer.lr=0", "positive")),
+    "run-lr-negative": ("optimizer.lr=-0.1", ("optimizer.lr=-0.1", "positive")),
+    "run-batch-zero": ("profile.batch_size=0", ("profile.batch_size=0", "positive")),
+    "run-batch-negative": ("profile.batch_size=-4", ("profile.batch_size=-4", "positive")),
+    "run-unknown-model-option": ("model=resnet", ("model/resnet", "unet3d")),
+    "run-unknown-architecture": ("model.architecture=resnet", ("model.architecture='resnet'", "unknown")),
+    "run-unknown-framework-option": ("framework=jax", ("framework/jax", "torch")),
+    "run-unknown-framework-name": ("framework.name=jax", ("framework='jax'", "unknown")),
+    "run-unknown-loss-option": ("loss=focal", ("loss/focal", "dice_ce")),
+    "run-unknown-loss-name": ("loss.name=focal", ("loss.name='focal'", "unknown")),
+    "run-unknown-key": ("learning_rate=0.1", ("learning_rate", "+learning_rate=0.1")),
+}
 
+
+def bad_setting(override: str, mentions: tuple[str, ...]) -> Builder:
+    """A case that runs row 5 with ``override`` and expects an error line naming ``mentions``."""
+    def build(tmp: Path, data: Path, ws: Workspace) -> Call:
+        return run_call(ws, data, override, mentions=mentions)
+    return build
 
 
 CASES: dict[str, Builder] = {
@@ -199,17 +177,7 @@ CASES: dict[str, Builder] = {
     "run-missing-root": run_missing_root,
     "run-bad-label": run_bad_label,
     "run-patch-too-large": run_patch_too_large,
-    "run-lr-zero": run_lr_zero,
-    "run-lr-negative": run_lr_negative,
-    "run-batch-zero": run_batch_zero,
-    "run-batch-negative": run_batch_negative,
-    "run-unknown-model-option": run_unknown_model_option,
-    "run-unknown-architecture": run_unknown_architecture,
-    "run-unknown-framework-option": run_unknown_framework_option,
-    "run-unknown-framework-name": run_unknown_framework_name,
-    "run-unknown-loss-option": run_unknown_loss_option,
-    "run-unknown-loss-name": run_unknown_loss_name,
-    "run-unknown-key": run_unknown_key,
+    **{name: bad_setting(*case) for name, case in BAD_SETTINGS.items()},
     "run-sweep-unknown-row": run_sweep_unknown_row,
 }
 
