@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from bench.errors import BenchError
+from bench.processes import Terminated, stop_signals_raise
 
 # Each module defines ``add_parser(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -53,13 +54,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        return int(args._run(args) or 0)
+        with stop_signals_raise():
+            return int(args._run(args) or 0)
     except BenchError as exc:
         if debug:
             raise
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP as Terminated
+        if debug:
+            raise
+        if isinstance(exc, Terminated):
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
         print("error: interrupted", file=sys.stderr)
         return 130
 

@@ -260,6 +260,11 @@ def _version_tags() -> dict[str, str]:
     return tags
 
 
+def unfinished_outputs(outputs_dir: Path, experiment: str, name: str, config_hash: str) -> Path:
+    """The folder a run writes into while it runs; renamed to ``<name>-<hash>`` only when it FINISHED."""
+    return outputs_dir / experiment / f".{name}-{config_hash}.partial"
+
+
 def run(spec: RunSpec) -> RunResult:
     """Run one configuration end to end, tracked in MLflow; skip it if it already FINISHED."""
     tracker = Tracker(spec.tracking.experiment, spec.tracking.uri, Path(spec.runs_dir))
@@ -285,7 +290,7 @@ def run(spec: RunSpec) -> RunResult:
         log.info("skipping %s: another process is running or has finished it", spec.name)
         return RunResult(spec.name, spec.config_hash, "skipped")
     out = Path(spec.outputs_dir) / spec.tracking.experiment / f"{spec.name}-{spec.config_hash}"
-    partial = out.with_name(f".{out.name}.partial")  # renamed to `out` only when the run FINISHED
+    partial = unfinished_outputs(Path(spec.outputs_dir), spec.tracking.experiment, spec.name, spec.config_hash)
     try:
         with child:
             for stale in (out, partial):

@@ -1,10 +1,18 @@
-"""Whether a process is alive, by its pid (shared by the run tracker and the local stack)."""
+"""Process helpers shared by the run tracker, the local stack and the entry points: whether a pid is alive,
+and stop signals (SIGTERM, SIGHUP) turned into an exception so that a stopped run unwinds like Ctrl-C."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
+
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGHUP)
+"""What ``kill``, ``scancel``, a job scheduler's time limit, ``docker stop`` or a closed terminal send."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -19,3 +27,60 @@ def pid_alive(pid: int) -> bool:
         if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
             return False
     return True
+
+
+def is_live_child(pid: int) -> bool:
+    """True if ``pid`` is alive and a child of this process (Linux ``/proc``; elsewhere always False)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[0] != "Z" and int(fields[1]) == os.getpid()
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop by a signal.
+
+    A ``KeyboardInterrupt`` so that everything that cleans up after Ctrl-C also cleans up after it: the open
+    MLflow run ends KILLED (``bench.tracking.ChildRun``), an unfinished run folder is removed.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by signal N: 128 + N (143 for SIGTERM)."""
+        return 128 + self.signum
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    # Only the first signal raises: a second SIGTERM while the first unwinds must not cut the clean-up short.
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise :class:`Terminated` in the main thread.
+
+    A signal the process was started with ignored (``nohup`` ignores SIGHUP) stays ignored. Outside the main
+    thread, or nested inside itself, it changes nothing. The previous handlers are restored on the way out.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {stop: signal.getsignal(stop) for stop in STOP_SIGNALS}
+    if any(handler is _raise_terminated for handler in previous.values()):
+        yield
+        return
+    for stop, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(stop, _raise_terminated)
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler if handler is not None else signal.SIG_DFL)

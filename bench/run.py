@@ -13,11 +13,12 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import hydra
 from hydra import compose, initialize_config_dir
@@ -32,10 +33,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bench.config import run_spec_from_config
 from bench.errors import BenchError, ConfigError
+from bench.processes import Terminated, stop_signals_raise
 from bench.spec import NetworkSpec, RunSpec
 
 if TYPE_CHECKING:
     from bench.experiment import RunResult
+    from bench.tracking import Tracker
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("bench.run")
@@ -126,22 +129,51 @@ def _compose_job(job: list[str]) -> DictConfig:
         raise ConfigError(f"sweep job {' '.join(job)!r}: {hydra_error_line(exc)}") from None
 
 
-def sweep_tracking(overrides: Sequence[str]) -> list[tuple[str | None, str, str, str]]:
-    """Where the jobs of a sweep log: each distinct ``(tracking.uri, experiment, sweep, paths.runs)``, in job
-    order (an experiment file or the sweep's own axes may change them from job to job)."""
-    found: dict[tuple[str | None, str, str, str], None] = {}
+class SweepStore(NamedTuple):
+    """Where some of a sweep's jobs log (``tracking.uri``, ``experiment``, ``sweep``) and write (``paths``)."""
+
+    uri: str | None
+    experiment: str
+    sweep: str
+    runs: str
+    outputs: str
+
+
+def sweep_tracking(overrides: Sequence[str]) -> list[SweepStore]:
+    """Each distinct :class:`SweepStore` of a sweep's jobs, in job order (an experiment file or the sweep's own
+    axes may change them from job to job)."""
+    found: dict[SweepStore, None] = {}
     for job in sweep_jobs(overrides):
         cfg = _compose_job(job)
         try:
             tracking = OmegaConf.to_container(cfg.tracking, resolve=True)
             runs = str(OmegaConf.select(cfg, "paths.runs", default="runs"))
+            outputs = str(OmegaConf.select(cfg, "paths.outputs", default=f"{runs}/outputs"))
         except OmegaConfBaseException as exc:
             raise ConfigError(f"sweep job {' '.join(job)!r}: cannot resolve tracking: {exc}".splitlines()[0]) from exc
         assert isinstance(tracking, dict)
         uri = tracking.get("uri")
-        found[(None if uri is None else str(uri), str(tracking.get("experiment", "brainbench")),
-               str(tracking.get("sweep", "brainbench")), runs)] = None
+        found[SweepStore(None if uri is None else str(uri), str(tracking.get("experiment", "brainbench")),
+                         str(tracking.get("sweep", "brainbench")), runs, outputs)] = None
     return list(found)
+
+
+SWEEP_STORES: list[tuple[Tracker, SweepStore]] = []
+"""What :class:`SweepTracking` opened for the sweep's jobs, so that a stopped driver can tidy up after them."""
+
+
+def mark_stopped_jobs() -> None:
+    """After the driver was stopped: the runs its joblib workers (SIGKILLed with it) left RUNNING end KILLED,
+    and their unfinished output folders are removed."""
+    from bench.experiment import unfinished_outputs
+
+    for tracker, store in SWEEP_STORES:
+        try:
+            for name, config_hash in tracker.reap_stopped_workers():
+                shutil.rmtree(unfinished_outputs(Path(store.outputs), store.experiment, name, config_hash),
+                              ignore_errors=True)
+        except Exception as exc:  # the stop is being reported already; the next start reaps these runs
+            log.warning("could not mark the stopped sweep's runs KILLED in %s: %s", tracker.uri, exc)
 
 
 class SweepTracking(Callback):
@@ -153,9 +185,10 @@ class SweepTracking(Callback):
         overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
         from bench.tracking import Tracker
 
-        for uri, experiment, sweep, runs in sweep_tracking(overrides):  # the jobs' experiments, not the driver's
-            tracker = Tracker(experiment, uri, Path(runs))
-            parent = tracker.parent_run(sweep)
+        for store in sweep_tracking(overrides):  # the jobs' experiments, not the driver's
+            tracker = Tracker(store.experiment, store.uri, Path(store.runs))
+            parent = tracker.parent_run(store.sweep)
+            SWEEP_STORES.append((tracker, store))
             log.info("tracking %s: experiment %s, parent run %s", tracker.uri, tracker.experiment, parent)
 
 
@@ -175,7 +208,8 @@ def main(cfg: DictConfig) -> None:
     still run, and the sweep exits with code 2 at the end.
     """
     try:
-        run_config(cfg)
+        with stop_signals_raise():  # a worker process (joblib, Ray, SLURM) has no cli() around it
+            run_config(cfg)
     except BenchError as exc:
         if os.environ.get("BENCH_DEBUG") or cfg.get("debug"):
             raise
@@ -231,9 +265,23 @@ def cli() -> None:
     debug = _debug_requested(sys.argv[1:])
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        main()
+        with stop_signals_raise():
+            main()
     except JobFailed:
         sys.exit(2)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP as Terminated: the open run ended KILLED
+        # `python -m bench.run` runs this file as __main__, but Hydra imported the callback from bench.run:
+        # its list of stores lives in that module.
+        from bench.run import mark_stopped_jobs as mark_in_callback_module
+
+        mark_in_callback_module()
+        if debug:
+            raise
+        why = str(exc) if isinstance(exc, Terminated) else "interrupted"
+        print(f"error: {why}; run the same command again to redo the configurations that did not finish "
+              "(finished ones are skipped; an interrupted run is marked KILLED and leaves no outputs)",
+              file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code if isinstance(exc, Terminated) else 130)
     except BenchError as exc:  # raised in the driver (SweepTracking), before any job ran
         if debug:
             raise

@@ -40,7 +40,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.contract import EpochRecord
 from bench.errors import BenchError, ConfigError, DataError
-from bench.processes import pid_alive
+from bench.processes import is_live_child, pid_alive
 from bench.tracking_server import TrackingServerError, check_server, is_server
 
 DEFAULT_ROOT = Path("runs")
@@ -285,8 +285,8 @@ class Tracker:
         """The newest FINISHED child run with this config hash, if any."""
         return _newest_finished(self._search(_finished_with_hash(config_hash)))
 
-    def reap_stale(self, config_hash: str | None = None) -> list[str]:
-        """Mark RUNNING child runs whose process is gone as KILLED; return their ids.
+    def reap_stale(self, config_hash: str | None = None, why: str = "process died while running") -> list[str]:
+        """Mark RUNNING child runs whose process is gone as KILLED (``why`` as their error tag); their ids.
 
         A run is stale when it was started on this host by a process id that no longer exists (a
         SIGKILLed worker), or on another host more than a day ago.
@@ -304,10 +304,30 @@ class Tracker:
             old = (time.time() * 1000 - (run.info.start_time or 0)) > 86_400_000
             if (same_host and not pid_alive(pid)) or (not same_host and old):
                 run_id = run.info.run_id
-                _retry(functools.partial(self.client.set_tag, run_id, TAG_ERROR, "process died while running"))
+                _retry(functools.partial(self.client.set_tag, run_id, TAG_ERROR, why))
                 _retry(functools.partial(self.client.set_terminated, run_id, "KILLED"))
                 reaped.append(run_id)
         return reaped
+
+    def reap_stopped_workers(self, wait_s: float = 5.0) -> list[tuple[str, str]]:
+        """After a stopped sweep: mark KILLED the runs this driver's worker processes left RUNNING.
+
+        joblib ends its workers with SIGKILL when the driver is stopped, so they cannot end their own runs.
+        This waits up to ``wait_s`` seconds for those children to be gone, then reaps (:meth:`reap_stale`).
+
+        Returns:
+            ``(run name, config hash)`` of each run it marked.
+        """
+        deadline = time.monotonic() + wait_s
+        host = socket.gethostname()
+        while time.monotonic() < deadline and any(
+            is_live_child(int(run.data.tags.get(TAG_PID, "0") or 0))
+            for run in self._search("attributes.status = 'RUNNING'") if run.data.tags.get(TAG_HOST) == host
+        ):
+            time.sleep(0.2)
+        reaped = self.reap_stale(why="the sweep was stopped, and its worker process with it")
+        runs = [self.client.get_run(run_id) for run_id in reaped]
+        return [(run.info.run_name, run.data.tags.get(TAG_HASH, "")) for run in runs]
 
     def _log_params(self, run_id: str, params: Mapping[str, str]) -> None:
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]

@@ -4,6 +4,9 @@
   finished configuration is skipped (same MLflow run), the interrupted one is redone, MLflow ends with one
   FINISHED run per configuration and the killed run KILLED (never RUNNING), nothing half-written is left or
   trusted, and ``bench report`` counts each configuration once.
+* A run, or a joblib sweep's driver, stopped by SIGTERM (``kill``, ``scancel``, a scheduler's time limit) in
+  the middle of training: one ``error:`` line, no traceback, exit code 143, the MLflow runs KILLED at once
+  (not left RUNNING for the next start to find), no outputs left.
 * Two joblib workers against the default sqlite store (created by both at once) finish without
   "database is locked" errors, every run FINISHED.
 """
@@ -11,6 +14,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -52,6 +57,40 @@ def wait_for(process: Any, ws: Workspace, ready: Any, timeout_s: float, log: Pat
         time.sleep(0.2)
     kill_group(process)
     pytest.fail(f"timed out waiting for the sweep:\n{log.read_text()[-3000:]}")
+
+
+@pytest.mark.parametrize("launcher", ["one run", "joblib sweep"])
+def test_sigterm_ends_the_runs_killed(launcher: str, tiny_cohort: Path, workspace: Workspace) -> None:
+    long = (*CHEAP, "profile.epochs=100000")
+    if launcher == "one run":  # SLURM's scancel or time limit, `kill`: the run's own process ends its run
+        args = workspace.overrides(tiny_cohort, "+experiment=table1/row5", *long)
+        why = {"Terminated: stopped by SIGTERM"}
+    else:  # joblib SIGKILLs its workers when the driver stops: the driver ends their runs
+        args = workspace.overrides(tiny_cohort, "+sweep=table1", "+experiment/table1=row5,row7", *long,
+                                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+        why = {"the sweep was stopped, and its worker process with it"}
+    log = workspace.root / "stopped.log"
+    process = workspace.popen_bench_run(args, multirun=launcher != "one run", log=log)
+    expected = 1 if launcher == "one run" else 2
+
+    def training(runs: list[Any]) -> bool:
+        return sum(r.info.status == "RUNNING" and "val_loss" in r.data.metrics for r in runs) == expected
+
+    wait_for(process, workspace, training, 600, log)
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        assert process.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    finally:
+        kill_group(process)
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: stopped by SIGTERM; run the same command again"), errors
+    runs = workspace.runs_()
+    assert [r.info.status for r in runs] == ["KILLED"] * expected  # at once, not left for the next start
+    assert {r.data.tags["brainbench.error"] for r in runs} == why
+    assert temp_files(workspace.runs) == [], "temporary files or unfinished outputs were left behind"
+    assert list((workspace.runs / "outputs").glob("*/*")) == []
 
 
 def test_sigkilled_sweep_resumes(tiny_cohort: Path, workspace: Workspace, capsys: pytest.CaptureFixture[str]) -> None:

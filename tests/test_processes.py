@@ -1,0 +1,90 @@
+"""``bench.processes``: stop signals become :class:`Terminated` (once), ignored signals stay ignored, handlers
+are restored, and nothing changes outside the main thread or when nested."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bench.processes import Terminated, stop_signals_raise
+
+
+def send(signum: int) -> None:
+    """Signal this process and give the interpreter a few bytecodes to run the handler."""
+    os.kill(os.getpid(), signum)
+    for _ in range(100):
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def default_handlers() -> Iterator[None]:
+    """Every stop signal at its default action for the test, whatever pytest set, and put back after."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    for s in saved:
+        signal.signal(s, signal.SIG_DFL)
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_stop_signal_raises_terminated_and_handlers_come_back(signum: int, default_handlers: None) -> None:
+    with pytest.raises(Terminated) as raised, stop_signals_raise():
+        send(signum)
+    assert raised.value.signum == signum
+    assert raised.value.exit_code == 128 + signum
+    assert str(raised.value) == f"stopped by {signal.Signals(signum).name}"
+    assert isinstance(raised.value, KeyboardInterrupt)  # what cleans up after Ctrl-C cleans up after it
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+
+
+def test_a_second_signal_does_not_cut_the_clean_up_short(default_handlers: None) -> None:
+    cleaned = False
+    with pytest.raises(Terminated), stop_signals_raise():
+        try:
+            send(signal.SIGTERM)
+        finally:
+            send(signal.SIGTERM)  # while the first one unwinds: ignored
+            send(signal.SIGHUP)
+            cleaned = True
+    assert cleaned
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_an_ignored_signal_stays_ignored(default_handlers: None) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    with stop_signals_raise():
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        send(signal.SIGHUP)  # nothing happens
+        with pytest.raises(Terminated):
+            send(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+
+
+def test_nested_changes_nothing(default_handlers: None) -> None:
+    with stop_signals_raise():
+        outer = signal.getsignal(signal.SIGTERM)
+        with stop_signals_raise():
+            assert signal.getsignal(signal.SIGTERM) is outer
+        assert signal.getsignal(signal.SIGTERM) is outer  # the inner exit did not restore SIG_DFL
+        with pytest.raises(Terminated):
+            send(signal.SIGTERM)
+
+
+def test_outside_the_main_thread_changes_nothing(default_handlers: None) -> None:
+    seen: list[object] = []
+
+    def worker() -> None:
+        with stop_signals_raise():
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == [signal.SIG_DFL]
