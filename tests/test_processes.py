@@ -88,3 +88,19 @@ def test_outside_the_main_thread_changes_nothing(default_handlers: None) -> None
     thread.start()
     thread.join()
     assert seen == [signal.SIG_DFL]
+
+
+def test_bench_command_stopped_by_sigterm_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], default_handlers: None
+) -> None:
+    import bench.commands.models as models
+    from bench.cli import main as bench_main
+
+    def stopped(args: object) -> int:
+        send(signal.SIGTERM)
+        return 0
+
+    monkeypatch.setattr(models, "run", stopped)
+    assert bench_main(["models"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == "error: stopped by SIGTERM\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
