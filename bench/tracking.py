@@ -414,7 +414,12 @@ class ChildRun:
             self.end("FINISHED")
         else:
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-            message = exc.message if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, BenchError):
+                message = exc.message
+            elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or bench.processes.Terminated ("stopped by SIGTERM")
+                message = str(exc) or "interrupted"
+            else:
+                message = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
                 _retry(lambda: self.client.set_tag(self.run_id, TAG_ERROR, message[:5000]))
             self.end(status)

@@ -64,7 +64,7 @@ def test_sigterm_ends_the_runs_killed(launcher: str, tiny_cohort: Path, workspac
     long = (*CHEAP, "profile.epochs=100000")
     if launcher == "one run":  # SLURM's scancel or time limit, `kill`: the run's own process ends its run
         args = workspace.overrides(tiny_cohort, "+experiment=table1/row5", *long)
-        why = {"Terminated: stopped by SIGTERM"}
+        why = {"stopped by SIGTERM"}
     else:  # joblib SIGKILLs its workers when the driver stops: the driver ends their runs
         args = workspace.overrides(tiny_cohort, "+sweep=table1", "+experiment/table1=row5,row7", *long,
                                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
