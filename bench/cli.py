@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from bench.errors import BenchError
-from bench.processes import Terminated, stop_signals_raise
+from bench.processes import interruption, stop_signals_raise
 
 # Each module defines ``add_parser(subparsers) -> argparse.ArgumentParser`` and ``run(args) -> int``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -64,11 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP as Terminated
         if debug:
             raise
-        if isinstance(exc, Terminated):
-            print(f"error: {exc}", file=sys.stderr)
-            return exc.exit_code
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        why, code = interruption(exc)
+        print(f"error: {why}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -260,9 +260,11 @@ def _version_tags() -> dict[str, str]:
     return tags
 
 
-def unfinished_outputs(outputs_dir: Path, experiment: str, name: str, config_hash: str) -> Path:
-    """The folder a run writes into while it runs; renamed to ``<name>-<hash>`` only when it FINISHED."""
-    return outputs_dir / experiment / f".{name}-{config_hash}.partial"
+def run_outputs(outputs_dir: Path, experiment: str, name: str, config_hash: str) -> tuple[Path, Path]:
+    """A run's output folder and the hidden one it writes into while it runs, renamed to the first only when
+    the run FINISHED."""
+    out = outputs_dir / experiment / f"{name}-{config_hash}"
+    return out, out.with_name(f".{out.name}.partial")
 
 
 def run(spec: RunSpec) -> RunResult:
@@ -289,8 +291,7 @@ def run(spec: RunSpec) -> RunResult:
     if child is None:
         log.info("skipping %s: another process is running or has finished it", spec.name)
         return RunResult(spec.name, spec.config_hash, "skipped")
-    out = Path(spec.outputs_dir) / spec.tracking.experiment / f"{spec.name}-{spec.config_hash}"
-    partial = unfinished_outputs(Path(spec.outputs_dir), spec.tracking.experiment, spec.name, spec.config_hash)
+    out, partial = run_outputs(Path(spec.outputs_dir), spec.tracking.experiment, spec.name, spec.config_hash)
     try:
         with child:
             for stale in (out, partial):

@@ -15,6 +15,14 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGHUP)
 """What ``kill``, ``scancel``, a job scheduler's time limit, ``docker stop`` or a closed terminal send."""
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, parent pid, …); None where unreadable."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` runs (also when it belongs to another user); a zombie (exited, not reaped) is not alive."""
     try:
@@ -23,19 +31,14 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
+    stat = _proc_stat(pid)
+    return not (stat and stat[0] == "Z")
 
 
 def is_live_child(pid: int) -> bool:
     """True if ``pid`` is alive and a child of this process (Linux ``/proc``; elsewhere always False)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return False
-    return fields[0] != "Z" and int(fields[1]) == os.getpid()
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z" and int(stat[1]) == os.getpid()
 
 
 class Terminated(KeyboardInterrupt):
@@ -53,6 +56,14 @@ class Terminated(KeyboardInterrupt):
     def exit_code(self) -> int:
         """The shell's convention for a process ended by signal N: 128 + N (143 for SIGTERM)."""
         return 128 + self.signum
+
+
+def interruption(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """What stopped the process and its exit code: ``("stopped by SIGTERM", 143)`` for :class:`Terminated`,
+    ``("interrupted", 130)`` for Ctrl-C."""
+    if isinstance(exc, Terminated):
+        return str(exc), exc.exit_code
+    return "interrupted", 128 + signal.SIGINT
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

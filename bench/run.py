@@ -33,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bench.config import run_spec_from_config
 from bench.errors import BenchError, ConfigError
-from bench.processes import Terminated, stop_signals_raise
+from bench.processes import interruption, stop_signals_raise
 from bench.spec import NetworkSpec, RunSpec
 
 if TYPE_CHECKING:
@@ -165,13 +165,13 @@ SWEEP_STORES: list[tuple[Tracker, SweepStore]] = []
 def mark_stopped_jobs() -> None:
     """After the driver was stopped: the runs its joblib workers (SIGKILLed with it) left RUNNING end KILLED,
     and their unfinished output folders are removed."""
-    from bench.experiment import unfinished_outputs
+    from bench.experiment import run_outputs
 
     for tracker, store in SWEEP_STORES:
         try:
             for name, config_hash in tracker.reap_stopped_workers():
-                shutil.rmtree(unfinished_outputs(Path(store.outputs), store.experiment, name, config_hash),
-                              ignore_errors=True)
+                _, partial = run_outputs(Path(store.outputs), store.experiment, name, config_hash)
+                shutil.rmtree(partial, ignore_errors=True)
         except Exception as exc:  # the stop is being reported already; the next start reaps these runs
             log.warning("could not mark the stopped sweep's runs KILLED in %s: %s", tracker.uri, exc)
 
@@ -277,11 +277,11 @@ def cli() -> None:
         mark_in_callback_module()
         if debug:
             raise
-        why = str(exc) if isinstance(exc, Terminated) else "interrupted"
+        why, code = interruption(exc)
         print(f"error: {why}; run the same command again to redo the configurations that did not finish "
               "(finished ones are skipped; an interrupted run is marked KILLED and leaves no outputs)",
               file=sys.stderr, flush=True)
-        sys.exit(exc.exit_code if isinstance(exc, Terminated) else 130)
+        sys.exit(code)
     except BenchError as exc:  # raised in the driver (SweepTracking), before any job ran
         if debug:
             raise

@@ -21,7 +21,6 @@ import functools
 import json
 import math
 import os
-import re
 import socket
 import time
 import warnings
@@ -39,9 +38,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bench.contract import EpochRecord
-from bench.errors import BenchError, ConfigError, DataError
-from bench.processes import is_live_child, pid_alive
-from bench.tracking_server import TrackingServerError, check_server, is_server
+from bench.errors import BenchError, DataError
+from bench.processes import interruption, is_live_child, pid_alive
+from bench.tracking_server import TrackingServerError, is_server
+from bench.tracking_store import check_store_uri
 
 DEFAULT_ROOT = Path("runs")
 TAG_KIND = "brainbench.kind"
@@ -120,80 +120,6 @@ class FinishedRun:
 
     run_id: str
     name: str
-
-
-DATABASE_DIALECTS = ("sqlite", "postgresql", "mysql", "mssql")
-"""The SQLAlchemy databases MLflow can keep its store in (``dialect[+driver]://``)."""
-DRIVER_PACKAGES = {"MySQLdb": "mysqlclient", "psycopg2": "psycopg2-binary", "psycopg": "'psycopg[binary]'"}
-"""The pip package of a database driver module whose name differs from it."""
-STORE_FIX = "use sqlite:///path/mlflow.db, postgresql+psycopg://user@host:port/db or http://host:port for a server"
-
-
-def check_store_uri(uri: str, timeout_s: int = 5) -> None:
-    """Refuse, with one :class:`BenchError` naming the URI (password hidden) and the fix, a tracking URI that
-    MLflow could not open: no scheme, MLflow's plain file store (refused since MLflow 3), a scheme that is not
-    a database or a server, a database driver that is not installed, or a database or server that does not
-    answer within ``timeout_s`` seconds. A sqlite file is not opened (opening creates it)."""
-    if is_server(uri):
-        check_server(uri)
-        return
-    shown = _hide_password(uri)
-    if "://" not in uri:
-        raise ConfigError(f"tracking URI {shown!r} is not a URI", fix=STORE_FIX)
-    scheme = uri.split("://", 1)[0].lower()
-    if scheme == "file":
-        raise ConfigError(f"tracking URI {shown!r} is MLflow's plain file store, which MLflow 3 refuses",
-                          fix=STORE_FIX)
-    if scheme.split("+", 1)[0] not in DATABASE_DIALECTS:
-        raise ConfigError(f"tracking URI {shown!r} has the scheme {scheme!r}, which is neither a database "
-                          f"({', '.join(DATABASE_DIALECTS)}) nor a server (http, https)", fix=STORE_FIX)
-    if scheme.startswith("sqlite"):
-        return
-    _check_database(uri, timeout_s)
-
-
-def _hide_password(uri: str) -> str:
-    """``uri`` with the password of its ``user:password@`` part replaced by ``***``."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", uri)
-
-
-def _check_database(uri: str, timeout_s: int) -> None:
-    """Connect once to the SQLAlchemy database ``uri`` names (see :func:`check_store_uri`)."""
-    import importlib.util
-
-    import sqlalchemy
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
-
-    try:
-        url = sqlalchemy.engine.make_url(uri)
-    except (ArgumentError, ValueError) as exc:
-        raise ConfigError(f"tracking URI {_hide_password(uri)!r} cannot be parsed", fix=STORE_FIX) from exc
-    shown = url.render_as_string(hide_password=True)
-    dialect = url.get_backend_name()
-    try:
-        engine = sqlalchemy.create_engine(
-            url, poolclass=sqlalchemy.pool.NullPool,
-            connect_args={"connect_timeout": timeout_s} if dialect in ("postgresql", "mysql") else {},
-        )
-    except NoSuchModuleError as exc:
-        raise ConfigError(f"tracking URI {shown!r} names a database driver SQLAlchemy does not know ({exc})",
-                          fix=STORE_FIX) from exc
-    except ImportError as exc:
-        installed = dialect == "postgresql" and importlib.util.find_spec("psycopg") is not None
-        package = DRIVER_PACKAGES.get(exc.name or "", exc.name)
-        raise ConfigError(
-            f"tracking URI {shown!r} needs the database driver {exc.name or exc}, which is not installed",
-            fix="name the installed driver: postgresql+psycopg://…" if installed else f"pip install {package}",
-        ) from exc
-    try:
-        with engine.connect():
-            pass
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        raise TrackingServerError(f"tracking database {shown} is unreachable ({reason[0] if reason else exc})",
-                                  fix="start it (`bench stack up`) or set tracking.uri / --tracking-uri") from exc
-    finally:
-        engine.dispose()
 
 
 class Tracker:
@@ -285,12 +211,16 @@ class Tracker:
         """The newest FINISHED child run with this config hash, if any."""
         return _newest_finished(self._search(_finished_with_hash(config_hash)))
 
-    def reap_stale(self, config_hash: str | None = None, why: str = "process died while running") -> list[str]:
-        """Mark RUNNING child runs whose process is gone as KILLED (``why`` as their error tag); their ids.
+    def reap_stale(self, config_hash: str | None = None) -> list[str]:
+        """Mark RUNNING child runs whose process is gone as KILLED; return their ids.
 
         A run is stale when it was started on this host by a process id that no longer exists (a
         SIGKILLed worker), or on another host more than a day ago.
         """
+        return [run.info.run_id for run in self._reap(config_hash, "process died while running")]
+
+    def _reap(self, config_hash: str | None, why: str) -> list[Any]:
+        """The stale runs (:meth:`reap_stale`), each marked KILLED with ``why`` as its error tag."""
         flt = "attributes.status = 'RUNNING'"
         if config_hash:
             flt += f" and tags.`{TAG_HASH}` = '{config_hash}'"
@@ -306,7 +236,7 @@ class Tracker:
                 run_id = run.info.run_id
                 _retry(functools.partial(self.client.set_tag, run_id, TAG_ERROR, why))
                 _retry(functools.partial(self.client.set_terminated, run_id, "KILLED"))
-                reaped.append(run_id)
+                reaped.append(run)
         return reaped
 
     def reap_stopped_workers(self, wait_s: float = 5.0) -> list[tuple[str, str]]:
@@ -318,16 +248,14 @@ class Tracker:
         Returns:
             ``(run name, config hash)`` of each run it marked.
         """
-        deadline = time.monotonic() + wait_s
         host = socket.gethostname()
-        while time.monotonic() < deadline and any(
-            is_live_child(int(run.data.tags.get(TAG_PID, "0") or 0))
-            for run in self._search("attributes.status = 'RUNNING'") if run.data.tags.get(TAG_HOST) == host
-        ):
+        pids = {int(run.data.tags.get(TAG_PID, "0") or 0)
+                for run in self._search("attributes.status = 'RUNNING'") if run.data.tags.get(TAG_HOST) == host}
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(is_live_child(pid) for pid in pids):
             time.sleep(0.2)
-        reaped = self.reap_stale(why="the sweep was stopped, and its worker process with it")
-        runs = [self.client.get_run(run_id) for run_id in reaped]
-        return [(run.info.run_name, run.data.tags.get(TAG_HASH, "")) for run in runs]
+        reaped = self._reap(None, "the sweep was stopped, and its worker process with it")
+        return [(run.info.run_name, run.data.tags.get(TAG_HASH, "")) for run in reaped]
 
     def _log_params(self, run_id: str, params: Mapping[str, str]) -> None:
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
@@ -416,8 +344,8 @@ class ChildRun:
             status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
             if isinstance(exc, BenchError):
                 message = exc.message
-            elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or bench.processes.Terminated ("stopped by SIGTERM")
-                message = str(exc) or "interrupted"
+            elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or bench.processes.Terminated
+                message = interruption(exc)[0]
             else:
                 message = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):

@@ -53,7 +53,8 @@ def server(running_stack: stack.StackPorts) -> str:
 
 
 def test_the_uri_check_accepts_a_live_database_and_a_live_server(running_stack: stack.StackPorts) -> None:
-    from bench.tracking import check_store_uri, experiment_names
+    from bench.tracking import experiment_names
+    from bench.tracking_store import check_store_uri
 
     check_store_uri(running_stack.database_uri)  # a real connection to the stack's PostgreSQL
     check_store_uri(running_stack.tracking_uri)
