@@ -4,7 +4,7 @@ becomes a ``bench.spec.RunSpec`` of effective settings.
 ``run_spec_from_config(cfg)`` validates every value at the edge (``ConfigError`` naming the setting, the bad
 value and the fix), applies the profile's overrides and defaults, resolves ``precision: auto`` for this
 machine, registers a model YAML's own architecture, and checks network parameters against the one
-architecture registry (``adapters.registry``).
+architecture registry (``bench.networks.registry``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from adapters import registry
-from adapters.configs import NetConfig
 from bench.contract import (
     DICE_REDUCTIONS,
     INTERVALS,
@@ -31,6 +29,8 @@ from bench.data.folds import FoldSplit
 from bench.data.splits import SPLITS, SplitSpec
 from bench.errors import ConfigError
 from bench.hardware import check_precision_name, resolve_for_run, worker_cpus
+from bench.networks import registry
+from bench.networks.configs import NetConfig
 from bench.patching.augment import AugmentSpec
 from bench.spec import (
     ATLAS,

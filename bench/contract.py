@@ -102,7 +102,7 @@ INTERVALS: tuple[str, ...] = ("epoch", "step")
 
 @dataclass(frozen=True)
 class SchedulerSpec:
-    """The learning-rate schedule (formulas in ``adapters.schedules``, written once for both frameworks).
+    """The learning-rate schedule (formulas in ``bench.training.schedules``, written once for both frameworks).
 
     ``kind``:
         ``plateau`` (default): ReduceLROnPlateau on the validation loss (training loss without validation):

@@ -36,8 +36,8 @@ from bench.predict.package import PACKAGE_FILE, write_package
 from bench.preprocess.pipeline import Pipeline, PreparedCase, PreprocessCache
 from bench.segmenters import TrainingData
 from bench.spec import NetworkSpec, RunSpec, effective_settings, spec_summary
-from bench.tracking import DESCRIPTION_TAG, TAG_CONVERGENCE, TAG_UNLEARNED, ChildRun, Tracker, flatten
-from bench.tracking_models import log_model
+from bench.tracking.models import log_model
+from bench.tracking.runs import DESCRIPTION_TAG, TAG_CONVERGENCE, TAG_UNLEARNED, ChildRun, Tracker, flatten
 from bench.types import TISSUE_NAMES
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from bench.spec import NetworkSpec, RunSpec
 
 if TYPE_CHECKING:
     from bench.experiment import RunResult
-    from bench.tracking import Tracker
+    from bench.tracking.runs import Tracker
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("bench.run")
@@ -183,7 +183,7 @@ class SweepTracking(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
-        from bench.tracking import Tracker
+        from bench.tracking.runs import Tracker
 
         for store in sweep_tracking(overrides):  # the jobs' experiments, not the driver's
             tracker = Tracker(store.experiment, store.uri, Path(store.runs))

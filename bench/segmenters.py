@@ -132,13 +132,13 @@ class PatchNetwork:
         return self.network
 
     def fit(self, data: TrainingData, log: RunLogger) -> TrainHistory:
-        """Check the patch size, build the network, sample patches and train (see ``adapters.loop``)."""
-        import adapters
+        """Check the patch size, build the network, sample patches and train (see ``bench.training.loop``)."""
+        from bench.training import frameworks
 
         s = self.spec.sampling
         self._check_patch_fits(list(data.prepared.values()))
-        adapters.configure_threads(self.spec.framework, self.spec.train.num_threads)  # before TF starts
-        self.network = adapters.build(self.spec.architecture, self.spec.framework, **self.spec.config.to_params())
+        frameworks.configure_threads(self.spec.framework, self.spec.train.num_threads)  # before TF starts
+        self.network = frameworks.build(self.spec.architecture, self.spec.framework, **self.spec.config.to_params())
         train, val = patch_sources(
             patch_subjects([data.prepared[c.id] for c in data.train], s.patch_size, s.region),  # type: ignore[arg-type]
             patch_subjects([data.prepared[c.id] for c in data.val], s.patch_size, s.region),  # type: ignore[arg-type]

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from adapters import registry
-from adapters.configs import NetConfig
 from bench.contract import TrainSpec
 from bench.data.folds import FoldSplit
 from bench.data.splits import SPLITS, SplitSpec
+from bench.networks import registry
+from bench.networks.configs import NetConfig
 from bench.patching.augment import AugmentSpec
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from bench.errors import BenchError, ConfigError
 from bench.processes import pid_alive
-from bench.tracking_server import check_server
+from bench.tracking.server import check_server
 
 HOST = "127.0.0.1"
 PG_BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin"), Path("/usr/lib/postgresql/17/bin"))

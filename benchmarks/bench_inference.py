@@ -123,10 +123,10 @@ def run(subject: BenchSubject, *, base_filters: int = 8, depth: int = 4, patch: 
         crop: Crop to the brain bounding box (+4 voxels) for the timed comparison.
         full_volume: Also time skipping on the whole volume (one run each with and without the mask).
     """
-    import adapters
+    from bench.training import frameworks
 
     torch.manual_seed(0)
-    segmenter: Any = adapters.build("unet3d", "torch", base_filters=base_filters, depth=depth)
+    segmenter: Any = frameworks.build("unet3d", "torch", base_filters=base_filters, depth=depth)
     net = segmenter.net.eval()
     box = brain_box(subject.mask) if crop else (slice(None),) * 3
     image = np.ascontiguousarray(subject.image[box])

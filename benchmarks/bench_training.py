@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from adapters.configs import NORMS
 from bench.hardware import resolve_for_run
+from bench.networks.configs import NORMS
 from benchmarks import BenchSubject, load_subjects, rounded
 from benchmarks.training_flops import cpu_peak_gflops, peak_for, training_flops_per_patch
 from benchmarks.training_overhead import tf_overhead, torch_overhead
@@ -59,10 +59,10 @@ def run(subjects: Sequence[BenchSubject], *, base_filters: int = 16, depth: int 
         precision_rounds: fp32/bf16 fits of each framework for the precision comparison (0 skips it).
         norm_rounds: Fits per normalisation for the ``norm_speed`` comparison (0 skips it).
     """
-    import adapters
     from adapters.torch.steps import available_cores
+    from bench.training import frameworks
 
-    net = adapters.build("unet3d", "torch", base_filters=base_filters, depth=depth).net  # type: ignore[attr-defined]
+    net = frameworks.build("unet3d", "torch", base_filters=base_filters, depth=depth).net  # type: ignore[attr-defined]
     flops = training_flops_per_patch(net, (patch, patch, patch))
     train_flops = flops.train
     peak = cpu_peak_gflops(peak_size, threads=threads)

@@ -107,13 +107,13 @@ def torch_bare_loop(net: nn.Module, batches: Sequence[PatchBatch]) -> Callable[[
 def torch_overhead(subjects: Sequence[BenchSubject], *, base_filters: int, depth: int, patch: int,
                    batch_size: int, steps: int, repeats: int, threads: int) -> dict[str, Any]:
     """The torch adapter's fit (2 + ``repeats`` epochs) vs bare steps (a twin network) before each epoch."""
-    import adapters
+    from bench.training import frameworks
 
     sampler = grid_sampler(subjects, patch, batch_size)
     batches = list(itertools.islice(sampler.batches(0), steps))
-    twin = adapters.build("unet3d", "torch", base_filters=base_filters, depth=depth).net  # type: ignore[attr-defined]
+    twin = frameworks.build("unet3d", "torch", base_filters=base_filters, depth=depth).net  # type: ignore[attr-defined]
     source = TimedSource(sampler, steps, torch_bare_loop(twin, batches), between_count=repeats + 1)
-    segmenter: Any = adapters.build("unet3d", "torch", base_filters=base_filters, depth=depth)
+    segmenter: Any = frameworks.build("unet3d", "torch", base_filters=base_filters, depth=depth)
     segmenter.fit(source, None, train_spec(steps, repeats + 2, threads), NullLogger())
     return _overhead_result("torch", source, repeats, threads)
 
@@ -121,14 +121,14 @@ def torch_overhead(subjects: Sequence[BenchSubject], *, base_filters: int, depth
 def tf_overhead(subjects: Sequence[BenchSubject], *, base_filters: int, depth: int, patch: int,
                 batch_size: int, steps: int, repeats: int, threads: int) -> dict[str, Any]:
     """The TF adapter's fit (2 + ``repeats`` epochs; epoch 0 traces) vs bare compiled steps before each epoch."""
-    import adapters
     from adapters.tf.losses import make_loss
     from adapters.tf.steps import configure_threads, make_optimizer, make_train_step, to_tensors
+    from bench.training import frameworks
 
     configure_threads(threads)  # before TF starts (building a model starts it)
     sampler = grid_sampler(subjects, patch, batch_size)
     batches = list(itertools.islice(sampler.batches(0), steps))
-    twin = adapters.build("unet3d", "tf", base_filters=base_filters, depth=depth).model  # type: ignore[attr-defined]
+    twin = frameworks.build("unet3d", "tf", base_filters=base_filters, depth=depth).model  # type: ignore[attr-defined]
     step = make_train_step(twin, make_optimizer(OPTIMIZER), make_loss(LOSS), 0.0)
     tensors = [to_tensors(b) for b in batches]
 
@@ -138,7 +138,7 @@ def tf_overhead(subjects: Sequence[BenchSubject], *, base_filters: int, depth: i
 
     _clocked(bare_steps)  # traces the bare step
     source = TimedSource(sampler, steps, lambda: _clocked(bare_steps), between_count=repeats + 1)
-    segmenter: Any = adapters.build("unet3d", "tf", base_filters=base_filters, depth=depth)
+    segmenter: Any = frameworks.build("unet3d", "tf", base_filters=base_filters, depth=depth)
     segmenter.fit(source, None, train_spec(steps, repeats + 2, threads), NullLogger())
     return _overhead_result("tf", source, repeats, threads)
 

@@ -28,16 +28,16 @@ def precision_speed(subjects: Sequence[BenchSubject], *, framework: str, base_fi
     Returns:
         ``{"fp32": patches/s, "bf16": patches/s | None, "speedup_bf16": ..., "epochs_wall_s": {...}, ...}``.
     """
-    import adapters
+    from bench.training import frameworks
 
-    adapters.configure_threads(framework, threads)  # before TF starts (building a model starts it)
+    frameworks.configure_threads(framework, threads)  # before TF starts (building a model starts it)
     runnable = [p for p in precisions if p != "bf16" or cpu_has_native_bf16()]
     sampler = grid_sampler(subjects, patch, batch_size)
     walls: dict[str, list[float]] = {p: [] for p in runnable}
     cpus: dict[str, list[float]] = {p: [] for p in runnable}
     for _, precision in itertools.product(range(rounds), runnable):
         source = TimedSource(sampler, steps)
-        segmenter: Any = adapters.build("unet3d", framework, base_filters=base_filters, depth=depth, norm=norm)
+        segmenter: Any = frameworks.build("unet3d", framework, base_filters=base_filters, depth=depth, norm=norm)
         segmenter.fit(source, None, train_spec(steps, epochs, threads, precision), NullLogger())
         assert segmenter.describe()["precision"] == precision
         timed = source.epoch_seconds()[1:]  # epoch 0 warms up; the last epoch has no end mark

@@ -22,8 +22,8 @@ from benchmarks.training_common import LOSS, OPTIMIZER, REPO, torch_threads
 def torch_settings(*, base_filters: int, depth: int, patch: int, batch_size: int,
                    repeats: int) -> list[dict[str, Any]]:
     """Bare torch training steps under each setting, interleaved; patches/s and step seconds per setting."""
-    import adapters
     from adapters.torch.steps import available_cores
+    from bench.training import frameworks
 
     all_threads = available_cores()
     variants: dict[str, dict[str, Any]] = {
@@ -38,7 +38,7 @@ def torch_settings(*, base_filters: int, depth: int, patch: int, batch_size: int
     functions: dict[str, Callable[[], float]] = {}
     for name, options in variants.items():
         torch.manual_seed(0)
-        net = adapters.build("unet3d", "torch", base_filters=base_filters, depth=depth).net  # type: ignore[attr-defined]
+        net = frameworks.build("unet3d", "torch", base_filters=base_filters, depth=depth).net  # type: ignore[attr-defined]
         functions[name] = _torch_step(net, patch, options.get("batch", batch_size),
                                       threads=options.get("threads", all_threads),
                                       channels_last=options.get("channels_last", False),
@@ -82,10 +82,10 @@ def _torch_step(net: nn.Module, patch: int, batch: int, *, threads: int, channel
 
 def compile_probe(base_filters: int, depth: int, patch: int, batch: int, repeats: int) -> dict[str, Any]:
     """Eager vs ``torch.compile`` training steps in this process (run it in a subprocess: it may hang)."""
-    import adapters
+    from bench.training import frameworks
 
     torch.manual_seed(0)
-    net = adapters.build("unet3d", "torch", base_filters=base_filters, depth=depth).net  # type: ignore[attr-defined]
+    net = frameworks.build("unet3d", "torch", base_filters=base_filters, depth=depth).net  # type: ignore[attr-defined]
     eager = _torch_step(net, patch, batch, threads=torch.get_num_threads(), channels_last=False, mkldnn=True)
     start = time.perf_counter()
     compiled_net: Any = torch.compile(net)
@@ -113,9 +113,9 @@ def tf_xla(*, base_filters: int, depth: int, patch: int, batch: int, repeats: in
     """The TF adapter's compiled step (graph, no XLA) vs the same step with ``jit_compile=True``."""
     import tensorflow as tf
 
-    import adapters
     from adapters.tf.losses import make_loss
     from adapters.tf.steps import make_optimizer, make_train_step
+    from bench.training import frameworks
 
     rng = np.random.default_rng(0)
     image = tf.constant(rng.standard_normal((batch, patch, patch, patch, 1), dtype=np.float32))
@@ -123,7 +123,7 @@ def tf_xla(*, base_filters: int, depth: int, patch: int, batch: int, repeats: in
     steps: dict[str, Callable[[], float]] = {}
     compile_s: dict[str, float] = {}
     for name, jit in (("graph (adapter)", False), ("XLA jit_compile", True)):
-        model = adapters.build("unet3d", "tf", base_filters=base_filters, depth=depth).model  # type: ignore[attr-defined]
+        model = frameworks.build("unet3d", "tf", base_filters=base_filters, depth=depth).model  # type: ignore[attr-defined]
         if jit:
             step = _xla_step(model, make_optimizer(OPTIMIZER), make_loss(LOSS))
         else:

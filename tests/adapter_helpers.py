@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from adapters.configs import NetConfig, NeuroNetConfig, UNet3DConfig, VNetConfig
 from bench.contract import (
     EarlyStoppingSpec,
     EpochRecord,
@@ -19,6 +18,7 @@ from bench.contract import (
     SchedulerSpec,
     TrainSpec,
 )
+from bench.networks.configs import NetConfig, NeuroNetConfig, UNet3DConfig, VNetConfig
 
 FRAMEWORKS: tuple[str, ...] = ("torch", "tf")
 CONFIGS: dict[str, type[NetConfig]] = {"unet3d": UNet3DConfig, "vnet": VNetConfig, "neuronet": NeuroNetConfig}

@@ -1,7 +1,7 @@
-"""Tests of the adapters' networks, each written once (``adapters.configs`` and ``adapters.registry`` without a
+"""Tests of the adapters' networks, each written once (``bench.networks.configs`` and ``bench.networks.registry`` without a
 framework: ``test_registry.py``).
 
-- ``adapters.loop`` with both frameworks' real steps: early stopping, plateau, non-finite checks and best
+- ``bench.training.loop`` with both frameworks' real steps: early stopping, plateau, non-finite checks and best
   weights (the loop with stand-in steps is ``test_loop.py``).
 - The segmenters, parametrised by framework (``torch``, ``tf``): shapes, parameter counts against the shared
   spec, losses against a numpy oracle, save/load, learning, seeding, scheduler, early stopping.
@@ -42,9 +42,6 @@ from adapter_helpers import (
     vnet_count,
 )
 
-import adapters
-from adapters import loop, registry
-from adapters.configs import NetConfig, UNet3DConfig
 from bench.contract import (
     EarlyStoppingSpec,
     LossName,
@@ -57,6 +54,9 @@ from bench.contract import (
     TrainSpec,
 )
 from bench.errors import BenchError, ConfigError, DataError
+from bench.networks import registry
+from bench.networks.configs import NetConfig, UNet3DConfig
+from bench.training import frameworks, loop
 
 WEIGHTS_MISMATCH = {"torch": "do not match", "tf": "do not fit"}
 CPU_DEVICE = {"torch": "cpu", "tf": "/CPU:0"}
@@ -100,7 +100,7 @@ def tiny(framework: str, tiny_cache: dict[tuple[str, str], Any]) -> Callable[[st
     def get(architecture: str) -> Any:
         key = (framework, architecture)
         if key not in tiny_cache:
-            tiny_cache[key] = adapters.build(architecture, framework, **CONFIGS[architecture].tiny().to_params())
+            tiny_cache[key] = frameworks.build(architecture, framework, **CONFIGS[architecture].tiny().to_params())
         return tiny_cache[key]
 
     return get
@@ -264,7 +264,7 @@ def test_output_shapes_for_every_patch_size(framework: str, architecture: str, t
 def test_default_networks_match_the_spec(framework: str, architecture: str) -> None:
     by_hand = COUNTERS[architecture]()
     assert by_hand == DEFAULT_COUNTS[architecture]
-    seg: Any = adapters.build(architecture, framework)
+    seg: Any = frameworks.build(architecture, framework)
     assert seg.parameter_count() == by_hand
     assert seg.describe()["trainable_parameters"] == by_hand
     batch = np.random.default_rng(0).normal(size=(2, 1, 16, 16, 32)).astype(np.float32)
@@ -274,7 +274,7 @@ def test_default_networks_match_the_spec(framework: str, architecture: str) -> N
 
 
 def test_unet3d_variants_and_two_input_channels(framework: str) -> None:
-    seg: Any = adapters.build("unet3d", framework, in_channels=2, num_classes=3, base_filters=4, depth=2,
+    seg: Any = frameworks.build("unet3d", framework, in_channels=2, num_classes=3, base_filters=4, depth=2,
                          convs_per_level=2, skip="concat", norm="instance", dropout=0.2)
     batch = np.random.default_rng(1).normal(size=(2, 2, 8, 12, 16)).astype(np.float32)
     probs = seg.predict_patches(batch)
@@ -298,16 +298,16 @@ def test_segmenter_rejects_bad_patch_sizes_in_predict_and_fit(framework: str, ti
 
 
 def test_build_rejects_unknown_architecture_parameter_and_value(framework: str) -> None:
-    cls = adapters.segmenter_class(framework)
+    cls = frameworks.segmenter_class(framework)
     assert cls.framework == framework
     with pytest.raises(ConfigError, match="'unet2d'"):
         cls.build("unet2d")
     with pytest.raises(ConfigError, match="'widths'"):
         cls.build("unet3d", widths=(8, 16))
     with pytest.raises(ConfigError, match="'resnet'"):
-        adapters.build("resnet", framework)
+        frameworks.build("resnet", framework)
     with pytest.raises(ConfigError, match=re.escape("vnet.convs=(1, 1, 1)")):
-        adapters.build("vnet", framework, widths=(8, 16), convs=(1, 1, 1))
+        frameworks.build("vnet", framework, widths=(8, 16), convs=(1, 1, 1))
 
 
 # --- parameter counts, computed by hand from the shared spec ---------------------------------------------
@@ -336,7 +336,7 @@ def test_build_rejects_unknown_architecture_parameter_and_value(framework: str) 
 )
 def test_variant_parameter_counts_match_the_spec(framework: str, architecture: str, kwargs: dict[str, Any],
                                                  by_hand: int) -> None:
-    seg: Any = adapters.build(architecture, framework, **kwargs)
+    seg: Any = frameworks.build(architecture, framework, **kwargs)
     assert seg.parameter_count() == by_hand
 
 
@@ -518,7 +518,7 @@ def test_tf_optimizer_hyperparameters_reach_keras(spec: OptimizerSpec, cls: str,
 )
 def test_save_load_round_trip_gives_identical_predictions(framework: str, architecture: str, params: dict[str, Any],
                                                           by_hand: int, tmp_path: Path) -> None:
-    seg: Any = adapters.build(architecture, framework, **params)  # both with batch norm
+    seg: Any = frameworks.build(architecture, framework, **params)  # both with batch norm
     image, label = spheres(size=16)
     seg.fit(CropSource(image, label, 8, 2, 2), None, quick_spec(framework, epochs=1), NullLogger())
     means = moving_means(seg)
@@ -535,7 +535,7 @@ def test_save_load_round_trip_gives_identical_predictions(framework: str, archit
 
     batch = image[None, None, :16, :8, :16].copy()
     loaded = type(seg).load(tmp_path / "model")
-    via_registry = adapters.load(tmp_path / "model")  # reads the framework, then calls <class>.load
+    via_registry = frameworks.load(tmp_path / "model")  # reads the framework, then calls <class>.load
     assert isinstance(via_registry, Segmenter) and isinstance(via_registry, type(seg))
     np.testing.assert_array_equal(loaded.predict_patches(batch), seg.predict_patches(batch))
     np.testing.assert_array_equal(via_registry.predict_patches(batch), seg.predict_patches(batch))
@@ -546,11 +546,11 @@ def test_save_load_round_trip_gives_identical_predictions(framework: str, archit
 
 
 def test_corrupt_missing_or_foreign_weights_raise_data_error(framework: str, tmp_path: Path) -> None:
-    adapters.build("unet3d", framework, base_filters=2, depth=2).save(tmp_path / "unet")
-    adapters.build("unet3d", framework, base_filters=2, depth=3).save(tmp_path / "deeper")
-    adapters.build("unet3d", framework, base_filters=4, depth=2).save(tmp_path / "wider")
-    adapters.build("vnet", framework, **TINY["vnet"]).save(tmp_path / "vnet")
-    cls = adapters.segmenter_class(framework)
+    frameworks.build("unet3d", framework, base_filters=2, depth=2).save(tmp_path / "unet")
+    frameworks.build("unet3d", framework, base_filters=2, depth=3).save(tmp_path / "deeper")
+    frameworks.build("unet3d", framework, base_filters=4, depth=2).save(tmp_path / "wider")
+    frameworks.build("vnet", framework, **TINY["vnet"]).save(tmp_path / "vnet")
+    cls = frameworks.segmenter_class(framework)
     weights_file = cls.weights_file
     weights = tmp_path / "unet" / weights_file
     good = weights.read_bytes()
@@ -586,11 +586,11 @@ def test_corrupt_missing_or_foreign_weights_raise_data_error(framework: str, tmp
     with pytest.raises(DataError, match="missing"):
         cls.load(tmp_path / "nowhere")
     with pytest.raises(DataError, match="missing"):
-        adapters.load(tmp_path / "nowhere")
+        frameworks.load(tmp_path / "nowhere")
 
 
 def test_save_leaves_no_temporary_files_and_overwrites(framework: str, tmp_path: Path) -> None:
-    seg: Any = adapters.build("unet3d", framework, base_filters=2, depth=2)
+    seg: Any = frameworks.build("unet3d", framework, base_filters=2, depth=2)
     seg.save(tmp_path)
     seg.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["segmenter.json", seg.weights_file])
@@ -629,7 +629,7 @@ LEARNING: dict[str, dict[str, Recipe]] = {
 def test_learns_nested_spheres(framework: str, architecture: str) -> None:
     recipe = LEARNING[framework][architecture]
     image, label = spheres()
-    seg = adapters.build(architecture, framework, **recipe.params)
+    seg = frameworks.build(architecture, framework, **recipe.params)
     spec = quick_spec(framework, epochs=recipe.epochs, loss=LossSpec(name=recipe.loss),
                       optimizer=OptimizerSpec(name="adam", lr=recipe.lr))
     history = seg.fit(CropSource(image, label, 16, recipe.batch_size, 10), None, spec, NullLogger())
@@ -643,7 +643,7 @@ def test_same_seed_same_weights_different_seed_different_weights(framework: str)
 
     def fitted(seed: int, construction_seed: int) -> Any:
         seed_framework(framework, construction_seed)  # the first fit re-initialises from spec.seed regardless
-        seg = adapters.build("unet3d", framework, base_filters=4, depth=2, dropout=0.2)
+        seg = frameworks.build("unet3d", framework, base_filters=4, depth=2, dropout=0.2)
         spec = quick_spec(framework, seed=seed)
         seg.fit(CropSource(image, label, 8, 2, 3, seed=seed), None, spec, NullLogger())
         return seg
@@ -668,7 +668,7 @@ def test_early_stopping_restores_best_weights(framework: str, capsys: pytest.Cap
     image, label = spheres(size=16)
     wrong = (label + 1) % 4  # validation labels that get worse as training gets better
     val = CropSource(image, wrong, 8, 2, 2, seed=5, fixed=True)
-    seg = adapters.build("unet3d", framework, base_filters=4, depth=2)
+    seg = frameworks.build("unet3d", framework, base_filters=4, depth=2)
     logger = RecordingLogger()
     spec = quick_spec(framework, epochs=10, early_stopping=EarlyStoppingSpec(patience=2), progress=True)
     history = seg.fit(CropSource(image, label, 8, 2, 4), val, spec, logger)
@@ -699,7 +699,7 @@ def test_reduce_lr_on_plateau_lowers_lr(framework: str, monkeypatch: pytest.Monk
     monkeypatch.setattr(steps_module, "make_optimizer", spy)
     image, label = spheres(size=16)
     val = CropSource(image, label, 8, 1, 1, fixed=True)
-    seg = adapters.build("unet3d", framework, base_filters=2, depth=2)
+    seg = frameworks.build("unet3d", framework, base_filters=2, depth=2)
     spec = quick_spec(
         framework, epochs=7, optimizer=OptimizerSpec(name="sgd", lr=0.01),
         # an improvement must cut the val loss by 99 %: no epoch after the first improves
@@ -719,7 +719,7 @@ def test_non_finite_input_is_refused_before_training(framework: str, where: str)
         image[2, 3, 4] = np.nan  # TF's fused ReLU would turn it into 0 and train on silently
     else:
         image[...] = np.nan
-    seg = adapters.build("unet3d", framework, base_filters=2, depth=2)
+    seg = frameworks.build("unet3d", framework, base_filters=2, depth=2)
     with pytest.raises(BenchError, match=r"epoch 0, step 0 holds non-finite intensities"):
         seg.fit(CropSource(image, label, 8, 1, 1), None, quick_spec(framework), NullLogger())
 
@@ -732,7 +732,7 @@ def huge_batch() -> PatchBatch:
 
 def test_non_finite_loss_stops_the_fit_naming_epoch_and_step(framework: str) -> None:
     batch = huge_batch()
-    seg = adapters.build("unet3d", framework, base_filters=2, depth=2)
+    seg = frameworks.build("unet3d", framework, base_filters=2, depth=2)
     source = CropSource(batch.image[0, 0], batch.label[0], 8, 1, 1)
     with pytest.raises(BenchError, match=r"loss became (nan|inf) at epoch 0, step 0.*lower optimizer.lr"):
         seg.fit(source, None, quick_spec(framework), NullLogger())
@@ -740,7 +740,7 @@ def test_non_finite_loss_stops_the_fit_naming_epoch_and_step(framework: str) -> 
 
 def test_a_non_finite_loss_updates_no_weight(framework: str) -> None:
     """``loop.TrainSteps.train_step``: no update when the loss is not finite (the loop then stops)."""
-    seg = adapters.build("unet3d", framework, base_filters=2, depth=2)
+    seg = frameworks.build("unet3d", framework, base_filters=2, depth=2)
     steps = make_steps(seg, quick_spec(framework))
     before = weights(seg)
     assert not math.isfinite(steps.train_step(huge_batch()))
@@ -771,7 +771,7 @@ def test_a_non_finite_gradient_skips_the_update_and_is_counted(framework: str,
         return lambda logits, label: base(logits, label) + zero_with_nan_gradient(logits)
 
     monkeypatch.setattr(module, "make_loss", nan_gradient_loss)
-    seg = adapters.build("unet3d", framework, base_filters=2, depth=2)
+    seg = frameworks.build("unet3d", framework, base_filters=2, depth=2)
     steps = make_steps(seg, quick_spec(framework))
     image, label = spheres(size=8)
     batch = next(iter(CropSource(image, label, 8, 1, 1).batches(0)))
@@ -830,19 +830,19 @@ def test_configure_threads_sets_torch_threads() -> None:
     from adapters.torch.steps import available_cores
 
     try:
-        adapters.configure_threads("torch", 1)
+        frameworks.configure_threads("torch", 1)
         assert torch.get_num_threads() == 1
-        adapters.configure_threads("torch", 0)  # every core this process may use
+        frameworks.configure_threads("torch", 0)  # every core this process may use
         assert torch.get_num_threads() == available_cores()
     finally:
         torch.set_num_threads(1)  # the module's one-thread setting
 
 
 def test_configure_threads_before_build_sets_both_tf_pools() -> None:
-    """A fresh process: adapters.configure_threads fixes intra- and inter-op pools before TF starts."""
+    """A fresh process: frameworks.configure_threads fixes intra- and inter-op pools before TF starts."""
     pytest.importorskip("adapters.tf.steps")
-    code = ("import adapters, tensorflow as tf; adapters.configure_threads('tf', 1); "
-            "adapters.build('unet3d', 'tf', base_filters=2, depth=2); t = tf.config.threading; "
+    code = ("from bench.training import frameworks; import tensorflow as tf; frameworks.configure_threads('tf', 1); "
+            "frameworks.build('unet3d', 'tf', base_filters=2, depth=2); t = tf.config.threading; "
             "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.split()[-2:] == ["1", "1"]

@@ -2,7 +2,7 @@
 
 Skipped unless both adapters import. The strongest check copies the torch weights into the Keras model
 and asks for the same probabilities: that pins down every layer, padding and normalisation convention.
-The optimizer checks drive each framework's real ``TrainSteps`` (what ``adapters.loop`` drives).
+The optimizer checks drive each framework's real ``TrainSteps`` (what ``bench.training.loop`` drives).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ tf = pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
 pytest.importorskip("adapters.torch.segmenter")
 
-import adapters  # noqa: E402
-from adapters.loop import Plateau  # noqa: E402
 from adapters.tf import to_channels_last  # noqa: E402
 from adapters.tf.losses import make_loss as tf_make_loss  # noqa: E402
 from adapters.tf.segmenter import TfSegmenter  # noqa: E402
@@ -38,6 +36,8 @@ from bench.contract import (  # noqa: E402
     SchedulerSpec,
     TrainSpec,
 )
+from bench.training import frameworks  # noqa: E402
+from bench.training.loop import Plateau  # noqa: E402
 
 nn = torch.nn
 
@@ -160,8 +160,8 @@ def max_weight_difference(torch_seg: TorchSegmenter, tf_seg: TfSegmenter, batch:
 
 @pytest.mark.parametrize(("architecture", "params"), VARIANTS)
 def test_trainable_parameter_counts_are_equal(architecture: str, params: dict[str, Any]) -> None:
-    torch_count = adapters.build(architecture, "torch", **params).parameter_count()  # type: ignore[attr-defined]
-    tf_count = adapters.build(architecture, "tf", **params).parameter_count()  # type: ignore[attr-defined]
+    torch_count = frameworks.build(architecture, "torch", **params).parameter_count()  # type: ignore[attr-defined]
+    tf_count = frameworks.build(architecture, "tf", **params).parameter_count()  # type: ignore[attr-defined]
     assert torch_count == tf_count
 
 
@@ -275,7 +275,7 @@ def test_eval_steps_give_the_same_loss_and_confusion(architecture: str, params: 
 
 
 def test_plateau_schedule_matches_torch_reduce_lr_on_plateau() -> None:
-    """``adapters.loop.Plateau`` (both frameworks' scheduler) against torch's own ReduceLROnPlateau."""
+    """``bench.training.loop.Plateau`` (both frameworks' scheduler) against torch's own ReduceLROnPlateau."""
     rng = np.random.default_rng(5)
     values = list(np.cumsum(rng.normal(-0.01, 0.05, size=60)) + 5.0)
     spec = SchedulerSpec(factor=0.5, patience=2, min_lr=1e-3, threshold=1e-3)
@@ -328,7 +328,7 @@ def test_both_frameworks_consume_the_same_batches() -> None:
     epochs: dict[str, list[int]] = {}
     for framework in ("torch", "tf"):
         train, val = RecordingSource(steps=3, seed=1), RecordingSource(steps=2, seed=2)
-        history = adapters.build("unet3d", framework, base_filters=2, depth=2).fit(train, val, spec, NullLogger())
+        history = frameworks.build("unet3d", framework, base_filters=2, depth=2).fit(train, val, spec, NullLogger())
         seen[framework] = (train.seen, val.seen)
         epochs[framework] = [record.epoch for record in history.epochs]
     assert seen["torch"] == seen["tf"]
@@ -354,7 +354,7 @@ class OptimizerLr:
 
 def test_both_frameworks_train_with_the_same_scheduled_lr_sequence() -> None:
     """Cosine with warm-up, per step: the optimizers of both frameworks hold the same lr at every step."""
-    from adapters.loop import fit
+    from bench.training.loop import fit
 
     scheduler = SchedulerSpec(kind="cosine", warmup_epochs=1, interval="step", min_lr=1e-4)
     spec = TrainSpec(epochs=3, steps_per_epoch=2, optimizer=OptimizerSpec(name="sgd", lr=0.05), scheduler=scheduler,

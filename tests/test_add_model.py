@@ -95,7 +95,7 @@ def test_three_files_add_a_model_in_both_frameworks(
         assert described["trainable_parameters"] == 4 * 27 + 4 + 4 * 4 + 4
         assert summary["run"]["epochs_run"] == 2
         # The checkpoint names its builders, so a fresh process that never read the YAML can load it.
-        load = (f"import adapters, numpy as np; s = adapters.load({str(out / 'checkpoint')!r}); "
+        load = (f"from bench.training import frameworks; import numpy as np; s = frameworks.load({str(out / 'checkpoint')!r}); "
                 "print(s.name, s.framework, s.predict_patches(np.zeros((1, 1, 8, 8, 8), np.float32)).shape)")
         loaded = subprocess.run([PYTHON, "-c", load], env=env, capture_output=True, text=True, timeout=300,
                                 check=False)

@@ -186,9 +186,9 @@ def test_profile_model_params_build(profile: str, model: str) -> None:
 
         assert build_atlas(**spec.model.params).describe()["kind"] == spec.model.params["kind"]
     else:
-        import adapters
+        from bench.training import frameworks
 
-        segmenter = adapters.build(spec.model.architecture, "torch", **spec.model.params)
+        segmenter = frameworks.build(spec.model.architecture, "torch", **spec.model.params)
         segmenter.check_patch_size(spec.sampling.patch_size)  # type: ignore[attr-defined]
 
 

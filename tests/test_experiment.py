@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from conftest import Workspace, temp_files
 
-import adapters
 from bench.cli import main as bench_main
 from bench.evaluation.evaluate import evaluate_case
 from bench.evaluation.paper import paper_value
 from bench.io import read_volume
+from bench.training import frameworks
 from bench.types import TISSUE_NAMES
 
 TEST_IDS = ["IBSR_11", "IBSR_12"]
@@ -85,7 +85,7 @@ def test_smoke_run_end_to_end(tiny_cohort: Path, workspace: Workspace, capsys: p
                         math.isinf(row[metric]) and math.isinf(stored[metric])), (subject, row["class"], metric)
 
     # The checkpoint loads (safely) and predicts class probabilities
-    segmenter = adapters.load(out / "checkpoint")
+    segmenter = frameworks.load(out / "checkpoint")
     probs = segmenter.predict_patches(np.zeros((1, 1, 16, 16, 16), dtype=np.float32))
     assert probs.shape == (1, 4, 16, 16, 16)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)

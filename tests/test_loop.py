@@ -1,4 +1,4 @@
-"""Tests of ``adapters.loop`` with stand-in steps (no framework imported): validation Dice, plateau and early
+"""Tests of ``bench.training.loop`` with stand-in steps (no framework imported): validation Dice, plateau and early
 stopping, best weights and the monitor, non-finite losses, batches and gradients, how a fit ended, progress.
 The same loop with both frameworks' real steps is tested in ``test_adapters.py``."""
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from adapter_helpers import CropSource, RecordingLogger, quick_spec, spheres
 
-from adapters import loop
 from bench.contract import EarlyStoppingSpec, NullLogger, PatchBatch, SchedulerSpec, TrainSpec
 from bench.errors import BenchError
+from bench.training import loop
 
 
 class ScriptedSteps:

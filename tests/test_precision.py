@@ -17,13 +17,13 @@ import pytest
 from adapter_helpers import FRAMEWORKS, CropSource, foreground_dice, quick_spec, spheres
 from hydra import compose, initialize_config_dir
 
-import adapters
 from bench import hardware
 from bench.config import run_spec_from_config
 from bench.contract import LossSpec, NullLogger, OptimizerSpec, SchedulerSpec, TrainSpec
 from bench.errors import ConfigError
 from bench.run import CONF_DIR, to_container
 from bench.spec import RunSpec, effective_settings
+from bench.training import frameworks
 
 BF16_CPU = hardware.cpu_has_native_bf16()
 needs_bf16 = pytest.mark.skipif(not BF16_CPU, reason="this CPU has no avx512_bf16/amx_bf16: bf16 is not native")
@@ -114,7 +114,7 @@ def test_bf16_and_fp32_runs_never_share_a_hash(fake_cpu: Any) -> None:
 def test_adapters_refuse_what_the_device_cannot_run(fake_cpu: Any, framework: str) -> None:
     fake_cpu(WITHOUT_BF16)
     image, label = spheres(size=8)
-    seg: Any = adapters.build("unet3d", framework, base_filters=2, depth=2)
+    seg: Any = frameworks.build("unet3d", framework, base_filters=2, depth=2)
     for precision, why in (("bf16", "avx512_bf16"), ("fp16", "CUDA")):
         with pytest.raises(ConfigError, match=f"precision='{precision}' is not native here: .*{why}"):
             seg.fit(CropSource(image, label, 8, 1, 1), None, quick_spec(framework, epochs=1, precision=precision),
@@ -126,7 +126,7 @@ def test_adapters_refuse_what_the_device_cannot_run(fake_cpu: Any, framework: st
 def fitted(framework: str, precision: str, seed: int = 0) -> tuple[Any, float]:
     """A small U-Net trained on the nested spheres in ``precision``; its foreground Dice on the whole volume."""
     image, label = spheres()
-    seg: Any = adapters.build("unet3d", framework, base_filters=8, depth=3)
+    seg: Any = frameworks.build("unet3d", framework, base_filters=8, depth=3)
     spec = quick_spec(framework, epochs=8, loss=LossSpec(name="dice_ce"), seed=seed, precision=precision,
                       optimizer=OptimizerSpec(name="adam", lr=1e-2))
     seg.fit(CropSource(image, label, 16, 4, 10, seed=seed), None, spec, NullLogger())
@@ -154,11 +154,11 @@ def test_a_tiny_net_learns_the_same_task_in_bf16_as_in_fp32(framework: str, tmp_
     batch = spheres(size=16)[0][None, None]
     bf16.save(tmp_path)
     assert json.loads((tmp_path / "segmenter.json").read_text())["precision"] == "bf16"
-    loaded: Any = adapters.load(tmp_path)
+    loaded: Any = frameworks.load(tmp_path)
     assert loaded.describe()["precision"] == "bf16"
     np.testing.assert_allclose(loaded.predict_patches(batch), bf16.predict_patches(batch), atol=1e-6)
     # bf16 predictions differ from the same weights run in fp32 by bf16 rounding only.
-    in_fp32: Any = adapters.load(tmp_path)
+    in_fp32: Any = frameworks.load(tmp_path)
     assert in_fp32.use_precision("fp32") == "fp32"
     difference = np.abs(in_fp32.predict_patches(batch) - bf16.predict_patches(batch)).max()
     assert 0 < difference < 0.1
@@ -168,7 +168,7 @@ def test_a_tiny_net_learns_the_same_task_in_bf16_as_in_fp32(framework: str, tmp_
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_instance_layer_norm_predicts_in_bf16_like_in_fp32(framework: str) -> None:
     """ILN keeps its statistics in float32 under bf16 autocast / mixed_bfloat16: only bf16 rounding differs."""
-    seg: Any = adapters.build("unet3d", framework, base_filters=4, depth=3, norm="instance_layer")
+    seg: Any = frameworks.build("unet3d", framework, base_filters=4, depth=3, norm="instance_layer")
     batch = spheres(size=16)[0][None, None]
     fp32 = seg.predict_patches(batch)
     assert seg.use_precision("bf16") == "bf16"
@@ -180,14 +180,14 @@ def test_instance_layer_norm_predicts_in_bf16_like_in_fp32(framework: str) -> No
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_bf16_checkpoint_predicts_in_fp32_where_bf16_is_not_native(fake_cpu: Any, framework: str,
                                                                      tmp_path: Path) -> None:
-    seg: Any = adapters.build("unet3d", framework, base_filters=2, depth=2)
+    seg: Any = frameworks.build("unet3d", framework, base_filters=2, depth=2)
     seg.save(tmp_path)
     meta = json.loads((tmp_path / "segmenter.json").read_text())
     assert meta["precision"] == "fp32"
     (tmp_path / "segmenter.json").write_text(json.dumps({**meta, "precision": "bf16"}))
     fake_cpu(WITHOUT_BF16)
     with pytest.warns(RuntimeWarning, match="trained in bf16, predicting in fp32"):
-        loaded: Any = adapters.load(tmp_path)
+        loaded: Any = frameworks.load(tmp_path)
     assert loaded.describe()["precision"] == "fp32"
 
 
@@ -199,7 +199,7 @@ def test_torch_fp16_steps_scale_the_loss() -> None:
 
     image, label = spheres(size=16)
     batch = next(iter(CropSource(image, label, 8, 2, 1).batches(0)))
-    seg: Any = adapters.build("unet3d", "torch", base_filters=2, depth=2)
+    seg: Any = frameworks.build("unet3d", "torch", base_filters=2, depth=2)
     steps = TorchSteps(seg.net, quick_spec("torch"), torch.device("cpu"), "fp16")
     before = [p.detach().clone() for p in seg.net.parameters()]
     losses = [steps.train_step(batch) for _ in range(3)]
@@ -222,7 +222,7 @@ def test_tf_loss_scaling_keeps_the_update_and_its_weight_decay() -> None:
     weights = []
     for scaled in (False, True):
         keras.utils.set_random_seed(0)
-        model = adapters.build("unet3d", "tf", base_filters=2, depth=2).model  # type: ignore[attr-defined]
+        model = frameworks.build("unet3d", "tf", base_filters=2, depth=2).model  # type: ignore[attr-defined]
         optimizer = make_optimizer(spec)
         if scaled:
             optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)

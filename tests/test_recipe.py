@@ -18,7 +18,7 @@ from bench.config import run_spec_from_config
 from bench.errors import ConfigError
 from bench.run import CONF_DIR, sweep_jobs, sweep_specs, to_container
 from bench.spec import effective_settings
-from bench.tracking import flatten
+from bench.tracking.runs import flatten
 
 SECONDS_BUDGET = ["profile.epochs=1", "profile.steps_per_epoch=1", "profile.batch_size=2",
                   "profile.patches_per_epoch=2", "profile.val_batches=1", "inference.batch_size=2"]

@@ -21,7 +21,7 @@ from bench.data.folds import FoldSplit, fold_of_subject, fold_split
 from bench.errors import ConfigError
 from bench.run import CONF_DIR, to_container
 from bench.spec import effective_settings
-from bench.tracking import flatten
+from bench.tracking.runs import flatten
 
 
 def spec_of(*overrides: str):  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""Tests of ``adapters.configs`` and ``adapters.registry`` (no framework imported): argument validation,
+"""Tests of ``bench.networks.configs`` and ``bench.networks.registry`` (no framework imported): argument validation,
 patch-size rules, ``tiny()``, builders. The networks they build are tested in ``test_adapters.py``."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from adapter_helpers import ARCHITECTURES, CONFIGS, FRAMEWORKS, TINY
 
-import adapters
-from adapters import registry
-from adapters.configs import NetConfig, NeuroNetConfig, UNet3DConfig, VNetConfig
 from bench.errors import ConfigError
+from bench.networks import registry
+from bench.networks.configs import NetConfig, NeuroNetConfig, UNet3DConfig, VNetConfig
+from bench.training import frameworks
 
 
 @pytest.mark.parametrize(
@@ -106,24 +106,24 @@ def test_unet3d_filters_double_per_level() -> None:
 
 
 def test_registry_names_both_builders_of_every_architecture() -> None:
-    assert adapters.ARCHITECTURES == registry.names()[:3] == tuple(ARCHITECTURES)
+    assert frameworks.ARCHITECTURES == registry.names()[:3] == tuple(ARCHITECTURES)
     for name in ARCHITECTURES:
         entry = registry.lookup(name)
         assert entry.config is CONFIGS[name] and entry.config.architecture == name
-        assert set(entry.builders) == set(FRAMEWORKS) == set(adapters.FRAMEWORKS)
+        assert set(entry.builders) == set(FRAMEWORKS) == set(frameworks.FRAMEWORKS)
     with pytest.raises(ConfigError, match="'unet2d'"):
         registry.lookup("unet2d")
     with pytest.raises(ConfigError, match="'jax'"):
-        adapters.build("unet3d", "jax")
+        frameworks.build("unet3d", "jax")
     with pytest.raises(ConfigError, match="'jax'"):
-        adapters.configure_threads("jax", 1)
+        frameworks.configure_threads("jax", 1)
 
 
 def test_configs_and_registry_import_no_framework() -> None:
     """Config errors come before a framework is imported (a fresh process: this one has both)."""
-    code = ("import sys, adapters\n"
-            "try:\n    adapters.build('unet3d', 'tf', depth=0)\nexcept Exception as e:\n    print(e)\n"
-            "adapters.registry.lookup('vnet').make_config({'widths': [8, 16], 'convs': [1, 1]})\n"
+    code = ("import sys\nfrom bench.training import frameworks\nfrom bench.networks import registry\n"
+            "try:\n    frameworks.build('unet3d', 'tf', depth=0)\nexcept Exception as e:\n    print(e)\n"
+            "registry.lookup('vnet').make_config({'widths': [8, 16], 'convs': [1, 1]})\n"
             "print(sorted({'torch', 'tensorflow', 'keras'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert "unet3d.depth=0 must be an integer >= 1" in out.stdout

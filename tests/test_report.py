@@ -98,13 +98,13 @@ class FakeTracker:
 @pytest.fixture
 def use_tracker(monkeypatch: pytest.MonkeyPatch) -> Any:
     """``use_tracker(tracker)``: ``bench report`` (and ``write_report``) read ``tracker`` instead of MLflow."""
-    import bench.tracking
+    import bench.tracking.runs
 
     def install(tracker: FakeTracker) -> FakeTracker:
-        monkeypatch.setattr(bench.tracking, "existing_store", lambda uri=None, root=None: "fake://store")
-        monkeypatch.setattr(bench.tracking, "experiment_names", lambda uri: ["fake"])
-        monkeypatch.setattr(bench.tracking, "latest_experiment", lambda uri=None, root=None: "fake")
-        monkeypatch.setattr(bench.tracking, "Tracker", lambda name, uri=None, root=None: tracker)
+        monkeypatch.setattr(bench.tracking.runs, "existing_store", lambda uri=None, root=None: "fake://store")
+        monkeypatch.setattr(bench.tracking.runs, "experiment_names", lambda uri: ["fake"])
+        monkeypatch.setattr(bench.tracking.runs, "latest_experiment", lambda uri=None, root=None: "fake")
+        monkeypatch.setattr(bench.tracking.runs, "Tracker", lambda name, uri=None, root=None: tracker)
         return tracker
 
     return install

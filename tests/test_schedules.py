@@ -1,4 +1,4 @@
-"""Learning-rate schedules (``adapters.schedules``) and how the one training loop applies them.
+"""Learning-rate schedules (``bench.training.schedules``) and how the one training loop applies them.
 
 Oracles: torch's own CosineAnnealingLR, PolynomialLR and OneCycleLR (when torch imports) and hand-computed
 warm-up values. Both frameworks' real steps following the same sequence is in tests/test_adapters_parity.py.
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from test_records import spec_of
 
-from adapters import loop
-from adapters.schedules import LrSchedule
 from bench.contract import EarlyStoppingSpec, PatchBatch, SchedulerSpec, TrainSpec
 from bench.errors import ConfigError
 from bench.spec import effective_settings
+from bench.training import loop
+from bench.training.schedules import LrSchedule
 
 
 def sequence(spec: SchedulerSpec, base: float, epochs: int, steps: int) -> list[float]:

@@ -11,15 +11,15 @@ import pytest
 
 
 def test_torch_checkpoint_loading_runs_no_code(tmp_path: Path) -> None:
-    """A weights.pt whose pickle runs a command when unpickled: adapters.load refuses it (DataError naming the
+    """A weights.pt whose pickle runs a command when unpickled: frameworks.load refuses it (DataError naming the
     file) and the command never runs; the same file loaded with plain pickle does run it (so the file is
     really malicious and the test can fail)."""
     torch = pytest.importorskip("torch")
-    import adapters
     from bench.errors import DataError
+    from bench.training import frameworks
 
     checkpoint = tmp_path / "checkpoint"
-    adapters.build("unet3d", "torch", base_filters=2, depth=2).save(checkpoint)
+    frameworks.build("unet3d", "torch", base_filters=2, depth=2).save(checkpoint)
     sentinel = tmp_path / "pwned"
 
     class Payload:
@@ -28,7 +28,7 @@ def test_torch_checkpoint_loading_runs_no_code(tmp_path: Path) -> None:
 
     torch.save({"conv.weight": Payload()}, checkpoint / "weights.pt")
     with pytest.raises(DataError) as caught:
-        adapters.load(checkpoint)
+        frameworks.load(checkpoint)
     assert str(checkpoint / "weights.pt") in caught.value.message
     assert not sentinel.exists()
 

@@ -163,7 +163,7 @@ def test_two_joblib_workers_on_the_default_sqlite_store(tiny_cohort: Path, works
 
 
 def _open_tracker(root: str, barrier: Any, results: Any) -> None:
-    from bench.tracking import Tracker
+    from bench.tracking.runs import Tracker
 
     barrier.wait()
     try:
@@ -177,7 +177,7 @@ def _open_tracker(root: str, barrier: Any, results: Any) -> None:
 def test_workers_creating_the_store_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Three processes open a not-yet-existing default sqlite store at the same moment (MLflow creates and
     migrates the schema when a client opens it; unguarded this fails with "table ... already exists")."""
-    import bench.tracking  # noqa: F401 - import mlflow once, before forking
+    import bench.tracking.runs  # noqa: F401 - import mlflow once, before forking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     context = multiprocessing.get_context("fork")

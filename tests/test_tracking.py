@@ -1,4 +1,4 @@
-"""``bench.tracking_store.check_store_uri``: a tracking URI MLflow could not open is one ``BenchError`` naming it
+"""``bench.tracking.store.check_store_uri``: a tracking URI MLflow could not open is one ``BenchError`` naming it
 (password hidden) and the fix, before MLflow is asked (which would print a traceback: sqlalchemy's for an
 unreachable database, MLflow's own for an unknown scheme or its plain file store, an ImportError for a
 missing driver). The same check run against a real PostgreSQL lives in ``tests/test_tracking_server.py``.
@@ -12,9 +12,9 @@ import pytest
 from stack_helpers import free_ports
 
 from bench.errors import ConfigError
-from bench.tracking import Tracker, existing_store
-from bench.tracking_server import TrackingServerError
-from bench.tracking_store import check_store_uri
+from bench.tracking.runs import Tracker, existing_store
+from bench.tracking.server import TrackingServerError
+from bench.tracking.store import check_store_uri
 
 
 @pytest.mark.parametrize(

@@ -53,8 +53,8 @@ def server(running_stack: stack.StackPorts) -> str:
 
 
 def test_the_uri_check_accepts_a_live_database_and_a_live_server(running_stack: stack.StackPorts) -> None:
-    from bench.tracking import experiment_names
-    from bench.tracking_store import check_store_uri
+    from bench.tracking.runs import experiment_names
+    from bench.tracking.store import check_store_uri
 
     check_store_uri(running_stack.database_uri)  # a real connection to the stack's PostgreSQL
     check_store_uri(running_stack.tracking_uri)
@@ -108,7 +108,7 @@ def _children(uri: str, experiment: str) -> int:
 
 
 def _race(uri: str, root: str, barrier: Any, results: Any) -> None:
-    from bench.tracking import Tracker
+    from bench.tracking.runs import Tracker
 
     barrier.wait()
     try:
@@ -123,7 +123,7 @@ def _race(uri: str, root: str, barrier: Any, results: Any) -> None:
 
 
 def test_workers_racing_on_the_server_make_one_experiment_parent_and_run(server: str, tmp_path: Path) -> None:
-    import bench.tracking  # noqa: F401 - import mlflow once, before forking
+    import bench.tracking.runs  # noqa: F401 - import mlflow once, before forking
 
     context = multiprocessing.get_context("fork")
     barrier, results = context.Barrier(3), context.Queue()
@@ -145,7 +145,7 @@ def test_workers_racing_on_the_server_make_one_experiment_parent_and_run(server:
 
 
 def _die_while_running(uri: str, root: str) -> None:
-    from bench.tracking import Tracker
+    from bench.tracking.runs import Tracker
 
     tracker = Tracker("reap", uri, Path(root))
     tracker.start_child(tracker.parent_run("reap"), "doomed", "hash-reap", {}, {})
@@ -153,8 +153,8 @@ def _die_while_running(uri: str, root: str) -> None:
 
 
 def test_a_dead_workers_run_is_marked_killed_on_the_server(server: str, tmp_path: Path) -> None:
-    import bench.tracking
-    from bench.tracking import Tracker
+    import bench.tracking.runs
+    from bench.tracking.runs import Tracker
 
     process = multiprocessing.get_context("fork").Process(target=_die_while_running, args=(server, str(tmp_path)))
     process.start()
@@ -167,7 +167,7 @@ def test_a_dead_workers_run_is_marked_killed_on_the_server(server: str, tmp_path
     runs = tracker._search("tags.`brainbench.config_hash` = 'hash-reap'")
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
     killed = next(r for r in runs if r.info.status == "KILLED")
-    assert killed.data.tags[bench.tracking.TAG_ERROR] == "process died while running"
+    assert killed.data.tags[bench.tracking.runs.TAG_ERROR] == "process died while running"
 
 
 @pytest.mark.parametrize("multirun", [False, True])

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from adapter_helpers import foreground_dice, np_ce_loss, np_dice_loss, quick_spec, spheres
 
-import adapters
-from adapters.configs import UNet3DConfig
-from adapters.deep_supervision import head_weights, label_grid
 from bench.contract import LossSpec, NullLogger, OptimizerSpec, SchedulerSpec
 from bench.errors import ConfigError
+from bench.networks.configs import UNet3DConfig
 from bench.patching.augment import AugmentSpec
 from bench.patching.sampler import PatchSampler, PatchSubject
+from bench.training import frameworks
+from bench.training.deep_supervision import head_weights, label_grid
 
 
 @pytest.fixture(params=["torch", "tf"])
@@ -85,7 +85,7 @@ def test_deep_supervised_loss_matches_the_numpy_oracle(framework: str) -> None:
 
 
 def test_deep_supervision_heads_train_but_prediction_is_full_resolution(framework: str) -> None:
-    seg: Any = adapters.build("unet3d", framework, base_filters=4, depth=4, deep_supervision=2)
+    seg: Any = frameworks.build("unet3d", framework, base_filters=4, depth=4, deep_supervision=2)
     image = np.random.default_rng(0).normal(size=(2, 1, 16, 8, 24)).astype(np.float32)
     shapes = [h.shape for h in head_outputs(framework, seg, image)]
     assert shapes == [(2, 4, 16, 8, 24), (2, 4, 8, 4, 12), (2, 4, 4, 2, 6)]
@@ -128,7 +128,7 @@ def test_residual_block_adds_its_shortcut_before_the_relu() -> None:
 
 def test_the_default_unet_is_the_papers(framework: str) -> None:
     """No option on: the same parameters as before the options existed (the checkpoint layout is unchanged)."""
-    default: Any = adapters.build("unet3d", framework, base_filters=4, depth=3)
+    default: Any = frameworks.build("unet3d", framework, base_filters=4, depth=3)
     if framework == "torch":
         assert not any(name.startswith("aux_heads") or ".shortcut" in name for name in default.net.state_dict())
     else:
@@ -146,7 +146,7 @@ def test_a_tiny_unet_with_every_training_option_learns_the_spheres(framework: st
                           shift_range=(-0.1, 0.1), gamma_prob=0.3, noise_prob=0.3, noise_std=(0.0, 0.05))
     source = PatchSampler([subject], 16, batch_size=2, seed=0, mode="random", patches_per_epoch=20,
                           oversample=True, oversample_class=3, oversample_factor=2, augment=augment)
-    seg: Any = adapters.build("unet3d", framework, base_filters=8, depth=3, norm="instance", block="residual",
+    seg: Any = frameworks.build("unet3d", framework, base_filters=8, depth=3, norm="instance", block="residual",
                               deep_supervision=1)
     spec = quick_spec(framework, epochs=10, loss=LossSpec(name="dice_ce"), optimizer=OptimizerSpec(name="adam", lr=1e-2),
                       scheduler=SchedulerSpec(kind="cosine", warmup_epochs=1, interval="step", min_lr=1e-4))

@@ -1,4 +1,4 @@
-"""Layers the Keras networks share (their arguments are checked once, in ``adapters.configs``).
+"""Layers the Keras networks share (their arguments are checked once, in ``bench.networks.configs``).
 
 Conventions shared with the PyTorch adapter (so both build the same networks):
 - every convolution has a bias and Keras "same" padding, strided ones included (for stride s the
@@ -13,7 +13,7 @@ from typing import Any
 
 import keras  # adapters/tf/__init__.py (always imported first) has selected the tensorflow backend
 
-from adapters.configs import ILN_RHO_INIT
+from bench.networks.configs import ILN_RHO_INIT
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9

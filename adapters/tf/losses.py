@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from adapters.deep_supervision import head_weights, label_grid
 from bench.contract import LossSpec
+from bench.training.deep_supervision import head_weights, label_grid
 
 LossFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 SPATIAL_AXES = (1, 2, 3)
@@ -55,7 +55,7 @@ def make_loss(spec: LossSpec) -> LossFn:
 
 
 def deep_supervised(loss_fn: LossFn, heads: list[tf.Tensor], labels: tf.Tensor) -> tf.Tensor:
-    """``sum_i w_i * loss_fn(heads[i], labels on head i's grid)`` (``adapters.deep_supervision``); one head: the loss."""
+    """``sum_i w_i * loss_fn(heads[i], labels on head i's grid)`` (``bench.training.deep_supervision``); one head: the loss."""
     if len(heads) == 1:
         return loss_fn(heads[0], labels)
     terms = []

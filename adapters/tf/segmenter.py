@@ -1,4 +1,4 @@
-"""``TfSegmenter``: the Keras/TensorFlow hooks of ``adapters.segmenter.NetSegmenter`` (channels-first numpy
+"""``TfSegmenter``: the Keras/TensorFlow hooks of ``bench.training.segmenter.NetSegmenter`` (channels-first numpy
 in and out; the model runs channels-last).
 
 Example:
@@ -18,7 +18,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from adapters.segmenter import NetSegmenter
 from adapters.tf import to_channels_first, to_channels_last
 from adapters.tf.steps import (
     TfSteps,
@@ -32,6 +31,7 @@ from bench import hardware
 from bench.contract import TrainSpec
 from bench.errors import DataError
 from bench.io import write_atomic
+from bench.training.segmenter import NetSegmenter
 from bench.types import FloatArray
 
 
@@ -140,4 +140,4 @@ class TfSegmenter(NetSegmenter):
 
 
 SEGMENTER = TfSegmenter
-"""The class ``adapters.segmenter_class('tf')`` returns."""
+"""The class ``frameworks.segmenter_class('tf')`` returns."""

@@ -1,8 +1,8 @@
-"""TensorFlow's part of training: runtime set-up, optimizer and the ``TrainSteps`` that ``adapters.loop`` drives.
+"""TensorFlow's part of training: runtime set-up, optimizer and the ``TrainSteps`` that ``bench.training.loop`` drives.
 
 The steps are ``tf.GradientTape`` updates in one ``@tf.function`` traced once for any patch size (not
 ``model.fit``), so that batches, epochs, scheduler, early stopping and best weights follow the one
-framework-neutral loop in ``adapters.loop``.
+framework-neutral loop in ``bench.training.loop``.
 
 Differences from torch that cannot be removed (all small):
 - Adam: Keras adds ``epsilon`` to ``sqrt(v_t)`` after the bias correction has been folded into the step
@@ -19,7 +19,7 @@ Differences from torch that cannot be removed (all small):
   (AdamW-like). Keras optimizers are therefore built with ``weight_decay=None``.
 - BatchNorm: Keras updates its moving variance with the biased batch variance, torch with the unbiased
   one (a factor ``n / (n - 1)`` with n voxels per channel in the batch: 1.000004 for 8 patches of 32³).
-- Non-finite inputs: TF's oneDNN fused ReLU maps NaN to 0 (torch propagates it), so ``adapters.loop``
+- Non-finite inputs: TF's oneDNN fused ReLU maps NaN to 0 (torch propagates it), so ``bench.training.loop``
   refuses a batch with non-finite intensities up front, for both frameworks.
 - Determinism: with ``spec.deterministic`` ``tf.config.experimental.enable_op_determinism()`` is switched
   on for the whole process (TF has no public switch to turn it off again, so ``deterministic=False``
@@ -96,7 +96,7 @@ def configure_threads(num_threads: int) -> None:
 
     Both pools matter: with one intra-op thread TF still runs independent ops side by side on its
     inter-op pool (measured: a "1-thread" fit used 1.5 cores of 2). TF fixes its pools when it starts
-    (building a model starts it), so call this first: ``adapters.configure_threads`` does.
+    (building a model starts it), so call this first: ``frameworks.configure_threads`` does.
     """
     threading = tf.config.threading
     if num_threads <= 0 or (threading.get_intra_op_parallelism_threads() == num_threads
@@ -108,7 +108,7 @@ def configure_threads(num_threads: int) -> None:
     except RuntimeError:
         warnings.warn(
             f"train.num_threads={num_threads} not applied: TensorFlow had already started (it fixes its "
-            "thread pools at start-up); call adapters.configure_threads before building a TF model",
+            "thread pools at start-up); call frameworks.configure_threads before building a TF model",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -162,7 +162,7 @@ def make_train_step(
     """One compiled step: forward, loss (float32 logits), gradients (+ coupled L2), optimizer update; returns
     the loss and whether every gradient was finite (the update is skipped when one is not).
 
-    A non-finite loss updates nothing (``adapters.loop`` then stops with an error naming epoch and step).
+    A non-finite loss updates nothing (``bench.training.loop`` then stops with an error naming epoch and step).
     With a ``LossScaleOptimizer`` (fp16) the gradients are of the scaled loss; the optimizer unscales them
     (the L2 term is added scaled alike) and skips a step whose gradients overflowed.
     """
@@ -213,7 +213,7 @@ def to_tensors(batch: PatchBatch) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 class TfSteps:
-    """``adapters.loop.TrainSteps`` for a Keras model, every op on ``select_device(spec)``.
+    """``bench.training.loop.TrainSteps`` for a Keras model, every op on ``select_device(spec)``.
 
     ``precision`` is the one the model was built in (its policy); ``fp16`` adds loss scaling.
     """

@@ -6,7 +6,7 @@ convolution and "same" padding everywhere. Strided convolutions pad like TensorF
 Weights use PyTorch's default initialisation (Kaiming-uniform with ``a=sqrt(5)`` for convolutions, biases
 uniform in ``±1/sqrt(fan_in)``; norms start at scale 1, shift 0; PReLU slopes at 0.25).
 
-The networks live in ``adapters.torch.nets``; their arguments are checked once, in ``adapters.configs``.
+The networks live in ``adapters.torch.nets``; their arguments are checked once, in ``bench.networks.configs``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adapters.configs import ILN_RHO_INIT
+from bench.networks.configs import ILN_RHO_INIT
 
 
 def conv3d(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Module:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from adapters.deep_supervision import head_weights, label_grid
 from bench.contract import LossSpec
+from bench.training.deep_supervision import head_weights, label_grid
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss(logits float[B, K, X, Y, Z], labels int64[B, X, Y, Z]) -> scalar``."""
@@ -53,7 +53,7 @@ def make_loss(spec: LossSpec) -> LossFn:
 
 
 def deep_supervised(loss_fn: LossFn, heads: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """``sum_i w_i * loss_fn(heads[i], labels on head i's grid)`` (``adapters.deep_supervision``); one head: the loss."""
+    """``sum_i w_i * loss_fn(heads[i], labels on head i's grid)`` (``bench.training.deep_supervision``); one head: the loss."""
     if len(heads) == 1:
         return loss_fn(heads[0], labels)
     total = torch.zeros((), dtype=heads[0].dtype, device=heads[0].device)

@@ -1,4 +1,4 @@
-"""``TorchSegmenter``: the PyTorch hooks of ``adapters.segmenter.NetSegmenter`` (numpy in, numpy out).
+"""``TorchSegmenter``: the PyTorch hooks of ``bench.training.segmenter.NetSegmenter`` (numpy in, numpy out).
 
 Example:
     >>> seg = TorchSegmenter.build("unet3d", base_filters=8, depth=3)
@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from adapters.segmenter import NetSegmenter
 from adapters.torch.steps import (
     TorchSteps,
     autocast,
@@ -27,6 +26,7 @@ from bench import hardware
 from bench.contract import TrainSpec
 from bench.errors import DataError
 from bench.io import write_atomic
+from bench.training.segmenter import NetSegmenter
 from bench.types import FloatArray
 
 
@@ -112,4 +112,4 @@ def read_state(path: Path, segmenter: TorchSegmenter) -> dict[str, Any]:
 
 
 SEGMENTER = TorchSegmenter
-"""The class ``adapters.segmenter_class('torch')`` returns."""
+"""The class ``frameworks.segmenter_class('torch')`` returns."""

@@ -1,7 +1,7 @@
-"""PyTorch's part of training: runtime set-up, optimizer and the ``TrainSteps`` that ``adapters.loop`` drives.
+"""PyTorch's part of training: runtime set-up, optimizer and the ``TrainSteps`` that ``bench.training.loop`` drives.
 
 Everything else about training (epochs, validation Dice, plateau, early stopping, best weights) is in the
-framework-neutral ``adapters.loop``.
+framework-neutral ``bench.training.loop``.
 
 Precision: ``bf16`` and ``fp16`` run the network's forward under ``torch.autocast`` (convolutions in the low
 precision, weights and optimizer state float32); the loss is computed in float32 from ``logits.float()``,
@@ -135,7 +135,7 @@ def gradients_finite(net: nn.Module) -> bool:
 
 
 class TorchSteps:
-    """``adapters.loop.TrainSteps`` for a torch module on ``device``, its forward in ``precision``.
+    """``bench.training.loop.TrainSteps`` for a torch module on ``device``, its forward in ``precision``.
 
     ``precision`` must be concrete (``fp32``, ``bf16``, ``fp16``); the segmenter checks that the device runs it.
     """

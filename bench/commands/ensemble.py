@@ -37,12 +37,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from bench.predict.ensemble_run import run_ensemble
-    from bench.tracking import existing_store
+    from bench.tracking.runs import existing_store
 
     runs_dir = args.runs_dir or Path("runs")
     run_ids = args.runs
     if args.sweep:
-        from bench.sweep_members import sweep_member_runs
+        from bench.tracking.sweep_members import sweep_member_runs
 
         given = [f"paths.runs={args.runs_dir}"] if args.runs_dir else []  # as the sweep's own paths.runs
         found = sweep_member_runs([*args.sweep, *given], tracking_uri=args.tracking_uri)

@@ -17,13 +17,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import adapters
+    from bench.training import frameworks
 
-    frameworks = args.framework or list(adapters.FRAMEWORKS)
+    chosen = args.framework or list(frameworks.FRAMEWORKS)
     print(f"{'architecture':<12} {'framework':<10} {'parameters':>12}")
-    for architecture in adapters.ARCHITECTURES:
-        for framework in frameworks:
-            segmenter = adapters.build(architecture, framework)
+    for architecture in frameworks.ARCHITECTURES:
+        for framework in chosen:
+            segmenter = frameworks.build(architecture, framework)
             count = int(segmenter.describe()["trainable_parameters"])
             print(f"{architecture:<12} {framework:<10} {count:>12,}", flush=True)
     return 0

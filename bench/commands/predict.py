@@ -49,8 +49,8 @@ def load_models(references: Sequence[str], uri: str | None, runs: Path, tmp: Pat
     models = []
     for index, reference in enumerate(references):
         if reference.startswith(("runs:/", "models:/")):
-            from bench.tracking import existing_store
-            from bench.tracking_models import download_model
+            from bench.tracking.models import download_model
+            from bench.tracking.runs import existing_store
 
             local = download_model(reference, existing_store(uri, runs), tmp / str(index))
             models.append(LoadedModel.load(local, label=reference))

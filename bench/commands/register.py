@@ -21,8 +21,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.tracking import existing_store
-    from bench.tracking_models import register_model
+    from bench.tracking.models import register_model
+    from bench.tracking.runs import existing_store
 
     version = register_model(args.run_id, args.name, existing_store(args.tracking_uri, args.runs))
     print(f"registered run {args.run_id}'s model as models:/{args.name}/{version}")

@@ -77,15 +77,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import adapters
+    from bench.training import frameworks
 
     patch = tuple(args.patch * 3 if len(args.patch) == 1 else args.patch)
     if len(patch) != 3 or min(patch) < 1:
         raise ConfigError(f"--patch {args.patch} must be 1 or 3 positive integers")
     if args.batch < 1 or args.steps < 1 or args.warmup < 0:
         raise ConfigError("--batch and --steps must be >= 1 and --warmup >= 0")
-    adapters.configure_threads(args.framework, args.threads)  # before the model: TF fixes its pools at start
-    segmenter = adapters.build(args.arch, args.framework, **_parse_params(args.param))
+    frameworks.configure_threads(args.framework, args.threads)  # before the model: TF fixes its pools at start
+    segmenter = frameworks.build(args.arch, args.framework, **_parse_params(args.param))
     spec = TrainSpec(
         epochs=2, steps_per_epoch=None, optimizer=OptimizerSpec("adam", lr=1e-4),
         scheduler=SchedulerSpec(factor=1.0, patience=0), loss=LossSpec("dice"),

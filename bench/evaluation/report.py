@@ -257,7 +257,7 @@ def write_report(
     :data:`DEFAULT_REFERENCE`, untested when absent); a ``reference`` the experiment lacks is an error, raised
     before anything is downloaded or written.
     """
-    from bench.tracking import Tracker, existing_store, experiment_names, latest_experiment
+    from bench.tracking.runs import Tracker, existing_store, experiment_names, latest_experiment
 
     uri = existing_store(uri, runs_root)  # a report never creates a store
     if experiment is not None and experiment not in (names := experiment_names(uri)):

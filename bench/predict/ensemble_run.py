@@ -29,8 +29,8 @@ from bench.experiment import mean_test_metrics
 from bench.io import read_volume, write_volume
 from bench.predict.inputs import Scan
 from bench.predict.model import LoadedModel, ensemble_probabilities, flip_warnings, labels_of
-from bench.tracking import DESCRIPTION_TAG, PARENT_ID_TAG, Tracker
-from bench.tracking_models import download_model, run_record
+from bench.tracking.models import download_model, run_record
+from bench.tracking.runs import DESCRIPTION_TAG, PARENT_ID_TAG, Tracker
 
 JOINED_TAGS = ("framework", "preprocess", "optimizer", "loss", "sampling", "profile", "data")
 

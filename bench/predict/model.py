@@ -41,13 +41,13 @@ class LoadedModel:
         """Read ``path`` (a model folder, or a run outputs folder holding ``model/``) and load its network.
 
         Raises:
-            DataError: See ``read_package`` and ``adapters.load``.
+            DataError: See ``read_package`` and ``frameworks.load``.
         """
-        import adapters
+        from bench.training import frameworks
 
         root = package_root(path)
         info, pipeline = read_package(root)
-        network = adapters.load(root / NETWORK_DIR)
+        network = frameworks.load(root / NETWORK_DIR)
         if getattr(network, "framework", info.framework) != info.framework:
             raise ConfigError(f"{root}: network framework {network.framework!r} differs from the record's "
                               f"{info.framework!r}")

@@ -11,7 +11,7 @@ Layout (``FORMAT_VERSION`` 1)::
                                compressed numpy, read with allow_pickle=False
 
 Reading it needs brainbench and the framework only (no Hydra, no training config); the MLflow logged
-model of a run is this folder (``bench.tracking_models`` adds an ``MLmodel`` file).
+model of a run is this folder (``bench.tracking.models`` adds an ``MLmodel`` file).
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def read_package(path: Path) -> tuple[ModelInfo, Pipeline]:
         DataError: Missing, corrupt or unknown-format record, an unknown framework or label set, or
             preprocessing state that does not fit.
     """
-    from adapters.registry import FRAMEWORKS  # framework-neutral: imports no framework
+    from bench.networks.registry import FRAMEWORKS  # framework-neutral: imports no framework
 
     root = package_root(path)
     meta_path = root / PACKAGE_FILE

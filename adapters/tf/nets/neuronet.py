@@ -7,8 +7,8 @@ from typing import Any
 
 import keras
 
-from adapters.configs import NeuroNetConfig
 from adapters.tf.layers import conv, model_input, norm, relu, up_conv
+from bench.networks.configs import NeuroNetConfig
 
 
 def build_neuronet(config: NeuroNetConfig) -> keras.Model:

@@ -11,8 +11,8 @@ from typing import Any
 
 import keras
 
-from adapters.configs import UNet3DConfig
 from adapters.tf.layers import conv, model_input, norm, relu, up_conv
+from bench.networks.configs import UNet3DConfig
 
 
 def build_unet3d(config: UNet3DConfig) -> keras.Model:

@@ -6,8 +6,8 @@ from typing import Any
 
 import keras
 
-from adapters.configs import VNetConfig
 from adapters.tf.layers import conv, model_input, prelu, up_conv
+from bench.networks.configs import VNetConfig
 
 
 def build_vnet(config: VNetConfig) -> keras.Model:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adapters.configs import NeuroNetConfig
 from adapters.torch.layers import conv3d, make_norm, up_conv3d
+from bench.networks.configs import NeuroNetConfig
 
 
 class ResidualUnit(nn.Module):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adapters.configs import UNet3DConfig
 from adapters.torch.layers import conv3d, make_norm, up_conv3d
+from bench.networks.configs import UNet3DConfig
 
 
 def conv_block(c_in: int, filters: int, convs: int, norm: str) -> nn.Sequential:

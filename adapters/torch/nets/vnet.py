@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adapters.configs import VNetConfig
 from adapters.torch.layers import conv3d, up_conv3d
+from bench.networks.configs import VNetConfig
 
 
 def conv_prelu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:

@@ -40,8 +40,8 @@ from mlflow.tracking import MlflowClient
 from bench.contract import EpochRecord
 from bench.errors import BenchError, DataError
 from bench.processes import interruption, is_live_child, pid_alive
-from bench.tracking_server import TrackingServerError, is_server
-from bench.tracking_store import check_store_uri
+from bench.tracking.server import TrackingServerError, is_server
+from bench.tracking.store import check_store_uri
 
 DEFAULT_ROOT = Path("runs")
 TAG_KIND = "brainbench.kind"

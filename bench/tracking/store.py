@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from bench.errors import ConfigError
-from bench.tracking_server import TrackingServerError, check_server, is_server
+from bench.tracking.server import TrackingServerError, check_server, is_server
 
 DATABASE_DIALECTS = ("sqlite", "postgresql", "mysql", "mssql")
 """The SQLAlchemy databases MLflow can keep its store in (``dialect[+driver]://``)."""

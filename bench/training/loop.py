@@ -6,7 +6,7 @@ hard-argmax Dice per tissue class accumulated over all validation voxels. The mo
 (``TrainSpec.monitor``) is the validation loss or 1 - the mean validation Dice of the tissue classes, or the
 mean training loss without validation. It drives ReduceLROnPlateau (``Plateau``,
 torch's rules), early stopping (``EarlyStopper``) and the best weights, which are restored at the end.
-The other schedules (cosine, poly, onecycle, warm-up; ``adapters.schedules``) set the lr before every epoch
+The other schedules (cosine, poly, onecycle, warm-up; ``bench.training.schedules``) set the lr before every epoch
 or every step. ``EpochRecord.lr`` is the learning rate of the epoch's first step.
 
 A framework supplies only its ``TrainSteps``: one train step, one eval step, the learning rate, and a
@@ -29,7 +29,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from adapters.schedules import LrSchedule
 from bench.contract import (
     Convergence,
     EarlyStoppingSpec,
@@ -42,6 +41,7 @@ from bench.contract import (
     TrainSpec,
 )
 from bench.errors import BenchError
+from bench.training.schedules import LrSchedule
 from bench.types import TISSUE_NAMES
 
 PLATEAU_EPS = 1e-8

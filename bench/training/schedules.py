@@ -1,4 +1,4 @@
-"""Learning-rate schedules, written once for every framework (pure Python: ``adapters.loop`` sets the lr).
+"""Learning-rate schedules, written once for every framework (pure Python: ``bench.training.loop`` sets the lr).
 
 ``LrSchedule`` turns a ``bench.contract.SchedulerSpec`` into the lr of every epoch (``interval="epoch"``) or
 every train step (``interval="step"``); the framework's ``TrainSteps.set_lr`` only applies it, so torch and
@@ -10,7 +10,7 @@ Formulas (``lr`` is the optimizer's learning rate; ``W`` warm-up units, ``u = t 
     ``cosine``: ``min_lr + (lr - min_lr) * (1 + cos(pi * u / U)) / 2`` (torch's CosineAnnealingLR);
     ``poly``: ``lr * (1 - u / U) ** power`` (torch's PolynomialLR, nnU-Net's with power 0.9);
     ``onecycle``: torch's OneCycleLR (``anneal_strategy="cos"``, two phases, ``cycle_momentum=False``);
-    ``plateau``: after the warm-up, the lr is ``lr`` and only ``adapters.loop.Plateau`` changes it.
+    ``plateau``: after the warm-up, the lr is ``lr`` and only ``bench.training.loop.Plateau`` changes it.
 
 Example:
     >>> schedule = LrSchedule(SchedulerSpec(kind="cosine", min_lr=0.0), base_lr=1.0, epochs=4, steps_per_epoch=10)

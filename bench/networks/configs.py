@@ -161,7 +161,7 @@ class UNet3DConfig(NetConfig):
     Deep supervision (``deep_supervision=k``, nnU-Net's): auxiliary Conv 1³ heads on decoder levels ``1..k``
     (level i is at ``1/2**i`` of the patch size; the full-resolution head is level 0). Training then
     minimises ``sum_i w_i * loss(head_i, labels at 1/2**i)`` with ``w_i ∝ 2**-i`` normalised to sum 1
-    (``adapters.deep_supervision``); validation and prediction use the full-resolution head only.
+    (``bench.training.deep_supervision``); validation and prediction use the full-resolution head only.
 
     Args:
         in_channels: Image channels (1 for T1).

@@ -29,7 +29,7 @@ def sweep_member_runs(overrides: Sequence[str], tracking_uri: str | None = None)
             run (named with its overrides and config hash: run the sweep first).
     """
     from bench.run import sweep_specs
-    from bench.tracking import existing_store, lookup_finished_run
+    from bench.tracking.runs import existing_store, lookup_finished_run
 
     jobs = sweep_specs(overrides)
     stores = {(tracking_uri or spec.tracking.uri, spec.runs_dir) for _, spec in jobs}

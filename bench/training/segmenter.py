@@ -1,6 +1,6 @@
 """``NetSegmenter``: what every framework's segmenter shares (framework-neutral; numpy in, numpy out).
 
-It holds the architecture and its validated config, checks batches and patch sizes, runs ``adapters.loop``
+It holds the architecture and its validated config, checks batches and patch sizes, runs ``bench.training.loop``
 with the framework's steps, and writes/reads ``segmenter.json``. A framework subclass supplies only the
 framework work: build the network, make its ``TrainSteps``, one forward pass, and its weights file.
 
@@ -23,12 +23,13 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from adapters import loop, registry
-from adapters.configs import NetConfig
 from bench import hardware
 from bench.contract import PatchSource, RunLogger, TrainHistory, TrainSpec
 from bench.errors import ConfigError, DataError
 from bench.io import write_text_atomic
+from bench.networks import registry
+from bench.networks.configs import NetConfig
+from bench.training import loop
 from bench.types import FloatArray
 
 META_FILE = "segmenter.json"
@@ -121,7 +122,7 @@ class NetSegmenter:
         return self.config.check_patch_size(patch_size)
 
     def fit(self, train: PatchSource, val: PatchSource | None, spec: TrainSpec, log: RunLogger) -> TrainHistory:
-        """Train on ``train`` (validate on ``val``); the best weights are kept. See ``adapters.loop``."""
+        """Train on ``train`` (validate on ``val``); the best weights are kept. See ``bench.training.loop``."""
         self.check_patch_size(tuple(train.patch_size))
         if val is not None:
             self.check_patch_size(tuple(val.patch_size))
@@ -196,7 +197,7 @@ class NetSegmenter:
         meta = read_meta(meta_path)
         if meta["framework"] != cls.framework:
             raise DataError(f"framework={meta['framework']!r}, not a {cls.framework} segmenter", path=meta_path,
-                            fix="load it with adapters.load(directory)")
+                            fix="load it with frameworks.load(directory)")
         try:
             entry = architecture_of(meta)
             segmenter = cls(entry, entry.make_config(meta["params"]), trained=True)

@@ -31,8 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.configs import NetConfig, NeuroNetConfig, UNet3DConfig, VNetConfig, check_int_tuple
 from bench.errors import ConfigError
+from bench.networks.configs import NetConfig, NeuroNetConfig, UNet3DConfig, VNetConfig, check_int_tuple
 
 FRAMEWORKS: tuple[str, ...] = ("torch", "tf")
 IMPLEMENTATION_KEYS = (*FRAMEWORKS, "config", "params")
@@ -47,7 +47,7 @@ class Architecture:
         config: Its frozen, validated config class (constructor arguments of both networks).
         builders: ``framework -> "module:attribute"`` of ``builder(config) -> network``.
         implementation: What a model YAML said (empty for built-ins); saved with a model so that
-            ``adapters.load`` can register it again in another process.
+            ``frameworks.load`` can register it again in another process.
     """
 
     name: str

@@ -23,7 +23,7 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from bench.errors import ConfigError, DataError
-from bench.tracking import ChildRun, _retry
+from bench.tracking.runs import ChildRun, _retry
 
 MODEL_TYPE = "brainbench"
 FLAVOR = "brainbench"
