@@ -2,22 +2,28 @@
 becomes a ``bench.spec.RunSpec`` of effective settings.
 
 ``run_spec_from_config(cfg)`` validates every value at the edge (``ConfigError`` naming the setting, the bad
-value and the fix), applies the profile's overrides and defaults, resolves ``precision: auto`` for this
-machine, registers a model YAML's own architecture, and checks network parameters against the one
-architecture registry (``bench.networks.registry``).
+value and the fix), refuses a key that no section defines (naming the closest known ones), applies the
+profile's overrides and defaults, resolves ``precision: auto`` for this machine, and builds each network's
+config once: a built-in or registered architecture (``bench.networks.registry``) or a callable named by its
+import path (``bench.networks.target``). The run's spec holds that config; nothing looks it up again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from bench.contract import (
     DICE_REDUCTIONS,
     INTERVALS,
     KEEP_WEIGHTS,
+    LOSSES,
     MONITORS,
+    OPTIMIZERS,
     SCHEDULER_KINDS,
     EarlyStoppingSpec,
     LossSpec,
@@ -31,6 +37,7 @@ from bench.errors import ConfigError
 from bench.hardware import check_precision_name, resolve_for_run, worker_cpus
 from bench.networks import registry
 from bench.networks.configs import NetConfig
+from bench.networks.target import BUILDER, TargetConfig
 from bench.patching.augment import AugmentSpec
 from bench.spec import (
     ATLAS,
@@ -41,7 +48,6 @@ from bench.spec import (
     AtlasSpec,
     DataSpec,
     InferenceSpec,
-    ModelSpec,
     NetworkSpec,
     PreprocessSpec,
     RunSpec,
@@ -50,6 +56,39 @@ from bench.spec import (
     TrackingSpec,
     architectures,
 )
+from bench.validation import (
+    check_choice,
+    check_flag,
+    check_fraction,
+    check_keys,
+    check_positive,
+    section,
+)
+
+TOP_LEVEL_KEYS = ("data", "preprocess", "model", "framework", "optimizer", "loss", "sampling", "augmentation",
+                  "profile", "seed", "row", "label", "force", "inference", "tracking", "paths")
+PROFILE_KEYS = ("name", "patch_size", "patch_step", "batch_size", "epochs", "epochs_by_model", "epochs_by_row",
+                "steps_per_epoch", "patches_per_epoch", "val_batches", "overlap", "early_stopping_patience",
+                "monitor", "keep_weights", "scheduler", "precision", "num_threads", "model_overrides")
+MODEL_KEYS = ("architecture", "params", "implementation", "channels", *FRAMEWORKS)
+DATA_KEYS = ("name", "root", "split", "fold", "folds", "fold_seed", "train_on_val")
+SAMPLING_KEYS = ("name", "mode", "oversample_class", "oversample_factor", "region", "class_fraction", "class_centres")
+OPTIMIZER_KEYS = tuple(f.name for f in fields(OptimizerSpec))
+LOSS_KEYS = tuple(f.name for f in fields(LossSpec))
+INFERENCE_KEYS = tuple(f.name for f in fields(InferenceSpec))
+TRACKING_KEYS = ("uri", "experiment", "sweep")
+PATHS_KEYS = ("runs", "cache", "outputs")
+CONF_MODELS = Path(__file__).resolve().parent.parent / "conf" / "model"
+
+
+def _check_sections(cfg: Mapping[str, Any]) -> None:
+    """ConfigError for the first key that no section defines (``+profile.epoch=5``, ``+optimzer.lr=1``)."""
+    check_keys("", cfg, TOP_LEVEL_KEYS)
+    for name, known in (("profile", PROFILE_KEYS), ("model", MODEL_KEYS), ("data", DATA_KEYS),
+                        ("sampling", SAMPLING_KEYS), ("optimizer", OPTIMIZER_KEYS), ("loss", LOSS_KEYS),
+                        ("inference", INFERENCE_KEYS), ("tracking", TRACKING_KEYS), ("paths", PATHS_KEYS),
+                        ("framework", ("name",)), ("preprocess", ("name", "steps"))):
+        check_keys(name, section(cfg, name), known)
 
 
 def _triple(value: Any, setting: str) -> tuple[int, int, int]:
@@ -59,34 +98,14 @@ def _triple(value: Any, setting: str) -> tuple[int, int, int]:
     return items[0], items[1], items[2]
 
 
-def _positive(value: Any, setting: str, *, integer: bool = False) -> Any:
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or not value > 0:
-        kind = "a positive integer" if integer else "a positive number"
-        raise ConfigError(f"{setting}={value!r} must be {kind}")
-    return value
-
-
-def _choice(value: Any, options: tuple[str, ...], setting: str) -> str:
-    if value not in options:
-        raise ConfigError(f"{setting}={value!r} is unknown", fix=f"use one of {', '.join(options)}")
-    return str(value)
-
-
-def _flag(value: Any, setting: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{setting}={value!r} must be true or false")
-    return value
-
-
 def _optimizer(cfg: Mapping[str, Any]) -> OptimizerSpec:
-    name = _choice(cfg.get("name"), ("adam", "adadelta", "sgd"), "optimizer.name")
-    lr = _positive(cfg.get("lr"), "optimizer.lr")
+    name = check_choice("optimizer.name", cfg.get("name"), OPTIMIZERS)
+    lr = check_positive("optimizer.lr", cfg.get("lr"))
     betas = tuple(cfg.get("betas", (0.9, 0.999)))
     return OptimizerSpec(
         name=name,  # type: ignore[arg-type]
         lr=float(lr),
-        eps=float(_positive(cfg.get("eps", 1e-8), "optimizer.eps")),
+        eps=float(check_positive("optimizer.eps", cfg.get("eps", 1e-8))),
         betas=(float(betas[0]), float(betas[1])),
         rho=float(cfg.get("rho", 0.9)),
         momentum=float(cfg.get("momentum", 0.0)),
@@ -95,14 +114,14 @@ def _optimizer(cfg: Mapping[str, Any]) -> OptimizerSpec:
 
 
 def _loss(cfg: Mapping[str, Any]) -> LossSpec:
-    name = _choice(cfg.get("name"), ("dice", "ce", "dice_ce"), "loss.name")
+    name = check_choice("loss.name", cfg.get("name"), LOSSES)
     return LossSpec(
         name=name,  # type: ignore[arg-type]
         smooth=float(cfg.get("smooth", 1e-5)),
         dice_weight=float(cfg.get("dice_weight", 1.0)),
         ce_weight=float(cfg.get("ce_weight", 1.0)),
-        dice_reduction=_choice(cfg.get("dice_reduction", "sample"), DICE_REDUCTIONS,  # type: ignore[arg-type]
-                               "loss.dice_reduction"),
+        dice_reduction=check_choice("loss.dice_reduction", cfg.get("dice_reduction", "sample"),  # type: ignore[arg-type]
+                                    DICE_REDUCTIONS),
     )
 
 
@@ -116,9 +135,8 @@ def _scheduler(cfg: Mapping[str, Any]) -> SchedulerSpec:
     if unknown:
         raise ConfigError(f"profile.scheduler has unknown key {', '.join(map(repr, unknown))}",
                           fix=f"use some of {', '.join(sorted(known))}")
-    values: dict[str, Any] = {"kind": _choice(cfg.get("kind", "plateau"), SCHEDULER_KINDS, "profile.scheduler.kind"),
-                              "interval": _choice(cfg.get("interval", "epoch"), INTERVALS,
-                                                  "profile.scheduler.interval")}
+    values: dict[str, Any] = {"kind": check_choice("profile.scheduler.kind", cfg.get("kind", "plateau"), SCHEDULER_KINDS),
+                              "interval": check_choice("profile.scheduler.interval", cfg.get("interval", "epoch"), INTERVALS)}
     for name in SCHEDULER_NUMBERS:
         if name in cfg:
             value = cfg[name]
@@ -137,12 +155,6 @@ def _scheduler(cfg: Mapping[str, Any]) -> SchedulerSpec:
         raise ConfigError(f"profile.{exc.problem}", fix=exc.fix) from None
 
 
-def _fraction(value: Any, setting: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ConfigError(f"{setting}={value!r} must be a number in [0, 1]", fix="0 switches it off")
-    return float(value)
-
-
 def _classes(value: Any, setting: str) -> tuple[int, ...]:
     items = list(value) if isinstance(value, (list, tuple)) else None
     if not items or any(isinstance(c, bool) or c not in (1, 2, 3) for c in items):
@@ -159,13 +171,30 @@ def _margin(value: Any) -> int | None:
     return value
 
 
-def _by_model(profile: Mapping[str, Any], setting: str) -> Mapping[str, Any]:
+def known_models(current: str) -> tuple[str, ...]:
+    """Every model a profile may key a setting by: the registered networks, the atlas, the run's own model and
+    the architectures of ``conf/model/*.yaml`` (the ``_target_`` models there register nothing)."""
+    names = [*architectures(), current]
+    for path in sorted(CONF_MODELS.glob("*.yaml")):
+        try:
+            value = (yaml.safe_load(path.read_text()) or {}).get("architecture")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if isinstance(value, str):
+            names.append(value)
+    return tuple(dict.fromkeys(names))
+
+
+def _by_model(profile: Mapping[str, Any], setting: str, current: str) -> Mapping[str, Any]:
     """``profile.<setting>`` (a mapping keyed by architecture); ConfigError naming an unknown model."""
     by_model = profile.get(setting) or {}
-    unknown = sorted(set(by_model) - set(architectures()))
+    if not isinstance(by_model, Mapping):
+        raise ConfigError(f"profile.{setting}={by_model!r} must map model names to values")
+    known = known_models(current)
+    unknown = sorted(set(by_model) - set(known))
     if unknown:
         raise ConfigError(f"profile.{setting} has unknown model {', '.join(map(repr, unknown))}",
-                          fix=f"use some of {', '.join(architectures())}")
+                          fix=f"use some of {', '.join(known)}")
     return by_model
 
 
@@ -176,11 +205,11 @@ def _epochs(profile: Mapping[str, Any], architecture: str, row: int | None) -> i
         if isinstance(key, bool) or not isinstance(key, int) or not 1 <= key <= 99:
             raise ConfigError(f"profile.epochs_by_row has key {key!r}", fix="use Table 1 row numbers, e.g. {9: 200}")
         if key == row:
-            return _positive(value, f"profile.epochs_by_row.{key}", integer=True)
-    by_model = _by_model(profile, "epochs_by_model")
+            return check_positive(f"profile.epochs_by_row.{key}", value, integer=True)
+    by_model = _by_model(profile, "epochs_by_model", architecture)
     if architecture in by_model:
-        return _positive(by_model[architecture], f"profile.epochs_by_model.{architecture}", integer=True)
-    return _positive(profile.get("epochs"), "profile.epochs", integer=True)
+        return check_positive(f"profile.epochs_by_model.{architecture}", by_model[architecture], integer=True)
+    return check_positive("profile.epochs", profile.get("epochs"), integer=True)
 
 
 def _precision(profile: Mapping[str, Any], framework: str, device: str) -> str:
@@ -197,37 +226,65 @@ def _precision(profile: Mapping[str, Any], framework: str, device: str) -> str:
         raise ConfigError(f"profile.{exc.problem}", fix=exc.fix) from None
 
 
-def _model(
-    model_cfg: Mapping[str, Any], profile: Mapping[str, Any], seed: int
-) -> tuple[ModelSpec, NetConfig | None]:
-    """The effective model (YAML params, then the profile's overrides, then defaults) and a network's config.
+NetworkModel = tuple[registry.Architecture, NetConfig]
 
-    Every override is checked against the architecture's config, so a profile cannot set a width the
-    network does not have. A model YAML with an ``implementation`` block registers its architecture here.
-    An atlas's registration is seeded by the run's ``seed`` unless its params name one.
+
+def _model(model_cfg: Mapping[str, Any], profile: Mapping[str, Any], seed: int,
+           framework: str) -> NetworkModel | AtlasSpec:
+    """The effective model (YAML, then the profile's overrides, then defaults): a network's registry entry and
+    config, or the atlas.
+
+    Every override is checked against the network's config (a profile cannot set a width the network does not
+    have); a model YAML with an ``implementation`` block registers its architecture here; a model with a
+    ``torch:`` / ``tf:`` block is a ``_target_`` network. An atlas's registration is seeded by the run's
+    ``seed`` unless its params name one.
     """
     name = model_cfg.get("architecture")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"model.architecture={name!r} must be a non-empty name", fix="e.g. architecture: mynet")
+    overrides = dict(_by_model(profile, "model_overrides", name).get(name) or {})
+    blocks = [fw for fw in FRAMEWORKS if model_cfg.get(fw) is not None]
+    if blocks:
+        return _target_network(name, model_cfg, blocks, overrides, framework)
+    if model_cfg.get("channels") is not None:
+        raise ConfigError(f"model.channels is given but model {name!r} has no torch: or tf: block with a _target_",
+                          fix="add model.torch: {_target_: package.module.Network, ...}")
     if model_cfg.get("implementation"):
         registry.register_from_model_config(model_cfg)
     elif name not in architectures():
         raise ConfigError(f"model.architecture={name!r} is unknown",
-                          fix=f"use one of {', '.join(architectures())}, or name your network's builders in the "
-                          "model YAML's implementation block (README: Adding a model)")
-    architecture = str(name)
+                          fix=f"use one of {', '.join(architectures())}, or name your network by its import path "
+                          "in a model YAML (`torch: {_target_: package.module.Network}`; README: Adding a model)")
     params = dict(model_cfg.get("params") or {})
-    overrides = _by_model(profile, "model_overrides").get(architecture) or {}
     params.update(overrides)
-    if architecture == ATLAS:
+    if name == ATLAS:
         from bench.baselines.atlas import build_atlas
 
         atlas = build_atlas(**{"seed": seed, **params})
-        return ModelSpec(architecture, {"kind": atlas.kind, **atlas.params()}), None
+        return AtlasSpec({"kind": atlas.kind, **atlas.params()})
+    entry = registry.lookup(name)
     try:
-        config = registry.lookup(architecture).make_config(params)
+        return entry, entry.make_config(params)
     except ConfigError as exc:
         source = "model.params or profile.model_overrides" if overrides else "model.params"
         raise ConfigError(f"{source}: {exc.problem}", fix=exc.fix) from None
-    return ModelSpec(architecture, config.to_params()), config
+
+
+def _target_network(name: str, model_cfg: Mapping[str, Any], blocks: list[str], overrides: Mapping[str, Any],
+                    framework: str) -> NetworkModel:
+    """A network named by its import path: the run's framework's block as a ``TargetConfig``."""
+    for key in ("params", "implementation"):
+        if model_cfg.get(key):
+            raise ConfigError(f"model {name!r} has a {', '.join(blocks)} block and model.{key}: a _target_ network "
+                              "takes its keyword arguments beside its _target_",
+                              fix=f"move model.{key} into model.{blocks[0]}")
+    if name in architectures():
+        raise ConfigError(f"model.architecture={name!r} is a built-in name", fix="give your model another name")
+    if framework not in blocks:
+        raise ConfigError(f"model {name!r} has no {framework} network (its YAML names one for {', '.join(blocks)})",
+                          fix=f"use framework={blocks[0]}, or add model.{framework}: {{_target_: ...}}")
+    config = TargetConfig.from_block(name, framework, model_cfg[framework], model_cfg.get("channels"), overrides)
+    return registry.Architecture(name, TargetConfig, {fw: BUILDER for fw in blocks}), config
 
 
 def _split(data: Mapping[str, Any]) -> str | SplitSpec | FoldSplit:
@@ -249,17 +306,18 @@ def _split(data: Mapping[str, Any]) -> str | SplitSpec | FoldSplit:
 
 def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     """Validate a resolved config dict (as composed from conf/) and build the RunSpec."""
-    profile = cfg["profile"]
-    framework = _choice(cfg["framework"]["name"], FRAMEWORKS, "framework")
+    _check_sections(cfg)
+    profile = section(cfg, "profile")
+    framework = check_choice("framework", section(cfg, "framework").get("name"), FRAMEWORKS)
     seed = cfg.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed={seed!r} must be an integer")
-    model, net_config = _model(cfg["model"], profile, seed)
-    architecture = model.architecture
+    method = _model(section(cfg, "model"), profile, seed, framework)
+    architecture = ATLAS if isinstance(method, AtlasSpec) else method[0].name
 
-    batch_size = _positive(profile.get("batch_size"), "profile.batch_size", integer=True)
-    sampling_cfg = cfg["sampling"]
-    mode = _choice(sampling_cfg.get("mode"), SAMPLING_MODES, "sampling.mode")
+    batch_size = check_positive("profile.batch_size", profile.get("batch_size"), integer=True)
+    sampling_cfg = section(cfg, "sampling")
+    mode = check_choice("sampling.mode", sampling_cfg.get("mode"), SAMPLING_MODES)
     oversample_class = sampling_cfg.get("oversample_class")
     if oversample_class is not None and oversample_class not in (1, 2, 3):
         raise ConfigError(f"sampling.oversample_class={oversample_class!r} must be 1 (CSF), 2 (GM), 3 (WM) or null")
@@ -268,33 +326,33 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         patch_size=_triple(profile.get("patch_size"), "profile.patch_size"),
         step=_triple(profile.get("patch_step"), "profile.patch_step"),
         batch_size=batch_size,
-        patches_per_epoch=_positive(profile.get("patches_per_epoch"), "profile.patches_per_epoch", integer=True),
+        patches_per_epoch=check_positive("profile.patches_per_epoch", profile.get("patches_per_epoch"), integer=True),
         oversample_class=oversample_class,
-        oversample_factor=_positive(sampling_cfg.get("oversample_factor", 1), "sampling.oversample_factor",
-                                    integer=True),
+        oversample_factor=check_positive("sampling.oversample_factor", sampling_cfg.get("oversample_factor", 1),
+                                         integer=True),
         val_batches=profile.get("val_batches"),
-        region=_choice(sampling_cfg.get("region", "centre_in_brain"), PATCH_REGIONS, "sampling.region"),
-        class_fraction=_fraction(sampling_cfg.get("class_fraction", 0.0), "sampling.class_fraction"),
+        region=check_choice("sampling.region", sampling_cfg.get("region", "centre_in_brain"), PATCH_REGIONS),
+        class_fraction=check_fraction("sampling.class_fraction", sampling_cfg.get("class_fraction", 0.0)),
         class_centres=_classes(sampling_cfg.get("class_centres", [1, 2, 3]), "sampling.class_centres"),
         augmentation=AugmentSpec.from_config(cfg.get("augmentation")),
     )
     steps = profile.get("steps_per_epoch")
     if steps is not None:
-        _positive(steps, "profile.steps_per_epoch", integer=True)
+        check_positive("profile.steps_per_epoch", steps, integer=True)
     train = TrainSpec(
         epochs=_epochs(profile, architecture, cfg.get("row")),
         steps_per_epoch=steps,
-        optimizer=_optimizer(cfg["optimizer"]),
+        optimizer=_optimizer(section(cfg, "optimizer")),
         scheduler=_scheduler(profile.get("scheduler") or {}),
-        loss=_loss(cfg["loss"]),
+        loss=_loss(section(cfg, "loss")),
         early_stopping=EarlyStoppingSpec(patience=int(profile.get("early_stopping_patience", 0))),
         seed=seed,
         num_threads=int(profile.get("num_threads", 0)) or worker_cpus(),  # 0: what this worker was given
         device=DEVICE,
-        precision=_precision(profile, framework, DEVICE) if net_config is not None else "fp32",  # type: ignore[arg-type]
-        monitor=_choice(profile.get("monitor", "val_loss"), MONITORS, "profile.monitor"),  # type: ignore[arg-type]
-        keep_weights=_choice(profile.get("keep_weights", "best"), KEEP_WEIGHTS,  # type: ignore[arg-type]
-                             "profile.keep_weights"),
+        precision=_precision(profile, framework, DEVICE) if not isinstance(method, AtlasSpec) else "fp32",  # type: ignore[arg-type]
+        monitor=check_choice("profile.monitor", profile.get("monitor", "val_loss"), MONITORS),  # type: ignore[arg-type]
+        keep_weights=check_choice("profile.keep_weights", profile.get("keep_weights", "best"),  # type: ignore[arg-type]
+                                  KEEP_WEIGHTS),
     )
     inf = cfg.get("inference") or {}
     overlap = float(inf.get("overlap", 0.5))
@@ -302,34 +360,29 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         raise ConfigError(f"inference.overlap={overlap} must be in [0, 1)")
     inference = InferenceSpec(
         overlap=overlap,
-        blending=_choice(inf.get("blending", "gaussian"), ("gaussian", "mean"), "inference.blending"),
-        batch_size=_positive(inf.get("batch_size", 8), "inference.batch_size", integer=True),
+        blending=check_choice("inference.blending", inf.get("blending", "gaussian"), ("gaussian", "mean")),
+        batch_size=check_positive("inference.batch_size", inf.get("batch_size", 8), integer=True),
         skip_background=bool(inf.get("skip_background", True)),
         background_margin_voxels=_margin(inf.get("background_margin_voxels", 3)),
     )
-    data = cfg["data"]
+    data = section(cfg, "data")
     if not data.get("root"):
         raise ConfigError("data.root is empty", fix="set data.root=/path/to/dataset")
-    steps_cfg = cfg["preprocess"].get("steps") or []
+    steps_cfg = section(cfg, "preprocess").get("steps") or []
     from bench.preprocess.pipeline import Pipeline
 
     preprocess_steps = tuple({"name": step.name, **step.params()} for step in Pipeline.from_spec(steps_cfg).steps)
     tracking = cfg.get("tracking") or {}
     paths = cfg.get("paths") or {}
-    segmenter: SegmenterSpec = AtlasSpec(model.params) if net_config is None else NetworkSpec(
-        architecture, framework, net_config, train, sampling, inference
+    segmenter: SegmenterSpec = method if isinstance(method, AtlasSpec) else NetworkSpec(
+        method[0], framework, method[1], train, sampling, inference
     )
     if isinstance(segmenter, NetworkSpec):
         segmenter.config.check_patch_size(sampling.patch_size)
     return RunSpec(
         data=DataSpec(name=str(data.get("name")), root=str(data["root"]), split=_split(data),
-                      train_on_val=_flag(data.get("train_on_val", False), "data.train_on_val")),
-        preprocess=PreprocessSpec(name=str(cfg["preprocess"].get("name")), steps=preprocess_steps),
-        model=model,
-        framework=framework,
-        train=train,
-        sampling=sampling,
-        inference=inference,
+                      train_on_val=check_flag("data.train_on_val", data.get("train_on_val", False))),
+        preprocess=PreprocessSpec(name=str(section(cfg, "preprocess").get("name")), steps=preprocess_steps),
         tracking=TrackingSpec(uri=tracking.get("uri"), experiment=str(tracking.get("experiment", "brainbench")),
                               sweep=str(tracking.get("sweep", "brainbench"))),
         seed=seed,

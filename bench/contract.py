@@ -18,15 +18,19 @@ import numpy as np
 from bench.errors import ConfigError
 from bench.hardware import Precision, check_precision_name
 from bench.types import FloatArray
+from bench.validation import check_choice
 
 OptimizerName = Literal["adam", "adadelta", "sgd"]
+OPTIMIZERS: tuple[str, ...] = ("adam", "adadelta", "sgd")
 LossName = Literal["dice", "ce", "dice_ce"]
+LOSSES: tuple[str, ...] = ("dice", "ce", "dice_ce")
 DiceReduction = Literal["sample", "batch"]
 DICE_REDUCTIONS: tuple[str, ...] = ("sample", "batch")
 Monitor = Literal["val_loss", "val_dice"]
 MONITORS: tuple[str, ...] = ("val_loss", "val_dice")
 KeepWeights = Literal["best", "last"]
 KEEP_WEIGHTS: tuple[str, ...] = ("best", "last")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,7 @@ class OptimizerSpec:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.name not in ("adam", "adadelta", "sgd"):
-            raise ConfigError(f"optimizer.name={self.name!r} is unknown", fix="use adam, adadelta or sgd")
+        check_choice("optimizer.name", self.name, OPTIMIZERS)
         if not self.lr > 0:
             raise ConfigError(f"optimizer.lr={self.lr} must be > 0")
         if not self.eps > 0:
@@ -134,10 +137,8 @@ class SchedulerSpec:
         return self.kind == "plateau" and self.factor < 1.0 and self.patience > 0
 
     def __post_init__(self) -> None:
-        if self.kind not in SCHEDULER_KINDS:
-            raise ConfigError(f"scheduler.kind={self.kind!r} is unknown", fix=f"use one of {', '.join(SCHEDULER_KINDS)}")
-        if self.interval not in INTERVALS:
-            raise ConfigError(f"scheduler.interval={self.interval!r} is unknown", fix="use epoch or step")
+        check_choice("scheduler.kind", self.kind, SCHEDULER_KINDS)
+        check_choice("scheduler.interval", self.interval, INTERVALS)
         if not 0 < self.factor <= 1:
             raise ConfigError(f"scheduler.factor={self.factor} must be in (0, 1]")
         if self.min_lr < 0:
@@ -203,11 +204,8 @@ class LossSpec:
     dice_reduction: DiceReduction = "sample"
 
     def __post_init__(self) -> None:
-        if self.name not in ("dice", "ce", "dice_ce"):
-            raise ConfigError(f"loss.name={self.name!r} is unknown", fix="use dice, ce or dice_ce")
-        if self.dice_reduction not in DICE_REDUCTIONS:
-            raise ConfigError(f"loss.dice_reduction={self.dice_reduction!r} is unknown",
-                              fix=f"use {' or '.join(DICE_REDUCTIONS)}")
+        check_choice("loss.name", self.name, LOSSES)
+        check_choice("loss.dice_reduction", self.dice_reduction, DICE_REDUCTIONS)
         if self.smooth < 0:
             raise ConfigError(f"loss.smooth={self.smooth} must be >= 0")
 
@@ -256,17 +254,13 @@ class TrainSpec:
     keep_weights: KeepWeights = "best"
 
     def __post_init__(self) -> None:
-        if self.monitor not in MONITORS:
-            raise ConfigError(f"train.monitor={self.monitor!r} is unknown", fix=f"use one of {', '.join(MONITORS)}")
-        if self.keep_weights not in KEEP_WEIGHTS:
-            raise ConfigError(f"train.keep_weights={self.keep_weights!r} is unknown",
-                              fix=f"use one of {', '.join(KEEP_WEIGHTS)}")
+        check_choice("train.monitor", self.monitor, MONITORS)
+        check_choice("train.keep_weights", self.keep_weights, KEEP_WEIGHTS)
         if self.epochs < 1:
             raise ConfigError(f"train.epochs={self.epochs} must be >= 1")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError(f"train.steps_per_epoch={self.steps_per_epoch} must be >= 1 or null")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"train.device={self.device!r} is unknown", fix="use auto, cpu or cuda")
+        check_choice("train.device", self.device, DEVICES)
         if self.num_threads < 0:
             raise ConfigError(f"train.num_threads={self.num_threads} must be >= 0")
         check_precision_name(self.precision, "train.precision")

@@ -29,16 +29,15 @@ from bench.data.discovery import discover
 from bench.data.folds import FoldSplit, fold_of_subject
 from bench.data.manifest import content_digest, manifest
 from bench.errors import BenchError, DataError
-from bench.evaluation.evaluate import evaluate_case, summarize, write_summary
+from bench.evaluation.evaluate import evaluate_case, mean_test_metrics, summarize, write_summary
 from bench.evaluation.plots import history_plot
 from bench.io import write_volume
 from bench.predict.package import PACKAGE_FILE, write_package
 from bench.preprocess.pipeline import Pipeline, PreparedCase, PreprocessCache
-from bench.segmenters import TrainingData
+from bench.segmenters import Method, PatchNetwork, TrainingData, build_method
 from bench.spec import NetworkSpec, RunSpec, effective_settings, spec_summary
 from bench.tracking.models import log_model
 from bench.tracking.runs import DESCRIPTION_TAG, TAG_CONVERGENCE, TAG_UNLEARNED, ChildRun, Tracker, flatten
-from bench.types import TISSUE_NAMES
 
 log = logging.getLogger(__name__)
 METRICS = ("dice", "avd", "hd", "hd95", "assd")
@@ -98,13 +97,15 @@ def _history_frame(history: TrainHistory) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None) -> dict[str, Any]:
-    """Train, predict and evaluate one configuration; write outputs under ``out``; return the summary."""
+def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None, method: Method | None = None
+            ) -> dict[str, Any]:
+    """Train, predict and evaluate one configuration (``method``: built from the spec unless given); write
+    outputs under ``out``; return the summary."""
     logger = child if child is not None else NullLogger()
     t0 = time.perf_counter()
     pipeline, prepared = _prepare(spec, cohort)
     preprocess_s = time.perf_counter() - t0
-    segmenter = spec.segmenter.build()
+    segmenter = method if method is not None else build_method(spec.segmenter)
     t_fit = time.perf_counter()
     data = TrainingData(train=cohort.split("train"), val=cohort.split("val"), prepared=prepared)
     history = segmenter.fit(data, logger)
@@ -212,17 +213,6 @@ def _log_model(child: ChildRun, spec: RunSpec, model_dir: Path) -> None:
                       "load": "bench predict --model runs:/<run id>"})
 
 
-def mean_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """``test_<metric>_<class>``: the per-class means of a summary, as logged to MLflow."""
-    out = {}
-    for cls_name in TISSUE_NAMES.values():
-        for metric in METRICS:
-            value = summary["mean"].get(cls_name, {}).get(metric)
-            if value is not None:
-                out[f"test_{metric}_{cls_name}"] = float(value)
-    return out
-
-
 def _log_datasets(child: ChildRun, spec: RunSpec, cohort: Cohort) -> None:
     """One MLflow dataset input per split used (train, val, test): subject ids, files and content digest."""
     frame = manifest(cohort)
@@ -276,6 +266,9 @@ def run(spec: RunSpec) -> RunResult:
         log.info("skipping %s: already finished as run %s", spec.name, done.run_id)
         return RunResult(spec.name, spec.config_hash, "skipped", run_id=done.run_id)
     cohort = load_data(spec)
+    method = build_method(spec.segmenter)
+    if isinstance(method, PatchNetwork):
+        method.check()  # one dry forward pass: a network that cannot train here fails before its run is opened
     network = spec.segmenter if isinstance(spec.segmenter, NetworkSpec) else None
     fold = spec.data.split.fold if isinstance(spec.data.split, FoldSplit) else None
     tags = {
@@ -299,7 +292,7 @@ def run(spec: RunSpec) -> RunResult:
                     shutil.rmtree(stale)
             partial.mkdir(parents=True)
             _log_datasets(child, spec, cohort)
-            summary = execute(spec, cohort, partial, child)
+            summary = execute(spec, cohort, partial, child, method)
             partial.rename(out)
             return RunResult(spec.name, spec.config_hash, "finished", child.run_id, out, summary)
     finally:

@@ -26,10 +26,11 @@ from bench.errors import ConfigError, DataError
 from bench.patching.inference import PredictPatches, background_outside_mask, predict_volume_with_stats
 from bench.patching.sampler import PatchRegion, PatchSampler, PatchSubject, patch_centre_region
 from bench.preprocess.pipeline import Pipeline, PreparedCase
+from bench.spec import AtlasSpec
 from bench.types import FloatArray
 
 if TYPE_CHECKING:
-    from bench.spec import InferenceSpec, NetworkSpec, SamplingSpec
+    from bench.spec import InferenceSpec, NetworkSpec, SamplingSpec, SegmenterSpec
 
 
 @dataclass(frozen=True)
@@ -131,14 +132,28 @@ class PatchNetwork:
             raise DataError(f"{self.spec.architecture} has not been trained or loaded yet")
         return self.network
 
+    def check(self) -> None:
+        """Build the network (importing its framework) and make one dry forward pass on a zero batch of the
+        training patches, on the training device: ConfigError naming the model, what it gave and what was
+        expected, before anything is trained or tracked."""
+        from bench.training import frameworks
+
+        train = self.spec.train
+        frameworks.configure_threads(self.spec.framework, train.num_threads)  # before TF starts
+        network = frameworks.build_network(self.spec.entry, self.spec.config, self.spec.framework)
+        network.check_forward(self.spec.sampling.patch_size, self.spec.sampling.batch_size, train)  # type: ignore[attr-defined]
+        self.network = network
+
     def fit(self, data: TrainingData, log: RunLogger) -> TrainHistory:
-        """Check the patch size, build the network, sample patches and train (see ``bench.training.loop``)."""
+        """Check the patch size, build the network (unless ``check`` did), sample patches and train (see
+        ``bench.training.loop``; the first fit re-initialises the weights from the seed)."""
         from bench.training import frameworks
 
         s = self.spec.sampling
         self._check_patch_fits(list(data.prepared.values()))
-        frameworks.configure_threads(self.spec.framework, self.spec.train.num_threads)  # before TF starts
-        self.network = frameworks.build(self.spec.architecture, self.spec.framework, **self.spec.config.to_params())
+        if self.network is None:
+            frameworks.configure_threads(self.spec.framework, self.spec.train.num_threads)  # before TF starts
+            self.network = frameworks.build_network(self.spec.entry, self.spec.config, self.spec.framework)
         train, val = patch_sources(
             patch_subjects([data.prepared[c.id] for c in data.train], s.patch_size, s.region),  # type: ignore[arg-type]
             patch_subjects([data.prepared[c.id] for c in data.val], s.patch_size, s.region),  # type: ignore[arg-type]
@@ -204,3 +219,13 @@ def network_probabilities(
     if flips:
         total = np.ascontiguousarray(total / np.float32(len(FLIPS)), dtype=np.float32)
     return Prediction(pipeline.invert_probabilities(total, prepared), predicted, skipped)
+
+
+def build_method(spec: SegmenterSpec) -> Method:
+    """The untrained method a run's segmenter spec describes: a patch network (its framework is imported when
+    it is checked or fitted) or an atlas baseline."""
+    if isinstance(spec, AtlasSpec):
+        from bench.baselines.atlas import build_atlas
+
+        return build_atlas(**spec.params)
+    return PatchNetwork(spec)

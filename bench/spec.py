@@ -2,9 +2,10 @@
 
 ``bench.config.run_spec_from_config`` builds a ``RunSpec`` from the composed config (the one translation);
 the experiment receives finished specs: the split, the patch sampling, and the segmentation method
-(``RunSpec.segmenter``: a ``NetworkSpec`` or an ``AtlasSpec``, whose ``build()`` gives the
-``bench.segmenters.Method`` it runs). ``effective_settings`` is the run's record: its hash is the run's
-identity and its flattened form the MLflow params.
+(``RunSpec.segmenter``: a ``NetworkSpec`` or an ``AtlasSpec``; ``bench.segmenters.build_method`` turns it
+into the method it runs). Each setting lives in one place: the network's training, sampling and inference
+settings in its ``NetworkSpec``, nowhere else. ``effective_settings`` is the run's record: its hash is the
+run's identity and its flattened form the MLflow params. Pure data: this module imports no stage.
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
 
 from bench.contract import TrainSpec
 from bench.data.folds import FoldSplit
 from bench.data.splits import SPLITS, SplitSpec
+from bench.errors import ConfigError
 from bench.networks import registry
 from bench.networks.configs import NetConfig
+from bench.networks.target import TargetConfig
 from bench.patching.augment import AugmentSpec
-
-if TYPE_CHECKING:
-    from bench.segmenters import Method
 
 ATLAS = "atlas"
 FRAMEWORKS = registry.FRAMEWORKS
@@ -64,7 +64,8 @@ class PreprocessSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The architecture and its effective parameters (profile overrides and defaults applied)."""
+    """The architecture and its effective parameters (profile overrides and defaults applied): for a ``_target_``
+    network the callable (``_target_``) and every keyword it is called with, channels included."""
 
     architecture: str
     params: dict[str, Any]
@@ -111,9 +112,10 @@ class TrackingSpec:
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """A patch-based network: what to build (architecture, framework, config) and how to train and apply it."""
+    """A patch-based network: what to build (the registry entry, its config, the framework) and how to train and
+    apply it. ``entry`` and ``config`` are what the network is built from: nothing is looked up again."""
 
-    architecture: str
+    entry: registry.Architecture
     framework: str
     config: NetConfig
     train: TrainSpec
@@ -121,15 +123,23 @@ class NetworkSpec:
     inference: InferenceSpec
 
     @property
+    def architecture(self) -> str:
+        return self.entry.name
+
+    @property
     def tag(self) -> str:
         """What the run name says of the method: ``unet3d-torch``."""
         return f"{self.architecture}-{self.framework}"
 
-    def build(self) -> Method:
-        """The untrained method (the framework is imported when it is fitted)."""
-        from bench.segmenters import PatchNetwork
-
-        return PatchNetwork(self)
+    def model_record(self) -> dict[str, Any]:
+        """The network as a run records it: architecture and parameters; the builder's import path too for a
+        network that is not built in (two builders never share a record), the callable for a ``_target_`` one."""
+        if isinstance(self.config, TargetConfig):
+            return {"architecture": self.architecture, "params": self.config.record()}
+        record: dict[str, Any] = {"architecture": self.architecture, "params": self.config.to_params()}
+        if self.entry.implementation:
+            record["builder"] = self.entry.builders[self.framework]
+        return record
 
 
 @dataclass(frozen=True)
@@ -140,10 +150,8 @@ class AtlasSpec:
     framework: str = "sitk"
     tag: str = ATLAS
 
-    def build(self) -> Method:
-        from bench.baselines.atlas import build_atlas
-
-        return build_atlas(**self.params)
+    def model_record(self) -> dict[str, Any]:
+        return {"architecture": ATLAS, "params": dict(self.params)}
 
 
 SegmenterSpec = NetworkSpec | AtlasSpec
@@ -151,15 +159,11 @@ SegmenterSpec = NetworkSpec | AtlasSpec
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything one run needs; ``config`` is the resolved config it came from (for params/hash)."""
+    """Everything one run needs; ``config`` is the resolved config it came from (kept for summary.json)."""
 
     data: DataSpec
     preprocess: PreprocessSpec
-    model: ModelSpec
-    framework: str
-    train: TrainSpec
-    sampling: SamplingSpec
-    inference: InferenceSpec
+    segmenter: SegmenterSpec
     tracking: TrackingSpec
     seed: int
     row: int | None
@@ -169,8 +173,24 @@ class RunSpec:
     cache_dir: str
     outputs_dir: str
     runs_dir: str
-    segmenter: SegmenterSpec
     config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> ModelSpec:
+        """The method's architecture and effective parameters (derived from ``segmenter``, not a copy)."""
+        record = self.segmenter.model_record()
+        return ModelSpec(record["architecture"], record["params"])
+
+    @property
+    def framework(self) -> str:
+        return self.segmenter.framework
+
+    @property
+    def network(self) -> NetworkSpec:
+        """The network of a network run; ConfigError for an atlas run (it trains nothing)."""
+        if not isinstance(self.segmenter, NetworkSpec):
+            raise ConfigError(f"run {self.name} is an atlas baseline: it has no network, training or patches")
+        return self.segmenter
 
     @property
     def config_hash(self) -> str:
@@ -217,7 +237,7 @@ def effective_settings(spec: RunSpec) -> dict[str, Any]:
         "record_version": RECORD_VERSION,
         "data": data_record(spec.data),
         "preprocess": {"name": spec.preprocess.name, "steps": [dict(step) for step in spec.preprocess.steps]},
-        "model": {"architecture": spec.model.architecture, "params": dict(spec.model.params)},
+        "model": spec.segmenter.model_record(),
         "seed": spec.seed,
     }
     method = spec.segmenter
@@ -245,6 +265,10 @@ def effective_settings(spec: RunSpec) -> dict[str, Any]:
 
 def spec_summary(spec: RunSpec) -> dict[str, Any]:
     """A JSON-able view of the spec (for summary.json)."""
-    out = asdict(spec)
-    out.pop("config", None)
+    out: dict[str, Any] = {f.name: asdict(getattr(spec, f.name)) if f.name in ("data", "preprocess", "tracking")
+                           else getattr(spec, f.name) for f in fields(spec) if f.name not in ("config", "segmenter")}
+    out.update(model=spec.segmenter.model_record(), framework=spec.framework)
+    if isinstance(spec.segmenter, NetworkSpec):
+        out.update(train=asdict(spec.segmenter.train), sampling=asdict(spec.segmenter.sampling),
+                   inference=asdict(spec.segmenter.inference))
     return out

@@ -10,7 +10,8 @@ the same process, after warm-up, as the median of several repetitions:
 - ``bench_training`` (with ``training_*``): the adapters' training loop vs bare forward/backward/step, achieved GFLOP/s vs the
   CPU's matrix-multiply peak, the settings that move it, and ``bench train-speed`` for every model.
 
-MONAI and torchio (the ``bench`` extra) are imported here only, never by ``bench/`` or ``adapters/``.
+torchio (the ``bench`` extra) and MONAI's metrics are imported here only; ``bench/`` reaches MONAI only through
+the networks a model YAML names by import path (``conf/model/monai_*.yaml``).
 This module holds what the benchmarks share: the subjects they run on and an interleaved timer.
 """
 

@@ -60,9 +60,9 @@ def run(subjects: Sequence[BenchSubject], *, base_filters: int = 16, depth: int 
         norm_rounds: Fits per normalisation for the ``norm_speed`` comparison (0 skips it).
     """
     from adapters.torch.steps import available_cores
-    from bench.training import frameworks
+    from bench.training.frameworks import build
 
-    net = frameworks.build("unet3d", "torch", base_filters=base_filters, depth=depth).net  # type: ignore[attr-defined]
+    net = build("unet3d", "torch", base_filters=base_filters, depth=depth).net  # type: ignore[attr-defined]
     flops = training_flops_per_patch(net, (patch, patch, patch))
     train_flops = flops.train
     peak = cpu_peak_gflops(peak_size, threads=threads)

@@ -106,7 +106,9 @@ def train_one(pack_path: Path, index: int, epochs: int, out: Path, evaluate: boo
     network = spec.segmenter
     train = dataclasses.replace(network.train, epochs=epochs, progress=False)  # device auto: CUDA when present
     network = dataclasses.replace(network, train=train)
-    segmenter = network.build()
+    from bench.segmenters import build_method
+
+    segmenter = build_method(network)
     cohort = payload["cohorts"][payload["cohort_of"][index]]
     splits, prepared = cohort["splits"], cohort["prepared"]
     started = time.perf_counter()

@@ -109,9 +109,9 @@ def test_augmentation_is_deterministic_for_a_seed_and_moves_no_patch() -> None:
 def test_validation_patches_are_never_augmented() -> None:
     spec = spec_of("augmentation=default", "augmentation.noise_prob=1.0", "profile=smoke")
     subjects = [position_subject((24, 24, 24))]
-    train, val = patch_sources(subjects, subjects, spec.sampling, seed=0)
-    unaugmented = PatchSampler(subjects, spec.sampling.patch_size, step=spec.sampling.patch_size,
-                               batch_size=spec.sampling.batch_size, seed=1, mode="grid", shuffle=True)
+    train, val = patch_sources(subjects, subjects, spec.network.sampling, seed=0)
+    unaugmented = PatchSampler(subjects, spec.network.sampling.patch_size, step=spec.network.sampling.patch_size,
+                               batch_size=spec.network.sampling.batch_size, seed=1, mode="grid", shuffle=True)
     assert val is not None
     for got, expected in zip(val.batches(5), unaugmented.batches(0), strict=False):
         np.testing.assert_array_equal(got.image, expected.image)

@@ -60,7 +60,7 @@ def test_bad_class_settings_are_refused() -> None:
 
 def test_the_foreground_preset_reaches_the_spec_and_the_record() -> None:
     spec = spec_of("sampling=foreground")
-    assert (spec.sampling.mode, spec.sampling.class_fraction, spec.sampling.class_centres) == ("random", 0.33, (1, 2, 3))
+    assert (spec.network.sampling.mode, spec.network.sampling.class_fraction, spec.network.sampling.class_centres) == ("random", 0.33, (1, 2, 3))
     recorded = effective_settings(spec)["sampling"]
     assert recorded["class_fraction"] == 0.33 and list(recorded["class_centres"]) == [1, 2, 3]
     plain = effective_settings(spec_of())["sampling"]

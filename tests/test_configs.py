@@ -55,7 +55,7 @@ def test_row_mirrors_table1(row: str) -> None:
     assert spec.model.architecture == arch
     assert spec.preprocess.name == pre
     if arch != "atlas":
-        assert (spec.train.optimizer.name, spec.train.loss.name, spec.framework, spec.sampling.mode) == (
+        assert (spec.network.train.optimizer.name, spec.network.train.loss.name, spec.framework, spec.network.sampling.mode) == (
             opt, loss, fw, mode)
 
 
@@ -189,7 +189,7 @@ def test_profile_model_params_build(profile: str, model: str) -> None:
         from bench.training import frameworks
 
         segmenter = frameworks.build(spec.model.architecture, "torch", **spec.model.params)
-        segmenter.check_patch_size(spec.sampling.patch_size)  # type: ignore[attr-defined]
+        segmenter.check_patch_size(spec.network.sampling.patch_size)  # type: ignore[attr-defined]
 
 
 def test_patch_region_is_a_recorded_sampling_setting() -> None:

@@ -147,7 +147,7 @@ def loop_logger():  # type: ignore[no-untyped-def]
 def test_scheduler_settings_reach_the_spec_and_only_applicable_ones_are_recorded() -> None:
     spec = spec_of("+profile.scheduler.kind=cosine", "+profile.scheduler.warmup_epochs=3",
                    "+profile.scheduler.interval=step")
-    scheduler = spec.train.scheduler
+    scheduler = spec.network.train.scheduler
     assert (scheduler.kind, scheduler.warmup_epochs, scheduler.interval) == ("cosine", 3, "step")
     recorded = effective_settings(spec)["train"]["scheduler"]
     assert recorded == {"kind": "cosine", "min_lr": scheduler.min_lr, "warmup_epochs": 3, "interval": "step"}
@@ -178,7 +178,7 @@ def test_onecycle_with_warmup_is_refused_with_the_fix() -> None:
 
 def test_the_monitor_reaches_the_spec_and_is_recorded_when_it_is_not_the_default() -> None:
     spec = spec_of("profile.monitor=val_dice")
-    assert spec.train.monitor == "val_dice"
+    assert spec.network.train.monitor == "val_dice"
     assert effective_settings(spec)["train"]["monitor"] == "val_dice"
     default = spec_of()
     assert default.train.monitor == "val_loss"

@@ -99,6 +99,15 @@ class TfSegmenter(NetSegmenter):
         probs: FloatArray = to_channels_first(self._predict_fn(image).numpy()).astype(np.float32, copy=False)
         return probs
 
+    def _probe(self, batch: FloatArray) -> dict[str, Any]:
+        image = tf.convert_to_tensor(to_channels_last(batch))
+        outputs: dict[str, Any] = {}
+        for mode, training in (("training", True), ("inference", False)):
+            logits = heads(self.model(image, training=training))[0]  # the full-resolution head
+            array = np.asarray(tf.cast(logits, tf.float32))
+            outputs[mode] = to_channels_first(array) if array.ndim == 5 else array
+        return outputs
+
     def parameter_count(self) -> int:
         return int(sum(int(np.prod(v.shape)) for v in self.model.trainable_weights))
 

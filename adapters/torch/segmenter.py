@@ -67,6 +67,19 @@ class TorchSegmenter(NetSegmenter):
             probabilities = torch.softmax(logits.float(), dim=1)  # softmax in float32 whatever the forward ran in
         return probabilities.cpu().contiguous().numpy()
 
+    def _probe(self, batch: FloatArray) -> dict[str, Any]:
+        device = self._net_device()
+        image = image_tensor(batch, device)
+        outputs: dict[str, Any] = {}
+        with torch.no_grad():
+            for mode, training in (("training", True), ("inference", False)):
+                self.net.train(training)
+                with autocast(device, self.precision):
+                    logits = self.net(image)
+                outputs[mode] = (logits.float().cpu().numpy() if isinstance(logits, torch.Tensor)
+                                 else f"a {type(logits).__name__}")
+        return outputs
+
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
 

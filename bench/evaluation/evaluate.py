@@ -344,3 +344,18 @@ def evaluate_folders(
     if out_csv is not None:
         write_atomic(out_csv, lambda tmp: table.to_csv(tmp, index=False))
     return table
+
+
+SUMMARY_METRICS = ("dice", "avd", "hd", "hd95", "assd")
+"""The per-class means a run logs to MLflow as ``test_<metric>_<class>``."""
+
+
+def mean_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """``test_<metric>_<class>``: the per-class means of a summary, as logged to MLflow."""
+    out = {}
+    for cls_name in TISSUE_NAMES.values():
+        for metric in SUMMARY_METRICS:
+            value = summary["mean"].get(cls_name, {}).get(metric)
+            if value is not None:
+                out[f"test_{metric}_{cls_name}"] = float(value)
+    return out

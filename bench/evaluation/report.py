@@ -147,7 +147,7 @@ def markdown_table(frame: pd.DataFrame, metrics: Sequence[str], title: str, note
     lines = [f"### {title}", "", f"Cells: {cells_are} (paper, ours − paper).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in frame.iterrows():
-        number = str(r["row"] if r["row"] is not None and not pd.isna(r["row"]) else "-")
+        number = str(int(r["row"]) if r["row"] is not None and not pd.isna(r["row"]) else "-")
         if r.get("not_converged"):
             number += f" {NOT_CONVERGED}"
         cells = [number, _model_cell(r),

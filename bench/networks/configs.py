@@ -14,51 +14,21 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any, ClassVar, Self
 
 from bench.errors import ConfigError
+from bench.validation import check_choice, check_int, check_int_tuple, check_rate
 
 NORMS: tuple[str, ...] = ("none", "batch", "instance", "instance_layer")
 SKIPS: tuple[str, ...] = ("add", "concat")
 BLOCKS: tuple[str, ...] = ("plain", "residual")
 ILN_RHO_INIT = 0.5
 """Instance-layer norm's initial IN share ``rho`` in both frameworks: equal parts instance and layer norm."""
-
-
-# ------------------------------------------------------------------------------------- value checks
-def check_int(setting: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum`` (bools are refused), else a ConfigError naming ``setting``."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ConfigError(f"{setting}={value!r} must be an integer >= {minimum}")
-    return int(value)
-
-
-def check_int_tuple(setting: str, value: Any, minimum: int = 1) -> tuple[int, ...]:
-    """A non-empty sequence of ints >= ``minimum`` (YAML lists accepted) as a tuple, else ConfigError."""
-    shown = tuple(value) if isinstance(value, list) else value
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) == 0 or any(
-        isinstance(v, bool) or not isinstance(v, Integral) or v < minimum for v in value
-    ):
-        raise ConfigError(f"{setting}={shown!r} must be a non-empty list of integers >= {minimum}")
-    return tuple(int(v) for v in value)
-
-
-def check_choice(setting: str, value: Any, choices: Sequence[str]) -> str:
-    """``value`` if it is one of ``choices``, else a ConfigError naming it and the choices."""
-    if value not in choices:
-        raise ConfigError(f"{setting}={value!r} is unknown", fix=f"use one of {', '.join(choices)}")
-    return str(value)
-
-
-def check_rate(setting: str, value: Any) -> float:
-    """A probability in ``[0, 1)`` as a float, else a ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= float(value) < 1.0:
-        raise ConfigError(f"{setting}={value!r} must be a number in [0, 1)")
-    return float(value)
 
 
 # ------------------------------------------------------------------------------------- base class
@@ -91,8 +61,10 @@ class NetConfig:
         known = [f.name for f in fields]
         unknown = sorted(set(params) - set(known))
         if unknown:
+            near = difflib.get_close_matches(unknown[0], known, n=3, cutoff=0.5)
             raise ConfigError(
-                f"{cls.architecture} has no parameter {', '.join(map(repr, unknown))}",
+                f"{cls.architecture} has no parameter {', '.join(map(repr, unknown))}"
+                + (f" (closest: {', '.join(near)})" if near else ""),
                 fix=f"use some of {', '.join(known)}",
             )
         required = dataclasses.MISSING

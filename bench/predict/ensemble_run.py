@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import ConfigError
-from bench.evaluation.evaluate import evaluate_case, summarize, write_summary
-from bench.experiment import mean_test_metrics
+from bench.evaluation.evaluate import evaluate_case, mean_test_metrics, summarize, write_summary
 from bench.io import read_volume, write_volume
 from bench.predict.inputs import Scan
 from bench.predict.model import LoadedModel, ensemble_probabilities, flip_warnings, labels_of

@@ -18,12 +18,14 @@ from typing import Any
 from bench.contract import Segmenter
 from bench.errors import ConfigError
 from bench.networks import registry
+from bench.networks.configs import NetConfig
 from bench.networks.registry import FRAMEWORKS
 from bench.training.segmenter import META_FILE, read_meta
 
 ARCHITECTURES: tuple[str, ...] = tuple(entry.name for entry in registry.BUILT_IN)
 """The built-in architectures (``registry.names()`` also lists those registered since)."""
-__all__ = ["ARCHITECTURES", "FRAMEWORKS", "META_FILE", "build", "configure_threads", "load", "segmenter_class"]
+__all__ = ["ARCHITECTURES", "FRAMEWORKS", "META_FILE", "build", "build_network", "configure_threads", "load",
+           "segmenter_class"]
 
 
 def _check_framework(framework: str) -> None:
@@ -60,7 +62,11 @@ def build(architecture: str, framework: str, **params: Any) -> Segmenter:
         ConfigError: Unknown architecture, framework or network parameter, or a bad value.
     """
     entry = registry.lookup(architecture)
-    config = entry.make_config(params)  # config errors before a framework is imported
+    return build_network(entry, entry.make_config(params), framework)  # config errors before a framework loads
+
+
+def build_network(entry: registry.Architecture, config: NetConfig, framework: str) -> Segmenter:
+    """An untrained segmenter of ``entry`` built from its validated ``config`` as it is (no second lookup)."""
     segmenter: Segmenter = segmenter_class(framework)(entry, config)
     return segmenter
 

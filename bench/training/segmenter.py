@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import platform
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -29,6 +30,7 @@ from bench.errors import ConfigError, DataError
 from bench.io import write_text_atomic
 from bench.networks import registry
 from bench.networks.configs import NetConfig
+from bench.networks.target import BUILDER, TargetConfig
 from bench.training import loop
 from bench.types import FloatArray
 
@@ -85,6 +87,12 @@ class NetSegmenter:
 
     def _forward(self, batch: FloatArray) -> FloatArray:
         """Eval-mode softmax of a checked ``float32[B, C, X, Y, Z]`` batch as ``[B, K, X, Y, Z]``."""
+        raise NotImplementedError
+
+    def _probe(self, batch: FloatArray) -> dict[str, Any]:
+        """The network's raw output for a checked batch, without gradients, in ``training`` mode and in
+        ``inference`` mode: a channels-first ``[B, K, X, Y, Z]`` array, or a description (``"a tuple"``) of
+        anything else it returned. Only called before training (training mode may update norm statistics)."""
         raise NotImplementedError
 
     def _save_weights(self, path: Path) -> None:
@@ -148,6 +156,65 @@ class NetSegmenter:
         return hardware.resolve_precision(precision, framework=self.framework, device=self._device_kind(),
                                           native=self._native_precisions())
 
+    def check_forward(self, patch_size: Sequence[int], batch_size: int, spec: TrainSpec | None = None) -> None:
+        """One dry forward pass on a zero batch of ``batch_size`` patches of ``patch_size`` (in both modes; with
+        ``spec``, on its training device and in its precision): the output must be one logit map per class at
+        the patch's size, and finite. Only before training (see ``_probe``).
+
+        Raises:
+            ConfigError: Naming the model, what came out, what was expected and the fix (for a network that
+                fails on this patch size, the smallest larger patch it accepts, when one up to 8x is found).
+        """
+        if spec is not None:
+            self._configure(spec)
+            self.use_precision(spec.precision)
+        size = tuple(int(s) for s in patch_size)
+        in_channels = int(getattr(self.config, "in_channels", 1))
+        classes = int(getattr(self.config, "num_classes", 0))
+        expected = (batch_size, classes, *size)
+        where = f"model {self.name} ({self.framework})"
+        try:
+            outputs = self._probe(np.zeros((batch_size, in_channels, *size), np.float32))
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"{where} fails on a zero batch of {batch_size} patches of {list(size)}: "
+                              f"{type(exc).__name__}: {_first_line(exc)}", fix=self._larger_patch_hint(size)) from None
+        for mode, output in outputs.items():
+            if isinstance(output, str):
+                raise ConfigError(f"{where} returns {output} in {mode} mode; expected one logit tensor of shape "
+                                  f"{list(expected)}", fix="return a single tensor (switch its deep supervision off)")
+            shape = tuple(output.shape)
+            if len(shape) == 5 and shape[1] != classes:
+                raise ConfigError(f"{where} gives {shape[1]} output channels for {classes} classes "
+                                  f"(output {list(shape)}, expected {list(expected)})",
+                                  fix="its output channels must be the data's classes: name that keyword in "
+                                  "model.channels.out and do not set it yourself")
+            if shape != expected:
+                raise ConfigError(f"{where} gives an output of {list(shape)} in {mode} mode for a patch of "
+                                  f"{list(size)}; expected {list(expected)} (one logit per class at the patch's size)",
+                                  fix=self._larger_patch_hint(size))
+            if not np.all(np.isfinite(output)):
+                raise ConfigError(f"{where} gives non-finite values for a zero patch in {mode} mode",
+                                  fix="check its normalisation layers and initialisation")
+
+    def _larger_patch_hint(self, size: tuple[int, ...]) -> str:
+        """``use profile.patch_size=[32, 32, 32] ...`` for the smallest of 2x, 4x, 8x the patch that gives the
+        right output (eval mode, batch 2), else a general hint."""
+        in_channels = int(getattr(self.config, "in_channels", 1))
+        for factor in (2, 4, 8):
+            bigger = tuple(s * factor for s in size)
+            if np.prod(bigger) > 128**3:
+                break
+            try:
+                out = self._probe(np.zeros((2, in_channels, *bigger), np.float32))["inference"]
+            except Exception:
+                continue
+            if not isinstance(out, str) and tuple(out.shape[2:]) == bigger:
+                return (f"the smallest patch it accepts here is {list(bigger)}: set profile.patch_size={list(bigger)} "
+                        "(and patch_step), or make the network shallower")
+        return "use a patch size the network accepts (every axis a multiple of its total down-sampling)"
+
     def predict_patches(self, batch: FloatArray) -> FloatArray:
         """``float32[B, C, X, Y, Z]`` -> softmax ``float32[B, K, X, Y, Z]`` (eval mode, one forward pass)."""
         batch = np.asarray(batch)
@@ -175,7 +242,7 @@ class NetSegmenter:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._save_weights(directory / self.weights_file)
-        meta = {
+        meta: dict[str, Any] = {
             "framework": self.framework,
             "architecture": self.name,
             "params": self.config.to_params(),
@@ -183,6 +250,8 @@ class NetSegmenter:
             "precision": self.precision,
             "versions": {**self.versions(), "numpy": np.__version__, "python": platform.python_version()},
         }
+        if isinstance(self.config, TargetConfig):
+            meta["target"] = self.config.target
         write_text_atomic(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
 
     @classmethod
@@ -246,9 +315,16 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 def architecture_of(meta: dict[str, Any]) -> registry.Architecture:
     """The saved architecture: a built-in, or one registered again from its saved implementation."""
+    if meta.get("target"):  # a network named by its import path: its config holds the callable
+        return registry.Architecture(meta["architecture"], TargetConfig, {meta["framework"]: BUILDER})
     implementation = meta.get("implementation") or {}
     if implementation:
         return registry.register_from_model_config(
             {"architecture": meta["architecture"], "implementation": implementation, "params": meta["params"]}
         )
     return registry.lookup(meta["architecture"])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
