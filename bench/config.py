@@ -18,12 +18,9 @@ from typing import Any
 import yaml
 
 from bench.contract import (
-    DICE_REDUCTIONS,
     INTERVALS,
     KEEP_WEIGHTS,
-    LOSSES,
     MONITORS,
-    OPTIMIZERS,
     SCHEDULER_KINDS,
     EarlyStoppingSpec,
     LossSpec,
@@ -73,8 +70,6 @@ PROFILE_KEYS = ("name", "patch_size", "patch_step", "batch_size", "epochs", "epo
 MODEL_KEYS = ("architecture", "params", "implementation", "channels", *FRAMEWORKS)
 DATA_KEYS = ("name", "root", "split", "fold", "folds", "fold_seed", "train_on_val")
 SAMPLING_KEYS = ("name", "mode", "oversample_class", "oversample_factor", "region", "class_fraction", "class_centres")
-OPTIMIZER_KEYS = tuple(f.name for f in fields(OptimizerSpec))
-LOSS_KEYS = tuple(f.name for f in fields(LossSpec))
 INFERENCE_KEYS = tuple(f.name for f in fields(InferenceSpec))
 TRACKING_KEYS = ("uri", "experiment", "sweep")
 PATHS_KEYS = ("runs", "cache", "outputs")
@@ -85,9 +80,8 @@ def _check_sections(cfg: Mapping[str, Any]) -> None:
     """ConfigError for the first key that no section defines (``+profile.epoch=5``, ``+optimzer.lr=1``)."""
     check_keys("", cfg, TOP_LEVEL_KEYS)
     for name, known in (("profile", PROFILE_KEYS), ("model", MODEL_KEYS), ("data", DATA_KEYS),
-                        ("sampling", SAMPLING_KEYS), ("optimizer", OPTIMIZER_KEYS), ("loss", LOSS_KEYS),
-                        ("inference", INFERENCE_KEYS), ("tracking", TRACKING_KEYS), ("paths", PATHS_KEYS),
-                        ("framework", ("name",)), ("preprocess", ("name", "steps"))):
+                        ("sampling", SAMPLING_KEYS), ("inference", INFERENCE_KEYS), ("tracking", TRACKING_KEYS),
+                        ("paths", PATHS_KEYS), ("framework", ("name",)), ("preprocess", ("name", "steps"))):
         check_keys(name, section(cfg, name), known)
 
 
@@ -96,33 +90,6 @@ def _triple(value: Any, setting: str) -> tuple[int, int, int]:
     if len(items) != 3 or not all(isinstance(v, int) and v > 0 for v in items):
         raise ConfigError(f"{setting}={value!r} must be one positive integer or three", fix="e.g. [32, 32, 32]")
     return items[0], items[1], items[2]
-
-
-def _optimizer(cfg: Mapping[str, Any]) -> OptimizerSpec:
-    name = check_choice("optimizer.name", cfg.get("name"), OPTIMIZERS)
-    lr = check_positive("optimizer.lr", cfg.get("lr"))
-    betas = tuple(cfg.get("betas", (0.9, 0.999)))
-    return OptimizerSpec(
-        name=name,  # type: ignore[arg-type]
-        lr=float(lr),
-        eps=float(check_positive("optimizer.eps", cfg.get("eps", 1e-8))),
-        betas=(float(betas[0]), float(betas[1])),
-        rho=float(cfg.get("rho", 0.9)),
-        momentum=float(cfg.get("momentum", 0.0)),
-        weight_decay=float(cfg.get("weight_decay", 0.0)),
-    )
-
-
-def _loss(cfg: Mapping[str, Any]) -> LossSpec:
-    name = check_choice("loss.name", cfg.get("name"), LOSSES)
-    return LossSpec(
-        name=name,  # type: ignore[arg-type]
-        smooth=float(cfg.get("smooth", 1e-5)),
-        dice_weight=float(cfg.get("dice_weight", 1.0)),
-        ce_weight=float(cfg.get("ce_weight", 1.0)),
-        dice_reduction=check_choice("loss.dice_reduction", cfg.get("dice_reduction", "sample"),  # type: ignore[arg-type]
-                                    DICE_REDUCTIONS),
-    )
 
 
 SCHEDULER_NUMBERS = ("factor", "min_lr", "threshold", "power", "pct_start", "div_factor", "final_div_factor")
@@ -342,9 +309,9 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     train = TrainSpec(
         epochs=_epochs(profile, architecture, cfg.get("row")),
         steps_per_epoch=steps,
-        optimizer=_optimizer(section(cfg, "optimizer")),
+        optimizer=OptimizerSpec.from_section(section(cfg, "optimizer")),
         scheduler=_scheduler(profile.get("scheduler") or {}),
-        loss=_loss(section(cfg, "loss")),
+        loss=LossSpec.from_section(section(cfg, "loss")),
         early_stopping=EarlyStoppingSpec(patience=int(profile.get("early_stopping_patience", 0))),
         seed=seed,
         num_threads=int(profile.get("num_threads", 0)) or worker_cpus(),  # 0: what this worker was given

@@ -8,8 +8,8 @@ lr=1.0, Adam eps 1e-7 vs 1e-8, ...) must never leak into results.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
@@ -18,7 +18,7 @@ import numpy as np
 from bench.errors import ConfigError
 from bench.hardware import Precision, check_precision_name
 from bench.types import FloatArray
-from bench.validation import check_choice
+from bench.validation import check_choice, check_keys, check_number, check_positive
 
 OptimizerName = Literal["adam", "adadelta", "sgd"]
 OPTIMIZERS: tuple[str, ...] = ("adam", "adadelta", "sgd")
@@ -85,6 +85,23 @@ class OptimizerSpec:
     rho: float = 0.9
     momentum: float = 0.0
     weight_decay: float = 0.0
+
+    @classmethod
+    def from_section(cls, cfg: Mapping[str, Any]) -> OptimizerSpec:
+        """The ``optimizer`` config section: ``name`` and ``lr`` required, the rest defaulted; ConfigError naming
+        an unknown key or a bad value."""
+        check_keys("optimizer", cfg, [f.name for f in fields(cls)])
+        values: dict[str, Any] = {"name": check_choice("optimizer.name", cfg.get("name"), OPTIMIZERS),
+                                  "lr": float(check_positive("optimizer.lr", cfg.get("lr")))}
+        for key in ("eps", "rho", "momentum", "weight_decay"):
+            if key in cfg:
+                values[key] = check_number(f"optimizer.{key}", cfg[key])
+        if "betas" in cfg:
+            betas = cfg["betas"]
+            if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+                raise ConfigError(f"optimizer.betas={betas!r} must be two numbers", fix="e.g. [0.9, 0.999]")
+            values["betas"] = (check_number("optimizer.betas", betas[0]), check_number("optimizer.betas", betas[1]))
+        return cls(**values)
 
     def __post_init__(self) -> None:
         check_choice("optimizer.name", self.name, OPTIMIZERS)
@@ -202,6 +219,19 @@ class LossSpec:
     dice_weight: float = 1.0
     ce_weight: float = 1.0
     dice_reduction: DiceReduction = "sample"
+
+    @classmethod
+    def from_section(cls, cfg: Mapping[str, Any]) -> LossSpec:
+        """The ``loss`` config section: ``name`` required, the rest defaulted; ConfigError naming an unknown key or
+        a bad value."""
+        check_keys("loss", cfg, [f.name for f in fields(cls)])
+        values: dict[str, Any] = {"name": check_choice("loss.name", cfg.get("name"), LOSSES)}
+        for key in ("smooth", "dice_weight", "ce_weight"):
+            if key in cfg:
+                values[key] = check_number(f"loss.{key}", cfg[key])
+        if "dice_reduction" in cfg:
+            values["dice_reduction"] = check_choice("loss.dice_reduction", cfg["dice_reduction"], DICE_REDUCTIONS)
+        return cls(**values)
 
     def __post_init__(self) -> None:
         check_choice("loss.name", self.name, LOSSES)

@@ -10,6 +10,7 @@ Bad input ends the job with one ``error: ...`` line and exit code 2 (traceback w
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import logging
 import os
@@ -252,7 +253,17 @@ def hydra_error_line(exc: BaseException) -> str:
     cause = exc.__cause__
     if cause is not None and str(cause).strip():
         text += f" ({str(cause).strip().splitlines()[0]})"
-    return text
+    return text + _closest_keys(cause)
+
+
+def _closest_keys(cause: BaseException | None) -> str:
+    """``" (closest: epochs)"`` when Hydra could not override a key its config lacks (``model.params.featurs``):
+    OmegaConf's error holds the mapping the key was looked up in."""
+    key, parent = getattr(cause, "key", None), getattr(cause, "parent_node", None)
+    if not isinstance(key, str) or not isinstance(parent, DictConfig):
+        return ""
+    near = difflib.get_close_matches(key, [str(k) for k in parent.keys()], n=3, cutoff=0.5)
+    return f" (closest: {', '.join(near)})" if near else ""
 
 
 def cli() -> None:

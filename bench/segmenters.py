@@ -141,7 +141,8 @@ class PatchNetwork:
         train = self.spec.train
         frameworks.configure_threads(self.spec.framework, train.num_threads)  # before TF starts
         network = frameworks.build_network(self.spec.entry, self.spec.config, self.spec.framework)
-        network.check_forward(self.spec.sampling.patch_size, self.spec.sampling.batch_size, train)  # type: ignore[attr-defined]
+        batch = min(self.spec.sampling.batch_size, 2)  # two patches: what batch norm needs in training mode
+        network.check_forward(self.spec.sampling.patch_size, batch, train)  # type: ignore[attr-defined]
         self.network = network
 
     def fit(self, data: TrainingData, log: RunLogger) -> TrainHistory:

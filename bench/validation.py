@@ -26,6 +26,13 @@ def check_positive(setting: str, value: Any, *, integer: bool = False) -> Any:
     return value
 
 
+def check_number(setting: str, value: Any) -> float:
+    """``value`` as a float if it is a number (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ConfigError(f"{setting}={value!r} must be a number")
+    return float(value)
+
+
 def check_int_tuple(setting: str, value: Any, minimum: int = 1) -> tuple[int, ...]:
     """A non-empty sequence of ints >= ``minimum`` (YAML lists accepted) as a tuple."""
     shown = tuple(value) if isinstance(value, list) else value

@@ -123,7 +123,7 @@ def test_validation_patches_are_never_augmented() -> None:
 # --- config and record ------------------------------------------------------------------------------------
 def test_augmentation_presets_reach_the_sampling_spec_and_the_record() -> None:
     none = spec_of()
-    assert not none.sampling.augmentation.enabled
+    assert not none.network.sampling.augmentation.enabled
     assert effective_settings(none)["sampling"]["augmentation"] == {"name": "none"}
     flips = spec_of("augmentation=flips")
     assert effective_settings(flips)["sampling"]["augmentation"] == {"name": "flips", "flip_prob": [0.5, 0.5, 0.5]}

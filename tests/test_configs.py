@@ -61,12 +61,12 @@ def test_row_mirrors_table1(row: str) -> None:
 
 def test_row_specifics() -> None:
     row8 = run_spec_from_config(compose_cfg(["+experiment=table1/row8"]))
-    assert (row8.sampling.oversample_class, row8.sampling.oversample_factor) == (1, 3)
+    assert (row8.network.sampling.oversample_class, row8.network.sampling.oversample_factor) == (1, 3)
     row9 = run_spec_from_config(compose_cfg(["+experiment=table1/row9"]))
     assert row9.model.params["norm"] == "instance_layer"  # the paper's [5]: instance-layer normalisation
-    assert (row9.sampling.oversample_class, row9.sampling.oversample_factor) == (1, 3)  # built on row 8's U-Net
+    assert (row9.network.sampling.oversample_class, row9.network.sampling.oversample_factor) == (1, 3)  # built on row 8's U-Net
     row5 = run_spec_from_config(compose_cfg(["+experiment=table1/row5"]))
-    assert (row5.train.optimizer.lr, row5.train.optimizer.rho, row5.train.optimizer.eps) == (1.0, 0.9, 1e-6)
+    assert (row5.network.train.optimizer.lr, row5.network.train.optimizer.rho, row5.network.train.optimizer.eps) == (1.0, 0.9, 1e-6)
 
 
 @pytest.mark.parametrize("framework", ["torch", "tf"])
@@ -87,15 +87,15 @@ def test_quick_profile_gives_the_unet_its_own_epoch_count() -> None:
     unet = run_spec_from_config(compose_cfg(["profile=quick", "model=unet3d"]))
     vnet = run_spec_from_config(compose_cfg(["profile=quick", "model=vnet"]))
     neuronet = run_spec_from_config(compose_cfg(["profile=quick", "model=neuronet"]))
-    assert (unet.train.epochs, vnet.train.epochs, neuronet.train.epochs) == (150, 80, 50)
+    assert (unet.network.train.epochs, vnet.network.train.epochs, neuronet.network.train.epochs) == (150, 80, 50)
     smoke = run_spec_from_config(compose_cfg(["profile=smoke", "model=unet3d"]))  # no epochs_by_model
-    assert smoke.train.epochs == compose_cfg(["profile=smoke"])["profile"]["epochs"]
+    assert smoke.network.train.epochs == compose_cfg(["profile=smoke"])["profile"]["epochs"]
 
 
 def test_background_margin_defaults_to_3_and_null_turns_it_off() -> None:
-    assert run_spec_from_config(compose_cfg([])).inference.background_margin_voxels == 3
+    assert run_spec_from_config(compose_cfg([])).network.inference.background_margin_voxels == 3
     off = run_spec_from_config(compose_cfg(["inference.background_margin_voxels=null"]))
-    assert off.inference.background_margin_voxels is None
+    assert off.network.inference.background_margin_voxels is None
 
 
 def test_hash_ignores_paths_and_tracking_but_not_seed() -> None:
@@ -188,8 +188,9 @@ def test_profile_model_params_build(profile: str, model: str) -> None:
     else:
         from bench.training import frameworks
 
-        segmenter = frameworks.build(spec.model.architecture, "torch", **spec.model.params)
-        segmenter.check_patch_size(spec.network.sampling.patch_size)  # type: ignore[attr-defined]
+        network = spec.network  # built from the spec's own config, as a run builds it
+        segmenter = frameworks.build_network(network.entry, network.config, "torch")
+        segmenter.check_patch_size(network.sampling.patch_size)  # type: ignore[attr-defined]
 
 
 def test_patch_region_is_a_recorded_sampling_setting() -> None:
@@ -197,8 +198,8 @@ def test_patch_region_is_a_recorded_sampling_setting() -> None:
 
     default = run_spec_from_config(compose_cfg(["+experiment=table1/row5"]))
     overlap = run_spec_from_config(compose_cfg(["+experiment=table1/row5", "sampling.region=overlaps_brain"]))
-    assert default.sampling.region == "centre_in_brain" and overlap.sampling.region == "overlaps_brain"
+    assert default.network.sampling.region == "centre_in_brain" and overlap.network.sampling.region == "overlaps_brain"
     row9 = run_spec_from_config(compose_cfg(["+experiment=table1/row9"]))  # instance norm: edge patches too
-    assert row9.sampling.region == "overlaps_brain"
+    assert row9.network.sampling.region == "overlaps_brain"
     assert effective_settings(overlap)["sampling"]["region"] == "overlaps_brain"
     assert default.config_hash != overlap.config_hash

@@ -72,10 +72,10 @@ def test_cpu_flags_come_from_cpuinfo(fake_cpu: Any, tmp_path: Path, monkeypatch:
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_auto_is_resolved_from_the_cpu_flags_before_the_run_is_recorded(fake_cpu: Any, framework: str) -> None:
     fake_cpu(WITH_BF16)
-    assert spec_of("profile=quick", f"framework={framework}").train.precision == "bf16"
+    assert spec_of("profile=quick", f"framework={framework}").network.train.precision == "bf16"
     fake_cpu(WITHOUT_BF16)
-    assert spec_of("profile=quick", f"framework={framework}").train.precision == "fp32"
-    assert spec_of("profile=smoke").train.precision == "fp32"  # the tests' profile: fp32 on every CPU
+    assert spec_of("profile=quick", f"framework={framework}").network.train.precision == "fp32"
+    assert spec_of("profile=smoke").network.train.precision == "fp32"  # the tests' profile: fp32 on every CPU
 
 
 def test_auto_on_a_gpu_follows_its_compute_capability(fake_cpu: Any, monkeypatch: pytest.MonkeyPatch) -> None:

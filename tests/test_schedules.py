@@ -181,7 +181,7 @@ def test_the_monitor_reaches_the_spec_and_is_recorded_when_it_is_not_the_default
     assert spec.network.train.monitor == "val_dice"
     assert effective_settings(spec)["train"]["monitor"] == "val_dice"
     default = spec_of()
-    assert default.train.monitor == "val_loss"
+    assert default.network.train.monitor == "val_loss"
     assert "monitor" not in effective_settings(default)["train"]  # runs recorded before the setting keep their hash
     assert spec.config_hash != default.config_hash
     with pytest.raises(ConfigError, match=r"profile\.monitor='loss' is unknown \(use one of val_loss, val_dice\)"):
@@ -190,10 +190,10 @@ def test_the_monitor_reaches_the_spec_and_is_recorded_when_it_is_not_the_default
 
 def test_keep_weights_reaches_the_spec_and_is_recorded_when_it_is_not_the_default() -> None:
     last = spec_of("profile.keep_weights=last")
-    assert last.train.keep_weights == "last"
+    assert last.network.train.keep_weights == "last"
     assert effective_settings(last)["train"]["keep_weights"] == "last"
     default = spec_of()
-    assert default.train.keep_weights == "best"
+    assert default.network.train.keep_weights == "best"
     assert "keep_weights" not in effective_settings(default)["train"]  # earlier runs keep their hash
     assert last.config_hash != default.config_hash
     with pytest.raises(ConfigError, match=r"profile\.keep_weights='final' is unknown \(use one of best, last\)"):
@@ -214,9 +214,9 @@ def test_train_on_val_reaches_the_spec_and_is_recorded_only_when_on() -> None:
 
 def test_batch_dice_reaches_the_spec_and_is_recorded_when_it_is_not_the_default() -> None:
     batch = spec_of("loss.dice_reduction=batch")
-    assert batch.train.loss.dice_reduction == "batch"
+    assert batch.network.train.loss.dice_reduction == "batch"
     assert effective_settings(batch)["train"]["loss"]["dice_reduction"] == "batch"
     default = spec_of()
-    assert default.train.loss.dice_reduction == "sample"
+    assert default.network.train.loss.dice_reduction == "sample"
     assert "dice_reduction" not in effective_settings(default)["train"]["loss"]  # earlier runs keep their hash
     assert batch.config_hash != default.config_hash

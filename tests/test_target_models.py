@@ -145,7 +145,7 @@ def test_changing_only_the_target_changes_the_hash(tiny_cohort: Path, workspace:
     [
         ("model.torch._target_=toyzoo.nets.conv_nett", "toyzoo.nets has no attribute 'conv_nett' (closest: conv_net"),
         ("model.torch._target_=toyzoo.nets.two_classes", "gives 2 output channels for 4 classes"),
-        ("model.torch._target_=toyzoo.nets.halves", "gives an output of [4, 4, 8, 8, 8]"),
+        ("model.torch._target_=toyzoo.nets.halves", "gives an output of [2, 4, 8, 8, 8]"),
         ("+model.torch.widht=8", "has no keyword 'widht' (closest: width)"),
         ("model.torch._target_=toyzoo.nets.broken", "toyzoo.nets.broken(...) raised ValueError: width must be even"),
         ("model.torch._target_=nowhere.nets.conv_net", "no module named 'nowhere'"),
@@ -169,7 +169,7 @@ def test_patch_too_small_names_the_smallest_patch(tiny_cohort: Path, workspace: 
     done = workspace.bench_run(workspace.overrides(tiny_cohort, "model=monai_basicunet",
                                                    "~profile.model_overrides.monai_basicunet"), timeout=300)
     line = _one_error(done)
-    assert "model monai_basicunet (torch) fails on a zero batch of 4 patches of [16, 16, 16]" in line
+    assert "model monai_basicunet (torch) fails on a zero batch of 2 patches of [16, 16, 16]" in line
     assert "Expected more than 1 spatial element" in line and "profile.patch_size=[32, 32, 32]" in line
     assert workspace.runs_() == []
 
@@ -271,3 +271,20 @@ def test_target_config_refuses_what_the_harness_sets() -> None:
         _spec("model=monai_unet", "model.architecture=unet3d")
     with pytest.raises(ConfigError, match="has no tf network"):
         _spec("model=monai_unet", "framework=tf")
+
+
+def test_a_config_class_importing_the_old_module_is_told_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's NetConfig subclass written before the move (``from adapters.configs import NetConfig``)."""
+    (tmp_path / "oldpkg").mkdir()
+    (tmp_path / "oldpkg" / "__init__.py").write_text("")
+    (tmp_path / "oldpkg" / "net.py").write_text("from adapters.configs import NetConfig\n\nclass Config(NetConfig):\n"
+                                                "    pass\n\ndef build(config):\n    raise SystemExit\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = to_container(compose_config(["data.root=/data", "profile=smoke"]))
+    cfg = {**base, "model": {"architecture": "oldnet", "params": {},
+                             "implementation": {"torch": "oldpkg.net:build", "config": "oldpkg.net:Config"}}}
+    with pytest.raises(ConfigError, match=r"imports adapters\.configs, which moved") as raised:
+        run_spec_from_config(cfg)
+    assert raised.value.fix == "import bench.networks.configs instead of adapters.configs"

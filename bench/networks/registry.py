@@ -36,6 +36,11 @@ from bench.networks.configs import NetConfig, NeuroNetConfig, UNet3DConfig, VNet
 
 FRAMEWORKS: tuple[str, ...] = ("torch", "tf")
 IMPLEMENTATION_KEYS = (*FRAMEWORKS, "config", "params")
+MOVED_MODULES = {"adapters.configs": "bench.networks.configs", "adapters.registry": "bench.networks.registry",
+                 "adapters.loop": "bench.training.loop", "adapters.segmenter": "bench.training.segmenter",
+                 "adapters.schedules": "bench.training.schedules",
+                 "adapters.deep_supervision": "bench.training.deep_supervision"}
+"""Framework-neutral modules that left ``adapters/``: a user's module importing the old name gets told the new one."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,10 @@ def import_attribute(target: str, what: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
+        moved = MOVED_MODULES.get(exc.name or "")
+        if moved:
+            raise ConfigError(f"{what} {target!r}: its module imports {exc.name}, which moved",
+                              fix=f"import {moved} instead of {exc.name}") from None
         if exc.name is not None and module_name.startswith(exc.name):
             raise ConfigError(f"{what} {target!r}: module {exc.name!r} not found",
                               fix="put its folder on PYTHONPATH or install its package") from exc

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Self
 
 from bench.errors import ConfigError
 from bench.networks.configs import NetConfig
+from bench.networks.registry import MOVED_MODULES
 from bench.validation import check_int
 
 TARGET_KEY = "_target_"
@@ -39,11 +40,6 @@ SPECIAL_KEYS = ("_args_", "_partial_")
 CHANNEL_ROLES = ("in", "out")
 BUILDER = "bench.networks.target:instantiate_network"
 """The builder of every ``_target_`` network (``registry.Architecture.builders``): it calls the target."""
-MOVED_MODULES = {"adapters.configs": "bench.networks.configs", "adapters.registry": "bench.networks.registry",
-                 "adapters.loop": "bench.training.loop", "adapters.segmenter": "bench.training.segmenter",
-                 "adapters.schedules": "bench.training.schedules",
-                 "adapters.deep_supervision": "bench.training.deep_supervision"}
-"""Framework-neutral modules that left ``adapters/``: a user's module importing the old name gets told the new one."""
 
 
 def closest(name: str, known: list[str] | tuple[str, ...]) -> str:
