@@ -53,7 +53,7 @@ def pack(out: Path, overrides: list[str]) -> None:
     their model or training share one; ``data.train_on_val`` is a cohort of its own, since the preprocessing
     is fitted on the training subjects), and write everything ``run`` needs."""
     from bench.experiment import _prepare, load_data
-    from bench.run import sweep_specs
+    from bench.sweeps import sweep_specs
 
     jobs = sweep_specs(overrides)
     specs = [(job[-1] if len(job) == 1 else _variant(job), spec) for job, spec in jobs]

@@ -23,8 +23,8 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 
 from bench.config import run_spec_from_config
-from bench.run import CONF_DIR, to_container
 from bench.spec import NetworkSpec
+from bench.sweeps import CONF_DIR, to_container
 
 REPO = Path(__file__).resolve().parents[1]
 IBSR_SHAPE = (256, 128, 256)

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 
 from bench.config import run_spec_from_config
 from bench.errors import ConfigError
-from bench.run import CONF_DIR, to_container
+from bench.sweeps import CONF_DIR, to_container
 
 CONF = Path(CONF_DIR)
 GROUPS = ["data", "preprocess", "model", "framework", "optimizer", "loss", "sampling", "augmentation",

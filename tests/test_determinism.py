@@ -28,8 +28,8 @@ from hydra import compose, initialize_config_dir
 from bench.config import run_spec_from_config
 from bench.experiment import execute, load_data
 from bench.io import read_volume
-from bench.run import CONF_DIR, to_container
 from bench.spec import RunSpec
+from bench.sweeps import CONF_DIR, to_container
 
 SPLIT = "data.split={train:[IBSR_01,IBSR_03],val:[IBSR_07],test:[IBSR_11]}"
 METRIC_COLUMNS = ["dice", "avd", "hd", "hd95", "assd"]

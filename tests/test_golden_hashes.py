@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from bench.config import run_spec_from_config
-from bench.run import compose_config, to_container
+from bench.sweeps import compose_config, to_container
 
 PINNED = ["profile.precision=fp32", "profile.num_threads=2", "data.root=/data/synthetic"]
 GOLDEN = {

@@ -21,8 +21,8 @@ from bench import hardware
 from bench.config import run_spec_from_config
 from bench.contract import LossSpec, NullLogger, OptimizerSpec, SchedulerSpec, TrainSpec
 from bench.errors import ConfigError
-from bench.run import CONF_DIR, to_container
 from bench.spec import RunSpec, effective_settings
+from bench.sweeps import CONF_DIR, to_container
 from bench.training import frameworks
 
 BF16_CPU = hardware.cpu_has_native_bf16()

@@ -16,8 +16,8 @@ from mlflow.tracking import MlflowClient
 from bench.cli import main as bench_main
 from bench.config import run_spec_from_config
 from bench.errors import ConfigError
-from bench.run import CONF_DIR, sweep_jobs, sweep_specs, to_container
 from bench.spec import effective_settings
+from bench.sweeps import CONF_DIR, sweep_jobs, sweep_specs, to_container
 from bench.tracking.runs import flatten
 
 SECONDS_BUDGET = ["profile.epochs=1", "profile.steps_per_epoch=1", "profile.batch_size=2",

@@ -19,8 +19,8 @@ from bench.config import run_spec_from_config
 from bench.data.discovery import discover
 from bench.data.folds import FoldSplit, fold_of_subject, fold_split
 from bench.errors import ConfigError
-from bench.run import CONF_DIR, to_container
 from bench.spec import effective_settings
+from bench.sweeps import CONF_DIR, to_container
 from bench.tracking.runs import flatten
 
 

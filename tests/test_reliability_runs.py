@@ -19,7 +19,7 @@ from bad_input import (
 )
 from conftest import Workspace
 
-from bench.run import hydra_error_line
+from bench.sweeps import hydra_error_line
 
 # bench report --------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from conftest import PYTHON, REPO, Workspace
 from bench.config import run_spec_from_config
 from bench.errors import ConfigError
 from bench.networks.target import TargetConfig, instantiate_network
-from bench.run import compose_config, to_container
+from bench.sweeps import compose_config, to_container
 
 FACTORIES = '''
 """Toy networks for brainbench, built by keyword (torch and Keras)."""

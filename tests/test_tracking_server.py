@@ -214,7 +214,7 @@ def test_launcher_configs_compose_with_a_cpu_count_and_fresh_processes(launcher:
     from hydra.utils import get_class
     from omegaconf import OmegaConf
 
-    from bench.run import CONF_DIR
+    from bench.sweeps import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)

@@ -28,7 +28,7 @@ def sweep_member_runs(overrides: Sequence[str], tracking_uri: str | None = None)
         ConfigError: The sweep does not expand, its jobs log to different stores, or a job has no FINISHED
             run (named with its overrides and config hash: run the sweep first).
     """
-    from bench.run import sweep_specs
+    from bench.sweeps import sweep_specs
     from bench.tracking.runs import existing_store, lookup_finished_run
 
     jobs = sweep_specs(overrides)
