@@ -33,14 +33,10 @@ from typing import Any
 
 from bench.errors import ConfigError
 from bench.networks.configs import NetConfig, NeuroNetConfig, UNet3DConfig, VNetConfig, check_int_tuple
+from bench.networks.imports import import_callable
 
 FRAMEWORKS: tuple[str, ...] = ("torch", "tf")
 IMPLEMENTATION_KEYS = (*FRAMEWORKS, "config", "params")
-MOVED_MODULES = {"adapters.configs": "bench.networks.configs", "adapters.registry": "bench.networks.registry",
-                 "adapters.loop": "bench.training.loop", "adapters.segmenter": "bench.training.segmenter",
-                 "adapters.schedules": "bench.training.schedules",
-                 "adapters.deep_supervision": "bench.training.deep_supervision"}
-"""Framework-neutral modules that left ``adapters/``: a user's module importing the old name gets told the new one."""
 
 
 @dataclass(frozen=True)
@@ -111,22 +107,8 @@ def _split_target(target: str, what: str) -> tuple[str, str]:
 
 def import_attribute(target: str, what: str) -> Any:
     """``"package.module:attribute"`` imported; ConfigError naming ``target`` when it cannot be found."""
-    module_name, attribute = _split_target(target, what)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        moved = MOVED_MODULES.get(exc.name or "")
-        if moved:
-            raise ConfigError(f"{what} {target!r}: its module imports {exc.name}, which moved",
-                              fix=f"import {moved} instead of {exc.name}") from None
-        if exc.name is not None and module_name.startswith(exc.name):
-            raise ConfigError(f"{what} {target!r}: module {exc.name!r} not found",
-                              fix="put its folder on PYTHONPATH or install its package") from exc
-        raise
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise ConfigError(f"{what} {target!r}: {module_name} has no attribute {attribute!r}") from None
+    _split_target(target, what)
+    return import_callable(target, what)
 
 
 def register(entry: Architecture) -> Architecture:

@@ -20,9 +20,7 @@ Nothing here imports a framework: the callable's module is imported when the net
 
 from __future__ import annotations
 
-import difflib
 import functools
-import importlib
 import importlib.util
 import inspect
 import json
@@ -32,7 +30,7 @@ from typing import Any, ClassVar, Self
 
 from bench.errors import ConfigError
 from bench.networks.configs import NetConfig
-from bench.networks.registry import MOVED_MODULES
+from bench.networks.imports import closest, first_line, import_callable
 from bench.validation import check_int
 
 TARGET_KEY = "_target_"
@@ -40,12 +38,6 @@ SPECIAL_KEYS = ("_args_", "_partial_")
 CHANNEL_ROLES = ("in", "out")
 BUILDER = "bench.networks.target:instantiate_network"
 """The builder of every ``_target_`` network (``registry.Architecture.builders``): it calls the target."""
-
-
-def closest(name: str, known: list[str] | tuple[str, ...]) -> str:
-    """``" (closest: a, b)"`` for the known names most like ``name``, or ``""``."""
-    near = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
-    return f" (closest: {', '.join(near)})" if near else ""
 
 
 def _json_able(value: Any, setting: str) -> Any:
@@ -163,52 +155,6 @@ def _check_module(target: str, setting: str) -> None:
                           fix="install its package or put its folder on PYTHONPATH")
 
 
-def import_callable(target: str, setting: str) -> Callable[..., Any]:
-    """The object a dotted path (``a.b.C``) or ``a.b:C`` names, imported; ConfigError naming what is missing."""
-    if ":" in target:
-        module_name, _, attribute_path = target.partition(":")
-        candidates = [(module_name, attribute_path)]
-    else:
-        parts = target.split(".")
-        candidates = [(".".join(parts[:i]), ".".join(parts[i:])) for i in range(len(parts) - 1, 0, -1)]
-    error: str | None = None
-    for module_name, attribute_path in candidates:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            moved = MOVED_MODULES.get(exc.name or "")
-            if moved:
-                raise ConfigError(f"{setting}={target!r}: its module imports {exc.name}, which moved",
-                                  fix=f"import {moved} instead of {exc.name}") from None
-            if exc.name and module_name.startswith(exc.name) and exc.name != module_name.split(".")[0]:
-                continue  # a submodule that does not exist: try a shorter module path
-            if exc.name and not module_name.startswith(exc.name):
-                raise ConfigError(f"{setting}={target!r}: importing {module_name} needs {exc.name!r}, which is "
-                                  "not installed", fix=f"install {exc.name}") from None
-            error = f"no module named {exc.name!r}"
-            continue
-        except Exception as exc:
-            raise ConfigError(f"{setting}={target!r}: importing {module_name} failed "
-                              f"({type(exc).__name__}: {_first_line(exc)})") from None
-        found: Any = module
-        for attribute in attribute_path.split("."):
-            if not hasattr(found, attribute):
-                names = [n for n in dir(found) if not n.startswith("_")]
-                raise ConfigError(f"{setting}={target!r}: {getattr(found, '__name__', module_name)} has no "
-                                  f"attribute {attribute!r}{closest(attribute, names)}")
-            found = getattr(found, attribute)
-        if not callable(found):
-            raise ConfigError(f"{setting}={target!r} is not callable ({type(found).__name__})")
-        return found  # type: ignore[no-any-return]
-    raise ConfigError(f"{setting}={target!r}: {error or 'cannot be imported'}",
-                      fix="give the full import path, e.g. monai.networks.nets.UNet")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
 def check_keywords(factory: Callable[..., Any], arguments: Mapping[str, Any], setting: str) -> None:
     """ConfigError naming each keyword ``factory`` does not take (and the closest it does), or a required one
     that is missing; nothing to check when it takes ``**kwargs`` or has no readable signature."""
@@ -251,7 +197,7 @@ def instantiate(node: Any, setting: str) -> Any:
     try:
         return factory(*args, **kwargs)
     except Exception as exc:
-        raise ConfigError(f"{setting}: {node[TARGET_KEY]}(...) raised {type(exc).__name__}: {_first_line(exc)}",
+        raise ConfigError(f"{setting}: {node[TARGET_KEY]}(...) raised {type(exc).__name__}: {first_line(exc)}",
                           fix="check its arguments") from None
 
 

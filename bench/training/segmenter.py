@@ -30,6 +30,7 @@ from bench.errors import ConfigError, DataError
 from bench.io import write_text_atomic
 from bench.networks import registry
 from bench.networks.configs import NetConfig
+from bench.networks.imports import first_line
 from bench.networks.target import BUILDER, TargetConfig
 from bench.training import loop
 from bench.types import FloatArray
@@ -179,7 +180,7 @@ class NetSegmenter:
             raise
         except Exception as exc:
             raise ConfigError(f"{where} fails on a zero batch of {batch_size} patches of {list(size)}: "
-                              f"{type(exc).__name__}: {_first_line(exc)}", fix=self._larger_patch_hint(size)) from None
+                              f"{type(exc).__name__}: {first_line(exc)}", fix=self._larger_patch_hint(size)) from None
         for mode, output in outputs.items():
             if isinstance(output, str):
                 raise ConfigError(f"{where} returns {output} in {mode} mode; expected one logit tensor of shape "
@@ -324,7 +325,3 @@ def architecture_of(meta: dict[str, Any]) -> registry.Architecture:
         )
     return registry.lookup(meta["architecture"])
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
