@@ -19,7 +19,7 @@ TEST_WORKERS ?= 2
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
-	@echo "  variables: DATA=synthetic|ibsr18  IBSR18_ROOT=path  SPLIT=paper|holdout|course  PROFILE=smoke|quick|full  EXTRA='hydra overrides'"
+	@echo "  variables: DATA=synthetic|ibsr18  IBSR18_ROOT=path  SPLIT=paper|holdout|course  PROFILE=smoke|quick|long|full  EXTRA='hydra overrides'  EXPERIMENT=name (report)  JOBS=2  TEST_WORKERS=2"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (brainbench needs Python 3.11)"; exit 2; }
@@ -84,8 +84,8 @@ recipe-ablation: $(STAMP) $(DATA_DEP) ## The recipe's PyTorch member with each i
 	  hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) $(EXTRA)
 	$(BIN)/bench report
 
-report: $(STAMP) ## Rebuild runs/reports/ from MLflow
-	$(BIN)/bench report
+report: $(STAMP) ## Rebuild runs/reports/<experiment>/ from MLflow (the newest experiment; EXPERIMENT= to pick one)
+	$(BIN)/bench report $(if $(EXPERIMENT),--experiment $(EXPERIMENT),)
 
 bench: $(STAMP) ## Run the performance benchmark suite (writes runs/bench/)
 	$(BIN)/python -m benchmarks.suite

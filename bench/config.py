@@ -271,6 +271,21 @@ def _split(data: Mapping[str, Any]) -> str | SplitSpec | FoldSplit:
     return SplitSpec(**{k: tuple(v or ()) for k, v in split.items()})
 
 
+def tracking_names(cfg: Mapping[str, Any]) -> tuple[str, str]:
+    """The MLflow experiment and sweep (parent run) a config logs to: ``tracking.experiment`` and
+    ``tracking.sweep`` when set; otherwise ``table1-<data>-<profile>`` for a Table 1 row and
+    ``<model>-<data>-<profile>`` for any other run (so a user's own model never lands among the Table 1 rows),
+    and the sweep named as its experiment."""
+    tracking = section(cfg, "tracking")
+    experiment = tracking.get("experiment")
+    if experiment is None:
+        data, profile = section(cfg, "data").get("name"), section(cfg, "profile").get("name")
+        model = section(cfg, "model").get("architecture")
+        experiment = f"{'table1' if cfg.get('row') is not None else model}-{data}-{profile}"
+    sweep = tracking.get("sweep")
+    return str(experiment), str(experiment if sweep is None else sweep)
+
+
 def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     """Validate a resolved config dict (as composed from conf/) and build the RunSpec."""
     _check_sections(cfg)
@@ -339,7 +354,8 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     from bench.preprocess.pipeline import Pipeline
 
     preprocess_steps = tuple({"name": step.name, **step.params()} for step in Pipeline.from_spec(steps_cfg).steps)
-    tracking = cfg.get("tracking") or {}
+    tracking = section(cfg, "tracking")
+    experiment, sweep = tracking_names(cfg)
     paths = cfg.get("paths") or {}
     segmenter: SegmenterSpec = method if isinstance(method, AtlasSpec) else NetworkSpec(
         method[0], framework, method[1], train, sampling, inference
@@ -350,8 +366,7 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         data=DataSpec(name=str(data.get("name")), root=str(data["root"]), split=_split(data),
                       train_on_val=check_flag("data.train_on_val", data.get("train_on_val", False))),
         preprocess=PreprocessSpec(name=str(section(cfg, "preprocess").get("name")), steps=preprocess_steps),
-        tracking=TrackingSpec(uri=tracking.get("uri"), experiment=str(tracking.get("experiment", "brainbench")),
-                              sweep=str(tracking.get("sweep", "brainbench"))),
+        tracking=TrackingSpec(uri=tracking.get("uri"), experiment=experiment, sweep=sweep),
         seed=seed,
         row=cfg.get("row"),
         label=str(cfg.get("label") or ""),

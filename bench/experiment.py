@@ -3,12 +3,14 @@ evaluation and tracking together for one configuration.
 
 Outputs of a run go to ``<outputs>/<experiment>/<run name>-<config hash>/``: ``predictions/<id>.nii.gz``
 (native geometry of each subject), ``metrics.csv`` (subject × class), ``summary.json``, ``history.csv``,
-``checkpoint/`` and ``model/`` (CNN runs: the model ``bench predict`` applies, also logged as the run's
-MLflow logged model); the same files are logged to the run's MLflow child run.
+``run.log``, ``checkpoint/`` and ``model/`` (CNN runs: the model ``bench predict`` applies, also logged as the
+run's MLflow logged model; its network files are hard links to ``checkpoint/``). The same files are logged to the
+run's MLflow child run: on a local store as hard links to this folder (its source), so each is on disk once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +18,7 @@ import resource
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.contract import NullLogger, TrainHistory
+from bench.contract import EpochRecord, NullLogger, RunLogger, TrainHistory
 from bench.data.cohort import Cohort, load_cohort
 from bench.data.discovery import discover
 from bench.data.folds import FoldSplit, fold_of_subject
@@ -31,7 +34,7 @@ from bench.data.manifest import content_digest, manifest
 from bench.errors import BenchError, DataError
 from bench.evaluation.evaluate import evaluate_case, mean_test_metrics, summarize, write_summary
 from bench.evaluation.plots import history_plot
-from bench.io import write_volume
+from bench.io import link_tree, write_volume
 from bench.predict.package import PACKAGE_FILE, write_package
 from bench.preprocess.pipeline import Pipeline, PreparedCase, PreprocessCache
 from bench.segmenters import Method, PatchNetwork, TrainingData, build_method
@@ -101,15 +104,19 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None, me
             ) -> dict[str, Any]:
     """Train, predict and evaluate one configuration (``method``: built from the spec unless given); write
     outputs under ``out``; return the summary."""
-    logger = child if child is not None else NullLogger()
+    logger = EpochLog(child if child is not None else NullLogger())
     t0 = time.perf_counter()
     pipeline, prepared = _prepare(spec, cohort)
     preprocess_s = time.perf_counter() - t0
+    log.info("%s: %d subjects preprocessed (%s) in %.1f s; training on %d, validating on %d", spec.name,
+             len(prepared), spec.preprocess.name, preprocess_s, len(cohort.split("train")), len(cohort.split("val")))
     segmenter = method if method is not None else build_method(spec.segmenter)
     t_fit = time.perf_counter()
     data = TrainingData(train=cohort.split("train"), val=cohort.split("val"), prepared=prepared)
     history = segmenter.fit(data, logger)
     fit_s = time.perf_counter() - t_fit
+    log.info("%s: fit in %.1f s, %d epochs, best epoch %s (%s)", spec.name, fit_s, len(history.epochs),
+             history.best_epoch, history.convergence.replace("_", " "))
     if history.unlearned:
         log.warning("%s: validation Dice of %s is still 0 after %d epochs (the network never predicts it)",
                     spec.name, ", ".join(history.unlearned), len(history.epochs))
@@ -125,7 +132,8 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None, me
     segmenter.save(checkpoint)
     model_dir = None
     if isinstance(spec.segmenter, NetworkSpec):  # the model `bench predict` applies (bench.predict.package)
-        model_dir = write_package(out / "model", segmenter.save, spec.segmenter, pipeline, cohort.split("train"),
+        model_dir = write_package(out / "model", lambda network: link_tree(checkpoint, network),  # stored once
+                                  spec.segmenter, pipeline, cohort.split("train"),
                                   {"run_id": None if child is None else child.run_id, "run_name": spec.name,
                                    "config_hash": spec.config_hash, "label": spec.label})
 
@@ -153,6 +161,7 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None, me
     summary = summarize(rows)
     summary["run"] = {
         "name": spec.name, "config_hash": spec.config_hash, "row": spec.row, "label": spec.label,
+        "mlflow_run_id": None if child is None else child.run_id, "mlflow_experiment": spec.tracking.experiment,
         "preprocess_seconds": preprocess_s, "fit_seconds": fit_s,
         "seconds_per_volume": float(np.mean(predict_times)) if predict_times else None,
         "patches_predicted": patches_done, "patches_skipped": patches_skipped,
@@ -250,6 +259,61 @@ def _version_tags() -> dict[str, str]:
     return tags
 
 
+RUN_LOG = "run.log"
+"""The run's log (every logger's records while it ran), in its outputs folder and logged with its MLflow run."""
+
+
+@contextlib.contextmanager
+def captured_log(path: Path) -> Iterator[Path]:
+    """Copy every log record of this process into ``path`` while the block runs."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    level = root.level
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    root.addHandler(handler)
+    epochs.addHandler(handler)
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        epochs.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+
+
+epochs = logging.getLogger("bench.epochs")
+"""One line per training epoch, for the run log only (the console has the progress bar)."""
+epochs.propagate = False
+epochs.setLevel(logging.INFO)
+
+
+@dataclass
+class EpochLog:
+    """A RunLogger that writes each epoch as a line of the run log, then passes it on."""
+
+    inner: RunLogger
+
+    def log_epoch(self, record: EpochRecord) -> None:
+        dice = ", ".join(f"{k} {v:.3f}" for k, v in (record.val_dice or {}).items())
+        val = "" if record.val_loss is None else f", val_loss {record.val_loss:.4f}"
+        epochs.info("epoch %d: train_loss %.4f%s%s, lr %.2e, %.1f s, %.1f patches/s", record.epoch,
+                    record.train_loss, val, f", val Dice {dice}" if dice else "", record.lr, record.seconds,
+                    record.patches_per_s)
+        self.inner.log_epoch(record)
+
+
+def _log_file(child: ChildRun, path: Path) -> None:
+    """Log ``path`` with the run; a failure to do so is a warning, never the run's error."""
+    try:
+        if path.is_file():
+            child.log_artifact(path)
+    except Exception as exc:  # the run's own outcome is what matters here
+        log.warning("could not log %s with run %s: %s", path, child.run_id, exc)
+
+
 def run_outputs(outputs_dir: Path, experiment: str, name: str, config_hash: str) -> tuple[Path, Path]:
     """A run's output folder and the hidden one it writes into while it runs, renamed to the first only when
     the run FINISHED."""
@@ -292,7 +356,11 @@ def run(spec: RunSpec) -> RunResult:
                     shutil.rmtree(stale)
             partial.mkdir(parents=True)
             _log_datasets(child, spec, cohort)
-            summary = execute(spec, cohort, partial, child, method)
+            with captured_log(partial / RUN_LOG):
+                try:
+                    summary = execute(spec, cohort, partial, child, method)
+                finally:  # the log goes with the run, whether it finished or not
+                    _log_file(child, partial / RUN_LOG)
             partial.rename(out)
             return RunResult(spec.name, spec.config_hash, "finished", child.run_id, out, summary)
     finally:

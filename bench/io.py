@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import tempfile
 import zlib
 from collections.abc import Callable
@@ -212,3 +213,23 @@ def write_probability_maps(probabilities: npt.NDArray[Any], grid: Volume, path: 
     d = [float(v) for v in grid.direction]
     image.SetDirection((*d[0:3], 0.0, *d[3:6], 0.0, *d[6:9], 0.0, 0.0, 0.0, 0.0, 1.0))
     return write_atomic(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True), suffix=".nii.gz")
+
+
+def link_tree(source: str | Path, target: str | Path) -> Path:
+    """Make ``target`` hold the files of ``source`` (a file or a folder, recursively) as hard links: the bytes are
+    stored once, ``source`` stays the original. A file that cannot be linked (another file system) is copied.
+    Existing files at ``target`` are replaced."""
+    source, target = Path(source), Path(target)
+    pairs = [(source, target)] if source.is_file() else [
+        (path, target / path.relative_to(source)) for path in sorted(source.rglob("*")) if path.is_file()]
+    if source.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+    for src, dst in pairs:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists() or dst.is_symlink():
+            dst.unlink()
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    return target

@@ -8,37 +8,31 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from types import FrameType
+
+import psutil
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGHUP)
 """What ``kill``, ``scancel``, a job scheduler's time limit, ``docker stop`` or a closed terminal send."""
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state, parent pid, …); None where unreadable."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` runs (also when it belongs to another user); a zombie (exited, not reaped) is not alive."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.AccessDenied:  # another user's process: it exists
         return True
-    stat = _proc_stat(pid)
-    return not (stat and stat[0] == "Z")
+    except (psutil.NoSuchProcess, ValueError):
+        return False
 
 
 def is_live_child(pid: int) -> bool:
-    """True if ``pid`` is alive and a child of this process (Linux ``/proc``; elsewhere always False)."""
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] != "Z" and int(stat[1]) == os.getpid()
+    """True if ``pid`` is alive and a child of this process (psutil: Linux, macOS, Windows)."""
+    try:
+        process = psutil.Process(pid)
+        return process.ppid() == os.getpid() and process.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, ValueError):
+        return False
 
 
 class Terminated(KeyboardInterrupt):

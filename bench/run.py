@@ -5,7 +5,7 @@ Examples:
     python -m bench.run --multirun +sweep=table1 profile=quick seed=1,2,3
     python -m bench.run --multirun +sweep=table1 hydra/launcher=joblib hydra.launcher.n_jobs=2
 
-Bad input ends the job with one ``error: ...`` line and exit code 2 (traceback with ``debug=true``).
+Bad input ends the job with one ``error: ...`` line and exit code 2 (a traceback with ``--debug``).
 """
 
 from __future__ import annotations
@@ -93,9 +93,13 @@ def cli() -> None:
     """``python -m bench.run``: Hydra errors (unknown group option, bad override) also end in one line, exit 2.
 
     Hydra prints its own multi-line report and exits 1 unless ``HYDRA_FULL_ERROR`` is set, in which case it
-    re-raises; this sets it and turns the error into ``error: ...`` (a traceback with ``+debug=true`` or
-    ``BENCH_DEBUG=1``).
+    re-raises; this sets it and turns the error into ``error: ...`` (a traceback with ``--debug``, as for
+    ``bench``, or ``+debug=true`` or ``BENCH_DEBUG=1``; ``--debug`` is taken off the command line before Hydra
+    reads it and set as ``BENCH_DEBUG``, so that a sweep's workers see it too).
     """
+    if "--debug" in sys.argv[1:]:
+        sys.argv = [arg for arg in sys.argv if arg != "--debug"]
+        os.environ["BENCH_DEBUG"] = "1"
     debug = _debug_requested(sys.argv[1:])
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:

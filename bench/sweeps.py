@@ -22,9 +22,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bench.config import run_spec_from_config
+from bench.config import run_spec_from_config, tracking_names
 from bench.errors import ConfigError
 from bench.spec import RunSpec
+from bench.validation import section
 
 if TYPE_CHECKING:
     from bench.tracking.runs import Tracker
@@ -112,15 +113,16 @@ def sweep_tracking(overrides: Sequence[str]) -> list[SweepStore]:
     for job in sweep_jobs(overrides):
         cfg = _compose_job(job)
         try:
-            tracking = OmegaConf.to_container(cfg.tracking, resolve=True)
-            runs = str(OmegaConf.select(cfg, "paths.runs", default="runs"))
-            outputs = str(OmegaConf.select(cfg, "paths.outputs", default=f"{runs}/outputs"))
-        except OmegaConfBaseException as exc:
-            raise ConfigError(f"sweep job {' '.join(job)!r}: cannot resolve tracking: {exc}".splitlines()[0]) from exc
-        assert isinstance(tracking, dict)
+            container = to_container(cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep job {' '.join(job)!r}: {exc.message}") from exc
+        tracking = section(container, "tracking")
+        paths = section(container, "paths")
+        runs = str(paths.get("runs", "runs"))
+        experiment, sweep = tracking_names(container)
         uri = tracking.get("uri")
-        found[SweepStore(None if uri is None else str(uri), str(tracking.get("experiment", "brainbench")),
-                         str(tracking.get("sweep", "brainbench")), runs, outputs)] = None
+        found[SweepStore(None if uri is None else str(uri), experiment, sweep, runs,
+                         str(paths.get("outputs", f"{runs}/outputs")))] = None
     return list(found)
 
 

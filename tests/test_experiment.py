@@ -56,6 +56,26 @@ def test_smoke_run_end_to_end(tiny_cohort: Path, workspace: Workspace, capsys: p
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["config_hash"] == tags["brainbench.config_hash"] == out.name.rsplit("-", 1)[1]
     assert summary["run"]["test_subjects"] == TEST_IDS
+    # summary.json names its MLflow run; the run's log is in its folder and logged with it
+    assert (summary["run"]["mlflow_run_id"], summary["run"]["mlflow_experiment"]) == (
+        run.info.run_id, "table1-synthetic-smoke")
+    assert "epoch 1: train_loss" in (out / "run.log").read_text()
+    artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
+    assert (artifacts / "run.log").read_bytes() == (out / "run.log").read_bytes()
+    # Each file is on disk once: the MLflow artifacts (run and logged model) and model/network are hard links
+    # to the run folder's files (its checkpoint/ for the weights), never copies
+    stored: dict[tuple[int, int], list[Path]] = {}
+    for path in [*out.rglob("*"), *(workspace.runs / "artifacts").rglob("*")]:
+        if path.is_file():
+            stored.setdefault((path.stat().st_dev, path.stat().st_ino), []).append(path)
+    by_name: dict[str, set[tuple[int, int]]] = {}
+    for inode, paths in stored.items():
+        for path in paths:
+            if path.name != "MLmodel" and path.name != "per_subject_metrics.json":
+                by_name.setdefault(path.name, set()).add(inode)
+    assert {name: len(inodes) for name, inodes in by_name.items() if len(inodes) > 1} == {}
+    (weights,) = {inode for inode, paths in stored.items() if paths[0].name == "weights.pt"}
+    assert len(stored[weights]) == 4  # checkpoint/, model/network/, the run's and the logged model's artifacts
     assert summary["n_cases"] == 2 and summary["run"]["epochs_run"] == 2
     assert "empty_masks" in summary["rules"]
     for tissue in TISSUE_NAMES.values():
@@ -98,8 +118,8 @@ def test_smoke_run_end_to_end(tiny_cohort: Path, workspace: Workspace, capsys: p
 
     # bench report: tables with the paper's values, plots; nothing half-written
     capsys.readouterr()
-    assert bench_main(["report", "--runs", str(workspace.runs)]) == 0
-    reports = workspace.runs / "reports"
+    assert bench_main(["report", "--runs-dir", str(workspace.runs)]) == 0
+    reports = workspace.runs / "reports" / "table1-synthetic-smoke"  # one folder per experiment
     names = {"table1.md", "table1.csv", "table2.md", "table2.csv", "boxplots.png", "overlays.png"}
     assert names <= {p.name for p in reports.iterdir()}
     assert temp_files(reports) == []

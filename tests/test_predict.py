@@ -174,7 +174,7 @@ def test_bench_ensemble_logs_a_report_row(env: Trained, capsys: pytest.CaptureFi
     assert bench_main(["ensemble", "--runs", env.torch_run, env.tf_run, "--name", "both", "--runs-dir", runs]) == 0
     assert "skipping" in capsys.readouterr().out
     # bench report shows it as one more row
-    assert bench_main(["report", "--runs", runs, "--out", "reports"]) == 0
+    assert bench_main(["report", "--runs-dir", runs, "--out", "reports"]) == 0
     report = pd.read_csv("reports/table1.csv")
     assert "ensemble:both" in set(report["model"])
     row = report[report["model"] == "ensemble:both"].iloc[0]

@@ -34,20 +34,20 @@ def _empty_store(ws: Workspace, *experiments: str) -> None:
 
 def report_no_runs(tmp: Path, data: Path, ws: Workspace) -> Call:
     _empty_store(ws)
-    return Call(["report", "--runs", str(ws.runs)], ("no MLflow experiment with brainbench runs",),
+    return Call(["report", "--runs-dir", str(ws.runs)], ("no MLflow experiment with brainbench runs",),
                 absent=(ws.runs / "reports",))
 
 
 def report_unknown_experiment(tmp: Path, data: Path, ws: Workspace) -> Call:
     _empty_store(ws, "table1-synthetic-smoke")
-    return Call(["report", "--runs", str(ws.runs), "--experiment", "table1-nosuch"],
+    return Call(["report", "--runs-dir", str(ws.runs), "--experiment", "table1-nosuch"],
                 ("no MLflow experiment named 'table1-nosuch'", "use one of: table1-synthetic-smoke"),
                 absent=(ws.runs / "reports",))
 
 
 def report_missing_store(tmp: Path, data: Path, ws: Workspace) -> Call:
     runs = tmp / "runz"  # a typo: no store may be created there
-    return Call(["report", "--runs", str(runs)], (str(runs / "mlflow.db"), "no MLflow store"), absent=(runs,),
+    return Call(["report", "--runs-dir", str(runs)], (str(runs / "mlflow.db"), "no MLflow store"), absent=(runs,),
                 env={"MLFLOW_TRACKING_URI": None})
 
 

@@ -93,7 +93,7 @@ def test_ray_sweep_on_the_stack_equals_joblib_on_sqlite(tiny_cohort: Path, works
     on_joblib = workspace.bench_run(args, multirun=True, timeout=900)
     joblib_s = time.perf_counter() - t2
     assert on_joblib.returncode == 0, on_joblib.stderr[-3000:]
-    assert bench_main(["report", "--runs", str(workspace.runs), "--experiment", "e2e",
+    assert bench_main(["report", "--runs-dir", str(workspace.runs), "--experiment", "e2e",
                        "--out", str(workspace.root / "sqlite_reports")]) == 0
     print(f"\nstack start-up {startup_s:.1f} s; 3-row smoke sweep: Ray (2 workers) {ray_s:.1f} s, "
           f"joblib (2 jobs) {joblib_s:.1f} s")

@@ -133,8 +133,8 @@ def test_sigkilled_sweep_resumes(tiny_cohort: Path, workspace: Workspace, capsys
     assert sorted(p.name.split("-")[0] for p in outputs.glob("*/*")) == ["row5", "row7"]
 
     capsys.readouterr()
-    assert bench_main(["report", "--runs", str(workspace.runs)]) == 0
-    table1 = pd.read_csv(workspace.runs / "reports" / "table1.csv")
+    assert bench_main(["report", "--runs-dir", str(workspace.runs)]) == 0
+    table1 = pd.read_csv(workspace.runs / "reports" / "table1-synthetic-smoke" / "table1.csv")
     assert sorted(table1["row"]) == [5, 7]
     assert list(table1["seeds"]) == [1, 1] and list(table1["subjects"]) == [1, 1]
 

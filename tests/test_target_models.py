@@ -185,7 +185,7 @@ def test_zoo_sweep_beside_rows_5_and_9_reports_each_model(tiny_cohort: Path, wor
     models = sorted(r.data.tags["architecture"] for r in runs)
     assert models == ["monai_basicunet", "monai_dynunet", "monai_segresnet", "monai_unet", "unet3d", "unet3d"]
     report = subprocess.run([PYTHON, "-m", "bench.cli", "report", "--experiment", "zoo-synthetic-smoke",
-                             "--runs", str(workspace.runs), "--out", str(workspace.root / "report")],
+                             "--runs-dir", str(workspace.runs), "--out", str(workspace.root / "report")],
                             cwd=workspace.root, env=workspace.env, capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
     table = (workspace.root / "report" / "table1.md").read_text()

@@ -26,7 +26,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--split",
         choices=NAMED_SPLITS,
-        default="course",
+        default="paper",  # the config's default (conf/data/*.yaml)
         help="course: Training_Set/Validation_Set/Test_Set as train/test/predict; paper: IBSR_07 and "
         "IBSR_16 validate; holdout: for copies without Validation_Set (default: %(default)s)",
     )

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.commands import add_runs_dir
 from bench.errors import BenchError
 
 
@@ -38,7 +39,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                         help="test-time augmentation: flips = average over the 8 axis-flip combinations")
     parser.add_argument("--probabilities", action="store_true", help="also write <id>_probabilities.nii.gz")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="runs folder of the default store")
+    add_runs_dir(parser, "runs folder of the default store")
     return parser
 
 
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_folder(args.out)
     scans = find_scans(args.input)
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
-        models = load_models(args.model, args.tracking_uri, args.runs, Path(tmp))
+        models = load_models(args.model, args.tracking_uri, args.runs_dir, Path(tmp))
         for scan in scans:  # every input checked before anything is written
             scan.load()
         flips = args.tta == "flips"

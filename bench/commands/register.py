@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
+
+from bench.commands import add_runs_dir
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -16,7 +17,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("run_id", metavar="RUN_ID", help="the CNN run whose model to register")
     parser.add_argument("name", metavar="NAME", help="registered model name (created if missing)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="runs folder of the default store")
+    add_runs_dir(parser, "runs folder of the default store")
     return parser
 
 
@@ -24,6 +25,6 @@ def run(args: argparse.Namespace) -> int:
     from bench.tracking.models import register_model
     from bench.tracking.runs import existing_store
 
-    version = register_model(args.run_id, args.name, existing_store(args.tracking_uri, args.runs))
+    version = register_model(args.run_id, args.name, existing_store(args.tracking_uri, args.runs_dir))
     print(f"registered run {args.run_id}'s model as models:/{args.name}/{version}")
     return 0

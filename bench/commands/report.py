@@ -1,10 +1,12 @@
-"""``bench report``: MLflow runs → runs/reports/ (Table 1, Table 2 with statistics, box plots, ranks, overlays)."""
+"""``bench report``: MLflow runs → runs/reports/<experiment>/ (Table 1, Table 2 with statistics, box plots, ranks, overlays)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any
+
+from bench.commands import add_runs_dir
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -16,8 +18,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "also log them to the sweep's parent run.",
     )
     parser.add_argument("--experiment", help="MLflow experiment name (default: the one with the newest run)")
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="runs folder (default store and artifacts)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default <runs>/reports)")
+    add_runs_dir(parser, "runs folder (default store and artifacts)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default <runs-dir>/reports/<experiment>: one folder per experiment)")
     parser.add_argument("--reference", type=int, default=None, metavar="N",
                         help="Table 1 row every configuration is tested against (default 9, the paper's best; "
                         "an N the experiment lacks is an error)")
@@ -31,8 +34,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from bench.evaluation.report import write_report
 
-    out = args.out or args.runs / "reports"
-    written = write_report(args.experiment, out, args.tracking_uri, args.runs, reference=args.reference,
+    written = write_report(args.experiment, args.out, args.tracking_uri, args.runs_dir, reference=args.reference,
                            split=args.split)
     for path in written.values():
         print(f"wrote {path}")

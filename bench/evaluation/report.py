@@ -247,12 +247,13 @@ def overlays(results: Sequence[ConfigResult], path: Path, tracker: Any = None) -
 
 
 def write_report(
-    experiment: str | None, out_dir: Path, uri: str | None = None, runs_root: Path = Path("runs"),
+    experiment: str | None, out_dir: Path | None, uri: str | None = None, runs_root: Path = Path("runs"),
     reference: int | None = None, split: str | None = None,
 ) -> dict[str, Path]:
     """Build every report file for an experiment (default: the one with the newest run); log to its parent.
 
-    ``split`` picks the split family reported (default: the newest run's; see ``select_runs``).
+    ``out_dir`` defaults to ``<runs_root>/reports/<experiment>``: one folder per experiment, so a report never
+    overwrites another experiment's. ``split`` picks the split family reported (default: the newest run's; see ``select_runs``).
     ``reference`` is the Table 1 row every configuration is tested against (default row
     :data:`DEFAULT_REFERENCE`, untested when absent); a ``reference`` the experiment lacks is an error, raised
     before anything is downloaded or written.
@@ -270,6 +271,7 @@ def write_report(
         raise BenchError("no MLflow experiment with brainbench runs found",
                          fix="run `make reproduce-table1` first, or pass --experiment")
     tracker = Tracker(name, uri, runs_root)
+    out_dir = runs_root / "reports" / name if out_dir is None else out_dir
     groups, split_note = select_runs(tracker, split)
     if reference is not None and reference not in (rows := row_numbers(groups)):
         raise ConfigError(f"--reference {reference}: no Table 1 row {reference} in experiment {name!r}",

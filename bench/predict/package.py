@@ -87,7 +87,7 @@ def _versions() -> dict[str, str]:
 
 
 def write_package(
-    directory: Path, save_network: Callable[[Path], None], spec: NetworkSpec, pipeline: Pipeline,
+    directory: Path, save_network: Callable[[Path], object], spec: NetworkSpec, pipeline: Pipeline,
     train: Sequence[Case], source: Mapping[str, Any],
 ) -> Path:
     """Write a model folder at ``directory`` (built beside it, then renamed: never half-written).

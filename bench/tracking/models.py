@@ -23,7 +23,8 @@ from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from bench.errors import ConfigError, DataError
-from bench.tracking.runs import ChildRun, _retry
+from bench.io import link_tree
+from bench.tracking.runs import ChildRun, _retry, local_artifacts
 
 MODEL_TYPE = "brainbench"
 FLAVOR = "brainbench"
@@ -48,7 +49,11 @@ def log_model(child: ChildRun, directory: Path, name: str, *, params: Mapping[st
         record = Model(artifact_path=model.artifact_location, run_id=child.run_id, model_id=model.model_id,
                        flavors={FLAVOR: dict(flavor)})
         record.save(str(Path(directory) / "MLmodel"))
-        _retry(lambda: client.log_model_artifacts(model.model_id, str(directory)))
+        local = local_artifacts(str(model.artifact_location))
+        if local is not None:  # a local store: hard links to the run folder's model, stored once
+            link_tree(directory, local)
+        else:
+            _retry(lambda: client.log_model_artifacts(model.model_id, str(directory)))
     except BaseException:
         _retry(lambda: client.finalize_logged_model(model.model_id, "FAILED"))
         raise

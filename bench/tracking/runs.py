@@ -23,6 +23,7 @@ import math
 import os
 import socket
 import time
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.contract import EpochRecord
 from bench.errors import BenchError, DataError
+from bench.io import link_tree
 from bench.processes import interruption, is_live_child, pid_alive
 from bench.tracking.server import TrackingServerError, is_server
 from bench.tracking.store import check_store_uri
@@ -396,10 +398,38 @@ class ChildRun:
         _retry(lambda: mlflow.MlflowClient(self.client.tracking_uri).log_table(self.run_id, frame, artifact_file))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+        """Log one file; on a local artifact store it is hard-linked, not copied (see :func:`local_artifacts`)."""
+        local = self._local_artifacts(artifact_path)
+        if local is not None:
+            link_tree(path, local / Path(path).name)
+        else:
+            _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_artifacts(self, directory: Path, artifact_path: str | None = None) -> None:
-        _retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path))
+        """Log a folder's files; hard-linked on a local artifact store."""
+        local = self._local_artifacts(artifact_path)
+        if local is not None:
+            link_tree(directory, local)
+        else:
+            _retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path))
+
+    def _local_artifacts(self, artifact_path: str | None) -> Path | None:
+        if not hasattr(self, "_artifact_uri"):
+            self._artifact_uri = str(_retry(lambda: self.client.get_run(self.run_id)).info.artifact_uri)
+        root = local_artifacts(self._artifact_uri)
+        return None if root is None else root / (artifact_path or "")
+
+
+def local_artifacts(artifact_uri: str) -> Path | None:
+    """The folder of a local artifact location (``file:///...`` or a plain path), else None (a server's
+    ``mlflow-artifacts:``, s3, ...). A run's outputs folder is the source of its files; on a local store its
+    artifacts are hard links to them, so each file is on disk once (``bench.io.link_tree``)."""
+    parsed = urllib.parse.urlparse(artifact_uri)
+    if parsed.scheme == "file":
+        return Path(urllib.parse.unquote(parsed.path))
+    if parsed.scheme == "" and artifact_uri.startswith("/"):
+        return Path(artifact_uri)
+    return None
 
 
 def existing_store(uri: str | None = None, root: Path = DEFAULT_ROOT) -> str:
