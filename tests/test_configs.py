@@ -203,3 +203,16 @@ def test_patch_region_is_a_recorded_sampling_setting() -> None:
     assert row9.network.sampling.region == "overlaps_brain"
     assert effective_settings(overlap)["sampling"]["region"] == "overlaps_brain"
     assert default.config_hash != overlap.config_hash
+
+
+def test_runs_that_are_not_table1_rows_have_their_own_experiment() -> None:
+    """A Table 1 row logs to table1-<data>-<profile>; a user's model to <model>-<data>-<profile>; a sweep file
+    or the command line may name any experiment (issue 35)."""
+    row = run_spec_from_config(compose_cfg(["+experiment=table1/row5", "profile=smoke"]))
+    assert (row.tracking.experiment, row.tracking.sweep) == ("table1-synthetic-smoke", "table1-synthetic-smoke")
+    own = run_spec_from_config(compose_cfg(["model=monai_unet", "profile=smoke"]))
+    assert (own.tracking.experiment, own.tracking.sweep) == ("monai_unet-synthetic-smoke", "monai_unet-synthetic-smoke")
+    zoo = run_spec_from_config(compose_cfg(["+experiment=zoo/monai_unet", "+sweep=zoo", "profile=smoke"]))
+    assert zoo.tracking.experiment == "zoo-synthetic-smoke"
+    named = run_spec_from_config(compose_cfg(["tracking.experiment=mine", "profile=smoke"]))
+    assert (named.tracking.experiment, named.tracking.sweep) == ("mine", "mine")
