@@ -15,7 +15,7 @@ JOBS ?= 2
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint reproduce-table1 recipe recipe-ablation report bench ui clean stack-up stack-down postgres
+.PHONY: help install test test-all lint docs reproduce-table1 recipe recipe-ablation report bench ui clean stack-up stack-down postgres
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ test: $(STAMP) postgres ## Run the fast test suite (excludes tests marked slow; 
 
 test-all: $(STAMP) postgres ## Run every test, slow ones included
 	$(BIN)/python -m pytest -q --timeout=1800 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+docs: $(STAMP) ## Build the documentation site from docs/ into runs/site (mkdocs, strict: a broken link fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir runs/site
+	@echo "open runs/site/index.html"
 
 lint: $(STAMP) ## ruff + mypy
 	$(BIN)/ruff check .
