@@ -356,7 +356,7 @@ def test_cli_data_prints_table(course_root: Path, capsys: pytest.CaptureFixture[
 
 def test_cli_data_exit_2_on_bad_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_subject(tmp_path / "Training_Set", "IBSR_01", image=np.zeros(SHAPE, np.int16))
-    assert main(["data", "--root", str(tmp_path)]) == 2
+    assert main(["data", "--root", str(tmp_path), "--split", "course"]) == 2  # paper (the default) needs IBSR_07/16
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "IBSR_01.nii.gz: image is all-zero" in err
     assert main(["data", "--root", str(tmp_path / "missing")]) == 2
