@@ -10,6 +10,7 @@ import path (``bench.networks.target``). The run's spec holds that config; nothi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -138,10 +139,10 @@ def _margin(value: Any) -> int | None:
     return value
 
 
-def known_models(current: str) -> tuple[str, ...]:
-    """Every model a profile may key a setting by: the registered networks, the atlas, the run's own model and
-    the architectures of ``conf/model/*.yaml`` (the ``_target_`` models there register nothing)."""
-    names = [*architectures(), current]
+@functools.cache
+def _conf_model_names() -> tuple[str, ...]:
+    """The architectures of ``conf/model/*.yaml``, read once per process (every spec of a sweep asks)."""
+    names = []
     for path in sorted(CONF_MODELS.glob("*.yaml")):
         try:
             value = (yaml.safe_load(path.read_text()) or {}).get("architecture")
@@ -149,7 +150,13 @@ def known_models(current: str) -> tuple[str, ...]:
             continue
         if isinstance(value, str):
             names.append(value)
-    return tuple(dict.fromkeys(names))
+    return tuple(names)
+
+
+def known_models(current: str) -> tuple[str, ...]:
+    """Every model a profile may key a setting by: the registered networks, the atlas, the run's own model and
+    the architectures of ``conf/model/*.yaml`` (the ``_target_`` models there register nothing)."""
+    return tuple(dict.fromkeys([*architectures(), current, *_conf_model_names()]))
 
 
 def _by_model(profile: Mapping[str, Any], setting: str, current: str) -> Mapping[str, Any]:

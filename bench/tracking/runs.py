@@ -23,7 +23,6 @@ import math
 import os
 import socket
 import time
-import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from bench.errors import BenchError, DataError
 from bench.io import link_tree
 from bench.processes import interruption, is_live_child, pid_alive
 from bench.tracking.server import TrackingServerError, is_server
-from bench.tracking.store import check_store_uri
+from bench.tracking.store import check_store_uri, local_artifacts
 
 DEFAULT_ROOT = Path("runs")
 TAG_KIND = "brainbench.kind"
@@ -418,18 +417,6 @@ class ChildRun:
             self._artifact_uri = str(_retry(lambda: self.client.get_run(self.run_id)).info.artifact_uri)
         root = local_artifacts(self._artifact_uri)
         return None if root is None else root / (artifact_path or "")
-
-
-def local_artifacts(artifact_uri: str) -> Path | None:
-    """The folder of a local artifact location (``file:///...`` or a plain path), else None (a server's
-    ``mlflow-artifacts:``, s3, ...). A run's outputs folder is the source of its files; on a local store its
-    artifacts are hard links to them, so each file is on disk once (``bench.io.link_tree``)."""
-    parsed = urllib.parse.urlparse(artifact_uri)
-    if parsed.scheme == "file":
-        return Path(urllib.parse.unquote(parsed.path))
-    if parsed.scheme == "" and artifact_uri.startswith("/"):
-        return Path(artifact_uri)
-    return None
 
 
 def existing_store(uri: str | None = None, root: Path = DEFAULT_ROOT) -> str:

@@ -1,9 +1,11 @@
-"""Whether a tracking URI can be opened, checked without MLflow: one ``BenchError`` naming the URI (password
-hidden) and the fix, before any run starts. ``bench.tracking`` calls it when a Tracker opens a store."""
+"""Tracking URIs, checked without MLflow: whether a store can be opened (one ``BenchError`` naming the URI, password
+hidden, and the fix, before any run starts) and where a local artifact location lies on disk."""
 
 from __future__ import annotations
 
 import re
+import urllib.parse
+from pathlib import Path
 
 from bench.errors import ConfigError
 from bench.tracking.server import TrackingServerError, check_server, is_server
@@ -80,3 +82,15 @@ def _check_database(uri: str, timeout_s: int) -> None:
                                   fix="start it (`bench stack up`) or set tracking.uri / --tracking-uri") from exc
     finally:
         engine.dispose()
+
+
+def local_artifacts(artifact_uri: str) -> Path | None:
+    """The folder of a local artifact location (``file:///...`` or a plain path), else None (a server's
+    ``mlflow-artifacts:``, s3, ...). A run's outputs folder is the source of its files; on a local store its
+    artifacts are hard links to them, so each file is on disk once (``bench.io.link_tree``)."""
+    parsed = urllib.parse.urlparse(artifact_uri)
+    if parsed.scheme == "file":
+        return Path(urllib.parse.unquote(parsed.path))
+    if parsed.scheme == "" and artifact_uri.startswith("/"):
+        return Path(artifact_uri)
+    return None
