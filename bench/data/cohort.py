@@ -24,6 +24,7 @@ from bench.data.folds import FoldSplit
 from bench.data.splits import SPLITS, SplitSpec, assign_split
 from bench.errors import ConfigError, DataError
 from bench.io import Volume, read_volume
+from bench.data.labels import IBSR_LABELS, LabelSet
 from bench.types import LABELS, NUM_CLASSES, TISSUE_NAMES
 
 SPACING_TOL_MM = 1e-3
@@ -39,9 +40,12 @@ class Case:
     Attributes:
         id: Subject id, e.g. ``IBSR_01``.
         split: One of ``SPLITS``.
-        image: The T1 volume (native grid).
-        label: The reference label map (0 bg, 1 CSF, 2 GM, 3 WM) on the same grid, or ``None``.
+        image: The first input channel (IBSR: the T1 volume), native grid.
+        label: The reference label map as class indices ``0 .. K-1`` of the cohort's ``LabelSet`` (stored
+            values mapped on loading; IBSR: 0 bg, 1 CSF, 2 GM, 3 WM) on the same grid, or ``None``.
         image_path, label_path: Where they were read from (``None`` for in-memory cases).
+        extra: Input channels 1 .. N-1 on the same grid (nnU-Net's ``_0001`` ...); empty for one channel.
+        extra_paths: Their files (one per channel; a 4-D file holding every channel repeats ``image_path``).
     """
 
     id: str
@@ -50,6 +54,17 @@ class Case:
     label: Volume | None = None
     image_path: Path | None = None
     label_path: Path | None = None
+    extra: tuple[Volume, ...] = ()
+    extra_paths: tuple[Path, ...] = ()
+
+    @property
+    def channels(self) -> tuple[Volume, ...]:
+        """Every input channel, in order (``image`` first)."""
+        return (self.image, *self.extra)
+
+    @property
+    def num_channels(self) -> int:
+        return 1 + len(self.extra)
 
 
 @dataclass(frozen=True)
@@ -60,11 +75,15 @@ class Cohort:
         cases: The cases, in discovery order.
         root: The dataset root they were loaded from (``None`` for in-memory cohorts).
         split_name: The split that assigned them (a named split, or ``"explicit"``).
+        labels: The dataset's label set (case labels hold its class indices).
+        channel_names: One name per input channel (IBSR: ``("T1",)``).
     """
 
     cases: tuple[Case, ...] = field(default_factory=tuple)
     root: Path | None = None
     split_name: str = ""
+    labels: LabelSet = IBSR_LABELS
+    channel_names: tuple[str, ...] = ("T1",)
 
     def split(self, name: str) -> list[Case]:
         """The cases of one split (``train``, ``val``, ``test`` or ``predict``)."""

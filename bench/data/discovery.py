@@ -73,12 +73,16 @@ class SubjectFiles:
         folder: Course folder (``Training_Set``, ...) or ``None`` in the flat layout.
         image_path: ``<id>.nii[.gz]``.
         label_path: ``<id>_seg.nii[.gz]`` or ``None`` when unlabelled.
+        extra_image_paths: Files of input channels 1 .. N-1 (nnU-Net ``<id>_0001``, ...); empty for one channel.
+        channels_in_image: ``> 1`` when ``image_path`` is one 4-D file holding every channel (Decathlon).
     """
 
     id: str
     folder: str | None
     image_path: Path
     label_path: Path | None
+    extra_image_paths: tuple[Path, ...] = ()
+    channels_in_image: int = 1
 
 
 @dataclass(frozen=True)
