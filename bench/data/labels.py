@@ -156,6 +156,10 @@ class LabelSet:
         """Whether stored values equal class indices (no mapping needed)."""
         return self.values == tuple(range(self.num_classes))
 
+    def as_indices(self) -> LabelSet:
+        """The same classes with values = class indices (for label maps already mapped by :meth:`to_indices`)."""
+        return LabelSet(self.names, tuple(range(self.num_classes)))
+
     # ------------------------------------------------------------------ mapping
     def unknown_values(self, array: npt.NDArray[Any]) -> list[int]:
         """Stored values in ``array`` that no class has (sorted, at most 10)."""
