@@ -30,6 +30,7 @@ from bench.contract import (
     TrainSpec,
 )
 from bench.data.folds import FoldSplit
+from bench.data.labels import IBSR_LABELS, LabelSet
 from bench.data.splits import SPLITS, SplitSpec
 from bench.errors import ConfigError
 from bench.hardware import check_precision_name, resolve_for_run, worker_cpus
@@ -123,11 +124,40 @@ def _scheduler(cfg: Mapping[str, Any]) -> SchedulerSpec:
         raise ConfigError(f"profile.{exc.problem}", fix=exc.fix) from None
 
 
-def _classes(value: Any, setting: str) -> tuple[int, ...]:
+def _class_index(value: Any, setting: str, labels: LabelSet) -> int:
+    """A scored class named by its label name (``CSF``) or stored value, as its class index; ConfigError naming
+    the dataset's classes for anything else (the background included: it is never a class to favour)."""
+    index = labels.index(value, setting=setting)
+    if index == 0:
+        raise ConfigError(f"{setting}={value!r} is the background", fix=f"use one of {', '.join(labels.describe_classes())}")
+    return index
+
+
+def _classes(value: Any, setting: str, labels: LabelSet) -> tuple[int, ...]:
+    """``sampling.class_centres``: label names (or stored values) as class indices; null means every scored class."""
+    if value is None:
+        return labels.scored_indices
     items = list(value) if isinstance(value, (list, tuple)) else None
-    if not items or any(isinstance(c, bool) or c not in (1, 2, 3) for c in items):
-        raise ConfigError(f"{setting}={value!r} must be a non-empty list of classes 1 (CSF), 2 (GM), 3 (WM)")
-    return tuple(int(c) for c in items)
+    if not items:
+        raise ConfigError(f"{setting}={value!r} must be a non-empty list of label names",
+                          fix=f"e.g. [{', '.join(labels.scored)}]")
+    return tuple(_class_index(c, setting, labels) for c in items)
+
+
+def _dataset_labels(data: Mapping[str, Any]) -> tuple[LabelSet, tuple[str, ...]]:
+    """The label set and input channels the data bring: ``dataset.json`` of an nnU-Net or Decathlon root,
+    else the paper's (IBSR18 and the synthetic cohort)."""
+    root = Path(str(data["root"]))
+    if (root / "dataset.json").is_file():
+        from bench.data.nnunet import read_dataset_json
+
+        info = read_dataset_json(root)
+        return info.labels, info.channel_names
+    if data.get("name") == "nnunet":
+        raise ConfigError(f"data.root={str(root)!r} holds no dataset.json",
+                          fix="point data.root at the nnU-Net dataset folder (the one with dataset.json, imagesTr/, "
+                          "labelsTr/)")
+    return IBSR_LABELS, ("T1",)
 
 
 def _margin(value: Any) -> int | None:
@@ -204,14 +234,15 @@ NetworkModel = tuple[registry.Architecture, NetConfig]
 
 
 def _model(model_cfg: Mapping[str, Any], profile: Mapping[str, Any], seed: int,
-           framework: str) -> NetworkModel | AtlasSpec:
+           framework: str, num_classes: int = 4, in_channels: int = 1) -> NetworkModel | AtlasSpec:
     """The effective model (YAML, then the profile's overrides, then defaults): a network's registry entry and
     config, or the atlas.
 
     Every override is checked against the network's config (a profile cannot set a width the network does not
     have); a model YAML with an ``implementation`` block registers its architecture here; a model with a
     ``torch:`` / ``tf:`` block is a ``_target_`` network. An atlas's registration is seeded by the run's
-    ``seed`` unless its params name one.
+    ``seed`` unless its params name one. A network's input channels and classes are the data's
+    (``in_channels``, ``num_classes``); a model that sets them otherwise is refused.
     """
     name = model_cfg.get("architecture")
     if not isinstance(name, str) or not name:
@@ -219,7 +250,7 @@ def _model(model_cfg: Mapping[str, Any], profile: Mapping[str, Any], seed: int,
     overrides = dict(_by_model(profile, "model_overrides", name).get(name) or {})
     blocks = [fw for fw in FRAMEWORKS if model_cfg.get(fw) is not None]
     if blocks:
-        return _target_network(name, model_cfg, blocks, overrides, framework)
+        return _target_network(name, model_cfg, blocks, overrides, framework, num_classes, in_channels)
     if model_cfg.get("channels") is not None:
         raise ConfigError(f"model.channels is given but model {name!r} has no torch: or tf: block with a _target_",
                           fix="add model.torch: {_target_: package.module.Network, ...}")
@@ -234,8 +265,16 @@ def _model(model_cfg: Mapping[str, Any], profile: Mapping[str, Any], seed: int,
     if name == ATLAS:
         from bench.baselines.atlas import build_atlas
 
+        if num_classes != 4 or in_channels != 1:
+            raise ConfigError(f"the atlas baselines segment one T1 into background, CSF, GM and WM; this dataset has "
+                              f"{in_channels} channel(s) and {num_classes} classes", fix="compare networks on it")
+
         atlas = build_atlas(**{"seed": seed, **params})
         return AtlasSpec({"kind": atlas.kind, **atlas.params()})
+    for key, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if params.setdefault(key, value) != value:
+            raise ConfigError(f"model.params.{key}={params[key]!r} but the data give {value}",
+                              fix=f"drop model.params.{key}: it is taken from the data")
     entry = registry.lookup(name)
     try:
         return entry, entry.make_config(params)
@@ -245,7 +284,7 @@ def _model(model_cfg: Mapping[str, Any], profile: Mapping[str, Any], seed: int,
 
 
 def _target_network(name: str, model_cfg: Mapping[str, Any], blocks: list[str], overrides: Mapping[str, Any],
-                    framework: str) -> NetworkModel:
+                    framework: str, num_classes: int, in_channels: int) -> NetworkModel:
     """A network named by its import path: the run's framework's block as a ``TargetConfig``."""
     for key in ("params", "implementation"):
         if model_cfg.get(key):
@@ -257,7 +296,8 @@ def _target_network(name: str, model_cfg: Mapping[str, Any], blocks: list[str], 
     if framework not in blocks:
         raise ConfigError(f"model {name!r} has no {framework} network (its YAML names one for {', '.join(blocks)})",
                           fix=f"use framework={blocks[0]}, or add model.{framework}: {{_target_: ...}}")
-    config = TargetConfig.from_block(name, framework, model_cfg[framework], model_cfg.get("channels"), overrides)
+    config = TargetConfig.from_block(name, framework, model_cfg[framework], model_cfg.get("channels"), overrides,
+                                     in_channels=in_channels, num_classes=num_classes)
     return registry.Architecture(name, TargetConfig, {fw: BUILDER for fw in blocks}), config
 
 
@@ -301,15 +341,19 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     seed = cfg.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed={seed!r} must be an integer")
-    method = _model(section(cfg, "model"), profile, seed, framework)
+    data = section(cfg, "data")
+    if not data.get("root"):
+        raise ConfigError("data.root is empty", fix="set data.root=/path/to/dataset")
+    labels, channels = _dataset_labels(data)
+    method = _model(section(cfg, "model"), profile, seed, framework, labels.num_classes, len(channels))
     architecture = ATLAS if isinstance(method, AtlasSpec) else method[0].name
 
     batch_size = check_positive("profile.batch_size", profile.get("batch_size"), integer=True)
     sampling_cfg = section(cfg, "sampling")
     mode = check_choice("sampling.mode", sampling_cfg.get("mode"), SAMPLING_MODES)
     oversample_class = sampling_cfg.get("oversample_class")
-    if oversample_class is not None and oversample_class not in (1, 2, 3):
-        raise ConfigError(f"sampling.oversample_class={oversample_class!r} must be 1 (CSF), 2 (GM), 3 (WM) or null")
+    if oversample_class is not None:
+        oversample_class = _class_index(oversample_class, "sampling.oversample_class", labels)
     sampling = SamplingSpec(
         mode=mode,
         patch_size=_triple(profile.get("patch_size"), "profile.patch_size"),
@@ -322,7 +366,7 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         val_batches=profile.get("val_batches"),
         region=check_choice("sampling.region", sampling_cfg.get("region", "centre_in_brain"), PATCH_REGIONS),
         class_fraction=check_fraction("sampling.class_fraction", sampling_cfg.get("class_fraction", 0.0)),
-        class_centres=_classes(sampling_cfg.get("class_centres", [1, 2, 3]), "sampling.class_centres"),
+        class_centres=_classes(sampling_cfg.get("class_centres"), "sampling.class_centres", labels),
         augmentation=AugmentSpec.from_config(cfg.get("augmentation")),
     )
     steps = profile.get("steps_per_epoch")
@@ -354,9 +398,6 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         skip_background=bool(inf.get("skip_background", True)),
         background_margin_voxels=_margin(inf.get("background_margin_voxels", 3)),
     )
-    data = section(cfg, "data")
-    if not data.get("root"):
-        raise ConfigError("data.root is empty", fix="set data.root=/path/to/dataset")
     steps_cfg = section(cfg, "preprocess").get("steps") or []
     from bench.preprocess.pipeline import Pipeline
 
@@ -371,7 +412,8 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         segmenter.config.check_patch_size(sampling.patch_size)
     return RunSpec(
         data=DataSpec(name=str(data.get("name")), root=str(data["root"]), split=_split(data),
-                      train_on_val=check_flag("data.train_on_val", data.get("train_on_val", False))),
+                      train_on_val=check_flag("data.train_on_val", data.get("train_on_val", False)),
+                      labels=labels, channels=channels),
         preprocess=PreprocessSpec(name=str(section(cfg, "preprocess").get("name")), steps=preprocess_steps),
         tracking=TrackingSpec(uri=tracking.get("uri"), experiment=experiment, sweep=sweep),
         seed=seed,

@@ -30,6 +30,7 @@ from bench.contract import EpochRecord, NullLogger, RunLogger, TrainHistory
 from bench.data.cohort import Cohort, load_cohort
 from bench.data.discovery import discover
 from bench.data.folds import FoldSplit, fold_of_subject
+from bench.data.labels import same_labels
 from bench.data.manifest import content_digest, manifest
 from bench.errors import BenchError, DataError
 from bench.evaluation.evaluate import evaluate_case, mean_test_metrics, summarize, write_summary
@@ -64,9 +65,13 @@ def load_data(spec: RunSpec) -> Cohort:
     if not root.exists():
         raise DataError("data root does not exist", path=root,
                         fix="set data.root=... (or IBSR18_ROOT), or run `bench synth` for a synthetic cohort")
-    cohort = load_cohort(root, spec.data.split)
+    cohort = load_cohort(root, spec.data.split)  # labels as class indices of the dataset's label set
     if spec.data.train_on_val:
         cohort = cohort.with_val_in_train()
+    if not same_labels(cohort.labels, spec.data.labels) or cohort.channel_names != spec.data.channels:
+        raise DataError(f"the dataset changed since the run was configured: labels {cohort.labels.record()}, "
+                        f"channels {list(cohort.channel_names)} (configured: {spec.data.labels.record()}, "
+                        f"{list(spec.data.channels)})", path=root, fix="start the run again")
     if not cohort.split("train"):
         raise DataError(f"split {spec.data.split!r} has no training subjects", path=root)
     if not cohort.split("test"):
@@ -112,7 +117,8 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None, me
              len(prepared), spec.preprocess.name, preprocess_s, len(cohort.split("train")), len(cohort.split("val")))
     segmenter = method if method is not None else build_method(spec.segmenter)
     t_fit = time.perf_counter()
-    data = TrainingData(train=cohort.split("train"), val=cohort.split("val"), prepared=prepared)
+    data = TrainingData(train=cohort.split("train"), val=cohort.split("val"), prepared=prepared,
+                        labels=spec.data.labels)
     history = segmenter.fit(data, logger)
     fit_s = time.perf_counter() - t_fit
     log.info("%s: fit in %.1f s, %d epochs, best epoch %s (%s)", spec.name, fit_s, len(history.epochs),
@@ -135,22 +141,25 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None, me
         model_dir = write_package(out / "model", lambda network: link_tree(checkpoint, network),  # stored once
                                   spec.segmenter, pipeline, cohort.split("train"),
                                   {"run_id": None if child is None else child.run_id, "run_name": spec.name,
-                                   "config_hash": spec.config_hash, "label": spec.label})
+                                   "config_hash": spec.config_hash, "label": spec.label},
+                                  spec.data.labels, spec.data.channels)
 
+    labels = spec.data.labels
     rows: list[dict[str, Any]] = []
     predict_times: list[float] = []
     patches_done = patches_skipped = 0
     for case in [*cohort.split("test"), *cohort.split("predict")]:
         t_case = time.perf_counter()
         prediction = segmenter.predict(case, prepared[case.id], pipeline)
-        labels = np.argmax(prediction.probabilities, axis=0).astype(np.uint8)
+        indices = np.argmax(prediction.probabilities, axis=0).astype(np.uint8)
         predict_times.append(time.perf_counter() - t_case)
         patches_done += prediction.patches_predicted
         patches_skipped += prediction.patches_skipped
-        label_map = case.image.with_array(labels)
-        write_volume(label_map, out / "predictions" / f"{case.id}.nii.gz")
+        label_map = case.image.with_array(indices)  # class indices, as the case's reference holds
+        write_volume(label_map.with_array(labels.to_values(indices)), out / "predictions" / f"{case.id}.nii.gz")
         if case.label is not None and case.split == "test":
-            rows.extend(evaluate_case(label_map, case.label, case.id, ref_path=case.label_path))
+            rows.extend(evaluate_case(label_map, case.label, case.id, ref_path=case.label_path,
+                                      labels=labels.as_indices()))
 
     table = pd.DataFrame(rows)
     table.to_csv(out / "metrics.csv", index=False)
@@ -159,6 +168,8 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None, me
     if len(curves):
         history_plot(curves, out / "history.png", title=f"{spec.name}: {history.convergence.replace('_', ' ')}")
     summary = summarize(rows)
+    summary["labels"] = labels.record()
+    summary["channels"] = list(spec.data.channels)
     summary["run"] = {
         "name": spec.name, "config_hash": spec.config_hash, "row": spec.row, "label": spec.label,
         "mlflow_run_id": None if child is None else child.run_id, "mlflow_experiment": spec.tracking.experiment,
@@ -177,7 +188,8 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None, me
         "train_subjects": [c.id for c in cohort.split("train")],
         "val_subjects": [c.id for c in cohort.split("val")],
         "subject_files": {
-            c.id: {"image": str(c.image_path), "label": None if c.label_path is None else str(c.label_path)}
+            c.id: {"image": str(c.image_path), "label": None if c.label_path is None else str(c.label_path),
+                   **({"channels": [str(c.image_path), *map(str, c.extra_paths)]} if c.extra else {})}
             for c in cohort.cases
         },
     }
@@ -191,7 +203,7 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None, me
             "patches_skipped_fraction": patches_skipped / max(1, patches_done + patches_skipped),
             "skipped_steps": float(history.skipped_steps),
         }
-        child.log_metrics({**metrics, **mean_test_metrics(summary)})
+        child.log_metrics({**metrics, **mean_test_metrics(summary, labels)})
         child.set_tags({TAG_CONVERGENCE: history.convergence, TAG_UNLEARNED: ",".join(history.unlearned)})
         child.log_table(table, "per_subject_metrics.json")
         for name in ("summary.json", "metrics.csv", "history.csv", "history.png"):
@@ -213,7 +225,8 @@ def _log_model(child: ChildRun, spec: RunSpec, model_dir: Path) -> None:
               "preprocess": spec.preprocess.name, "patch_size": list(network.sampling.patch_size),
               "overlap": inference.overlap, "blending": inference.blending,
               "background_margin_voxels": inference.background_margin_voxels,
-              "skip_background": inference.skip_background, "labels": "0 background, 1 CSF, 2 GM, 3 WM",
+              "skip_background": inference.skip_background, "labels": spec.data.labels.describe(),
+              "channels": ", ".join(spec.data.channels),
               "versions": json.dumps(json.loads((model_dir / PACKAGE_FILE).read_text())["versions"])}
     tags = {"framework": network.framework, "architecture": network.architecture,
             "brainbench.config_hash": spec.config_hash, "table_row": "" if spec.row is None else str(spec.row)}

@@ -22,6 +22,7 @@ import numpy as np
 
 from bench.contract import PatchBatch, PatchSource, RunLogger, Segmenter, TrainHistory
 from bench.data.cohort import Case
+from bench.data.labels import IBSR_LABELS, LabelSet
 from bench.errors import ConfigError, DataError
 from bench.patching.inference import PredictPatches, background_outside_mask, predict_volume_with_stats
 from bench.patching.sampler import PatchRegion, PatchSampler, PatchSubject, patch_centre_region
@@ -40,6 +41,8 @@ class TrainingData:
     train: Sequence[Case]
     val: Sequence[Case]
     prepared: Mapping[str, PreparedCase]
+    labels: LabelSet = IBSR_LABELS
+    """What the class indices of the labels mean (names the validation Dice of each class)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class FixedEpoch:
 
     def __init__(self, source: PatchSource, limit: int | None) -> None:
         self.source = source
+        self.class_names: tuple[str, ...] = tuple(getattr(source, "class_names", IBSR_LABELS.names))
         self.patch_size = source.patch_size
         self.batch_size = source.batch_size
         self.limit = len(source) if limit is None else min(limit, len(source))
@@ -92,27 +96,29 @@ def patch_subjects(
         if case.label is None:
             raise DataError(f"subject {case.id} has no label but is used for training", path=case.native.image_path)
         centres = patch_centre_region(case.mask, patch_size, region)
-        out.append(PatchSubject(image=case.image.array, label=case.label.array, mask=centres, id=case.id))
+        out.append(PatchSubject(image=case.network_input(), label=case.label.array, mask=centres, id=case.id))
     return out
 
 
 def patch_sources(
-    train: Sequence[PatchSubject], val: Sequence[PatchSubject], s: SamplingSpec, seed: int
+    train: Sequence[PatchSubject], val: Sequence[PatchSubject], s: SamplingSpec, seed: int,
+    class_names: Sequence[str] = IBSR_LABELS.names,
 ) -> tuple[PatchSampler, PatchSource | None]:
     """The training sampler (``s``'s mode, oversampling, class centres and augmentation, seeded by ``seed``) and the fixed
-    validation set (grid patches without overlap, the first ``s.val_batches`` batches, never augmented)."""
+    validation set (grid patches without overlap, the first ``s.val_batches`` batches, never augmented); both
+    name their classes ``class_names``."""
     source = PatchSampler(
         train, patch_size=s.patch_size, step=s.step, batch_size=s.batch_size, seed=seed,
         mode=s.mode,  # type: ignore[arg-type]
         patches_per_epoch=s.patches_per_epoch if s.mode != "grid" else None,
         oversample=s.oversample_class is not None, oversample_class=s.oversample_class or 1,
         oversample_factor=s.oversample_factor, augment=s.augmentation, class_fraction=s.class_fraction,
-        class_centres=s.class_centres,
+        class_centres=s.class_centres, class_names=class_names,
     )
     if not val:
         return source, None
     grid = PatchSampler(val, patch_size=s.patch_size, step=s.patch_size, batch_size=s.batch_size, seed=seed + 1,
-                        mode="grid", shuffle=True)
+                        mode="grid", shuffle=True, class_names=class_names)
     return source, FixedEpoch(grid, s.val_batches)
 
 
@@ -158,14 +164,14 @@ class PatchNetwork:
         train, val = patch_sources(
             patch_subjects([data.prepared[c.id] for c in data.train], s.patch_size, s.region),  # type: ignore[arg-type]
             patch_subjects([data.prepared[c.id] for c in data.val], s.patch_size, s.region),  # type: ignore[arg-type]
-            s, self.spec.train.seed,
+            s, self.spec.train.seed, data.labels.names,
         )
         return self.network.fit(train, val, self.spec.train, log)
 
     def _check_patch_fits(self, prepared: Sequence[PreparedCase]) -> None:
         patch = self.spec.sampling.patch_size
         for case in prepared:
-            if any(p > s for p, s in zip(patch, case.image.shape, strict=True)):
+            if any(p > s for p, s in zip(patch, case.image.shape, strict=True)):  # every channel has its grid
                 raise ConfigError(
                     f"profile.patch_size={list(patch)} is larger than the preprocessed volume "
                     f"{list(case.image.shape)} of {case.id}", fix="use a smaller patch size",
@@ -203,7 +209,8 @@ def network_probabilities(
     total: FloatArray | None = None
     predicted = skipped = 0
     for axes in FLIPS if flips else FLIPS[:1]:
-        image = np.flip(prepared.image.array, axes) if axes else prepared.image.array
+        volume = prepared.network_input()  # [X, Y, Z] or [C, X, Y, Z]
+        image = np.flip(volume, tuple(a + volume.ndim - 3 for a in axes)) if axes else volume
         mask = np.flip(prepared.mask, axes) if axes else prepared.mask
         probs, stats = predict_volume_with_stats(
             predict_patches, np.ascontiguousarray(image), patch_size, overlap=inference.overlap,

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from bench.contract import TrainSpec
 from bench.data.folds import FoldSplit
+from bench.data.labels import IBSR_LABELS, LabelSet, same_labels
 from bench.data.splits import SPLITS, SplitSpec
 from bench.errors import ConfigError
 from bench.networks import registry
@@ -44,7 +45,8 @@ def architectures() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Dataset name, root folder and split: a named split (``paper``, ``holdout``, ...) or explicit ids."""
+    """Dataset name, root folder and split (a named split such as ``paper``, explicit ids or a fold), and what the
+    data brings: its label set and input channels (IBSR18 and the synthetic cohort: the paper's 4 classes, T1)."""
 
     name: str
     root: str
@@ -52,6 +54,14 @@ class DataSpec:
     train_on_val: bool = False
     """The split's validation subjects are trained on too and nothing is validated (use it with
     ``TrainSpec.keep_weights='last'``: without validation the best epoch is judged by the training loss)."""
+    labels: LabelSet = IBSR_LABELS
+    channels: tuple[str, ...] = ("T1",)
+    """One name per input channel (nnU-Net's ``channel_names``)."""
+
+    @property
+    def paper_labels(self) -> bool:
+        """Whether the data have the paper's label set and one T1 channel (IBSR18's, the synthetic cohort's)."""
+        return same_labels(self.labels, IBSR_LABELS) and self.channels == ("T1",)
 
 
 @dataclass(frozen=True)
@@ -218,10 +228,14 @@ def split_record(split: str | SplitSpec | FoldSplit) -> Any:
 
 
 def data_record(data: DataSpec) -> dict[str, Any]:
-    """The data a run used; ``train_on_val`` only when on (runs recorded before the setting keep their hash)."""
+    """The data a run used; ``train_on_val`` only when on, the label set and channels only when they are not the
+    paper's (runs recorded before these settings keep their hash)."""
     record: dict[str, Any] = {"name": data.name, "root": data.root, "split": split_record(data.split)}
     if data.train_on_val:
         record["train_on_val"] = True
+    if not data.paper_labels:
+        record["labels"] = data.labels.record()
+        record["channels"] = list(data.channels)
     return record
 
 

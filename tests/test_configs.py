@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -38,9 +39,21 @@ def options(group: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
-def test_every_group_option_composes(group: str, option: str) -> None:
-    spec = run_spec_from_config(compose_cfg([f"{group}={option}"]))
+def test_every_group_option_composes(group: str, option: str, tmp_path: Path) -> None:
+    extra = []
+    if (group, option) == ("data", "nnunet"):  # its root has no default: a dataset.json names the labels
+        (tmp_path / "imagesTr").mkdir()
+        (tmp_path / "labelsTr").mkdir()
+        (tmp_path / "dataset.json").write_text(json.dumps({
+            "channel_names": {"0": "T1", "1": "FLAIR"}, "labels": {"background": 0, "CSF": 1, "lesion": 10},
+            "numTraining": 0, "file_ending": ".nii.gz"}))
+        extra = [f"data.root={tmp_path}"]
+    spec = run_spec_from_config(compose_cfg([f"{group}={option}", *extra]))
     assert spec.config_hash
+    if extra:
+        assert spec.data.labels.names == ("background", "CSF", "lesion")
+        assert spec.data.channels == ("T1", "FLAIR")
+        assert spec.network.config.in_channels == 2 and spec.network.config.num_classes == 3
 
 
 def test_nine_rows_exist() -> None:

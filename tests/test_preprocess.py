@@ -118,8 +118,8 @@ def test_prepare_casts_and_checks_labels() -> None:
     assert prepared.mask.any() and prepared.native.id == "S1"
     image, label = phantom_arrays()
     label[0, 0, 0] = 7
-    with pytest.raises(DataError, match=r"0\.\.7"):
-        prepare(make_case(image=image, label=label))
+    with pytest.raises(DataError, match=r"0\.\.7 .*class indices 0\.\.3"):
+        prepare(make_case(image=image, label=label), num_classes=4)
 
 
 # ------------------------------------------------------------------------------------------------ standardise

@@ -3,9 +3,13 @@
     bench predict --model runs:/RUN_ID --input scan.nii.gz --out labels/
     bench predict --model models:/NAME/VERSION --model path/to/model --input scans/ --out labels/ --tta flips
 
-Each input gets ``<out>/<id>.nii.gz`` (uint8 labels 0 background, 1 CSF, 2 GM, 3 WM) in its own geometry,
-and with ``--probabilities`` also ``<out>/<id>_probabilities.nii.gz`` (float32 ``[X, Y, Z, 4]``). Every
-model and input is checked before anything is written; each file is written atomically.
+    bench predict --model runs:/RUN_ID --input imagesTs/ --out labels/          # nnU-Net naming, N channels
+    bench predict --model runs:/RUN_ID --input case_0000.nii.gz --input case_0001.nii.gz --out labels/
+
+Each input gets ``<out>/<id>.nii.gz`` (the model's label values: IBSR 0 background, 1 CSF, 2 GM, 3 WM) in its
+own geometry, and with ``--probabilities`` also ``<out>/<id>_probabilities.nii.gz`` (float32 ``[X, Y, Z, K]``,
+class-index order). Every model and input is checked before anything is written; each file is written
+atomically.
 """
 
 from __future__ import annotations
@@ -26,14 +30,17 @@ from bench.errors import BenchError
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         "predict", help="segment new scans with trained models (ensembles, test-time flips)",
-        description="Segment T1 scans (NIfTI) with one model or the average of several (softmax mean on each scan's "
+        description="Segment scans (NIfTI) with one model or the average of several (softmax mean on each scan's "
         "grid). A model is runs:/RUN_ID (the run's logged model), models:/NAME/VERSION (model registry), "
-        "models:/MODEL_ID, or a model folder (<outputs>/<run>/model). Scans whose spacing or orientation differ "
-        "from the training data are resampled in and back.",
+        "models:/MODEL_ID, or a model folder (<outputs>/<run>/model). A model of several input channels takes a "
+        "case as its channel files (--input repeated, in the model's order) or a folder in nnU-Net naming "
+        "(<id>_0000.nii.gz, <id>_0001.nii.gz, ...). Scans whose spacing or orientation differ from the training "
+        "data are resampled in and back. Label maps hold the model's label values.",
     )
     parser.add_argument("--model", action="append", required=True, metavar="MODEL",
                         help="runs:/RUN_ID | models:/NAME/VERSION | PATH (repeat to average several)")
-    parser.add_argument("--input", type=Path, required=True, help="a .nii/.nii.gz scan or a folder of them")
+    parser.add_argument("--input", type=Path, required=True, action="append",
+                        help="a .nii/.nii.gz scan or a folder of them; repeat to give one case's channel files")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--tta", choices=("none", "flips"), default="none",
                         help="test-time augmentation: flips = average over the 8 axis-flip combinations")
@@ -71,9 +78,13 @@ def run(args: argparse.Namespace) -> int:
     from bench.predict.model import ensemble_probabilities, flip_warnings, labels_of
 
     out = check_output_folder(args.out)
-    scans = find_scans(args.input)
+    for path in args.input:
+        if not path.exists():
+            raise BenchError("input does not exist", path=path, fix="give a .nii/.nii.gz file or a folder of them")
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
         models = load_models(args.model, args.tracking_uri, args.runs_dir, Path(tmp))
+        labels = models[0].info.labels
+        scans = find_scans(args.input, channels=len(models[0].info.channels))
         for scan in scans:  # every input checked before anything is written
             scan.load()
         flips = args.tta == "flips"
@@ -95,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 case = scan.load()
                 probs = ensemble_probabilities(models, case, flips=flips, progress=advance)
                 try:
-                    write_volume(case.image.with_array(labels_of(probs)), out / f"{scan.id}.nii.gz")
+                    write_volume(case.image.with_array(labels_of(probs, labels)), out / f"{scan.id}.nii.gz")
                     if args.probabilities:
                         write_probability_maps(probs, case.image, out / f"{scan.id}_probabilities.nii.gz")
                 except OSError as exc:

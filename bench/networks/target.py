@@ -97,9 +97,10 @@ class TargetConfig(NetConfig):
 
     @classmethod
     def from_block(cls, name: str, framework: str, block: Mapping[str, Any], channels: Any,
-                   overrides: Mapping[str, Any] | None = None) -> Self:
+                   overrides: Mapping[str, Any] | None = None, *, in_channels: int = 1, num_classes: int = 4) -> Self:
         """The config of a model YAML's ``framework`` block (``_target_`` and keyword arguments), with
-        ``overrides`` (the profile's ``model_overrides``) applied over its keywords."""
+        ``overrides`` (the profile's ``model_overrides``) applied over its keywords, and the data's input
+        channels and classes (the keywords ``model.channels`` names are the data's, never the YAML's)."""
         if not isinstance(block, Mapping) or not block.get(TARGET_KEY):
             raise ConfigError(f"model.{framework} of {name!r} has no {TARGET_KEY}",
                               fix=f"e.g. model.{framework}: {{_target_: monai.networks.nets.UNet, ...}}")
@@ -108,7 +109,7 @@ class TargetConfig(NetConfig):
         kwargs.update(overrides or {})
         _check_module(str(block[TARGET_KEY]), f"model.{framework}.{TARGET_KEY}")
         return cls(name=name, framework=framework, target=str(block[TARGET_KEY]), kwargs=kwargs,
-                   in_key=in_key, out_key=out_key)
+                   in_key=in_key, out_key=out_key, in_channels=in_channels, num_classes=num_classes)
 
     def to_params(self) -> dict[str, Any]:
         return {"name": self.name, "framework": self.framework, "target": self.target,

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.contract import PatchBatch
+from bench.data.labels import IBSR_LABELS
 from bench.errors import ConfigError, DataError
 from bench.patching.augment import AUGMENT_STREAM, AugmentSpec, augment_batch
 from bench.patching.centres import CLASS_STREAM, ClassCentres
@@ -110,6 +111,7 @@ class PatchSampler:
             epoch ``round(class_fraction * epoch_size)`` patches, at positions drawn from
             ``default_rng([seed, epoch, 2])``, are replaced by patches centred on a voxel of one of
             ``class_centres`` (``bench.patching.centres``); the other patches stay where they were.
+        class_names: The name of each class index of the labels (validation Dice is reported by name).
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class PatchSampler:
         augment: AugmentSpec | None = None,
         class_fraction: float = 0.0,
         class_centres: Sequence[int] = (1, 2, 3),
+        class_names: Sequence[str] = IBSR_LABELS.names,
     ) -> None:
         self.patch_size: Shape3 = as_shape3(patch_size, "patch_size")
         self.step: Shape3 = (as_shape3(step, "step") if step is not None
@@ -139,6 +142,7 @@ class PatchSampler:
                                    max(self.patch_size[2] // 2, 1)))
         _check_settings(batch_size, seed, mode, patches_per_epoch, oversample_factor, oversample_min_voxels)
         self.batch_size = batch_size
+        self.class_names: tuple[str, ...] = tuple(class_names)
         self.seed = seed
         self.mode: SamplingMode = mode
         self.patches_per_epoch = patches_per_epoch

@@ -72,6 +72,7 @@ def _run(run_ids: Sequence[str], name: str, uri: str, runs_dir: Path, work: Path
     files = records[0]["summary"]["run"]["subject_files"]
     models = [LoadedModel.load(download_model(f"runs:/{r['run_id']}", uri, work / r["run_id"] / "model"),
                                label=f"runs:/{r['run_id']}") for r in records]
+    labels = models[0].info.labels  # ensemble_probabilities refuses members with another label set
     for warning in flip_warnings(models) if flips else []:
         print(f"warning: {warning}", file=sys.stderr)
     config_hash = hashlib.sha256(json.dumps({"members": sorted(run_ids), "flips": flips}).encode()).hexdigest()[:12]
@@ -89,21 +90,24 @@ def _run(run_ids: Sequence[str], name: str, uri: str, runs_dir: Path, work: Path
             rows, seconds = [], []
             for subject in test_ids:
                 started = time.perf_counter()
-                case = Scan(Path(files[subject]["image"]), subject).load()
-                label_map = case.image.with_array(labels_of(ensemble_probabilities(models, case, flips=flips)))
+                channels = [Path(p) for p in files[subject].get("channels") or [files[subject]["image"]]]
+                case = Scan(channels[0], subject, tuple(channels[1:])).load()
+                label_map = case.image.with_array(labels_of(ensemble_probabilities(models, case, flips=flips), labels))
                 seconds.append(time.perf_counter() - started)
                 write_volume(label_map, partial / "predictions" / f"{subject}.nii.gz")
                 label_path = Path(files[subject]["label"])
-                rows.extend(evaluate_case(label_map, read_volume(label_path), subject, ref_path=label_path))
+                rows.extend(evaluate_case(label_map, read_volume(label_path), subject, ref_path=label_path,
+                                          labels=labels))
             table = pd.DataFrame(rows)
             table.to_csv(partial / "metrics.csv", index=False)
             summary = summarize(rows)
+            summary["labels"] = labels.record()
             summary["run"] = {"name": f"ensemble-{name}", "config_hash": config_hash, "row": None, "label": name,
                               "members": list(run_ids), "tta": "flips" if flips else "none",
                               "seconds_per_volume": float(np.mean(seconds)), "split": records[0]["summary"]["run"].get("split"),
                               "test_subjects": list(test_ids), "subject_files": {s: files[s] for s in test_ids}}
             write_summary(summary, partial / "summary.json")
-            child.log_metrics({"seconds_per_volume": summary["run"]["seconds_per_volume"], **mean_test_metrics(summary)})
+            child.log_metrics({"seconds_per_volume": summary["run"]["seconds_per_volume"], **mean_test_metrics(summary, labels)})
             child.log_table(table, "per_subject_metrics.json")
             for file in ("summary.json", "metrics.csv"):
                 child.log_artifact(partial / file)

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from bench.data.cohort import Case
-from bench.errors import ConfigError
+from bench.data.labels import IBSR_LABELS, LabelSet
+from bench.errors import ConfigError, DataError
 from bench.predict import geometry
 from bench.predict.package import NETWORK_DIR, ModelInfo, package_root, read_package
 from bench.preprocess.pipeline import Pipeline
@@ -63,8 +64,14 @@ class LoadedModel:
 
     def probabilities(self, case: Case, *, flips: bool = False, progress: Progress | None = None) -> FloatArray:
         """Class probabilities ``float32[K, X, Y, Z]`` on ``case.image``'s own grid."""
+        if case.num_channels != len(self.info.channels):
+            raise DataError(f"{case.id} has {case.num_channels} input channel(s); {self.describe()} takes "
+                            f"{len(self.info.channels)} ({', '.join(self.info.channels)})", path=case.image_path,
+                            fix="give every channel's file, in the model's order (nnU-Net naming: <id>_0000, <id>_0001…)")
         grid = geometry.working_grid(case.image, self.info)
-        working = case if grid is None else replace(case, image=geometry.resample_image(case.image, grid))
+        working = case if grid is None else replace(
+            case, image=geometry.resample_image(case.image, grid),
+            extra=tuple(geometry.resample_image(v, grid) for v in case.extra))
         predict = self.network.predict_patches
         if progress is not None:
             def predict(batch: FloatArray) -> FloatArray:
@@ -82,9 +89,13 @@ def ensemble_probabilities(models: Sequence[LoadedModel], case: Case, *, flips: 
     """The mean of the models' class probabilities on ``case``'s grid (one model: its own)."""
     if not models:
         raise ConfigError("no model given", fix="pass --model at least once")
-    classes = {m.info.num_classes for m in models}
-    if len(classes) != 1:
-        raise ConfigError(f"models predict different numbers of classes {sorted(classes)}; they cannot be averaged")
+    labels = {tuple(m.info.labels.record().items()) for m in models}
+    if len(labels) != 1:
+        raise ConfigError(f"models predict different label sets ({'; '.join(m.info.labels.describe() for m in models)}); "
+                          "they cannot be averaged")
+    channels = {m.info.channels for m in models}
+    if len(channels) != 1:
+        raise ConfigError(f"models take different input channels {sorted(channels)}; they cannot be averaged")
     total: FloatArray | None = None
     for model in models:
         probs = model.probabilities(case, flips=flips, progress=progress)
@@ -101,6 +112,6 @@ def flip_warnings(models: Sequence[LoadedModel]) -> list[str]:
             if m.trained_without_flips]
 
 
-def labels_of(probabilities: FloatArray) -> np.ndarray:
-    """The label map (uint8 argmax over classes) of ``[K, X, Y, Z]`` probabilities."""
-    return np.argmax(probabilities, axis=0).astype(np.uint8)
+def labels_of(probabilities: FloatArray, labels: LabelSet = IBSR_LABELS) -> np.ndarray:
+    """The label map of ``[K, X, Y, Z]`` probabilities: the argmax class's stored value in ``labels``."""
+    return labels.to_values(np.argmax(probabilities, axis=0).astype(np.uint8))

@@ -2,13 +2,15 @@
 
 Layout (``FORMAT_VERSION`` 1)::
 
-    brainbench_model.json      framework, architecture, label set, patch size, inference settings,
+    brainbench_model.json      framework, architecture, label set ({stored value: name} in class-index
+                               order), input channels (absent before they were recorded: one T1), patch size, inference settings,
                                preprocessing steps and fitted state, training grid, versions, source run,
                                training augmentation (absent in folders written before it was recorded)
     network/                   the segmenter's own save: segmenter.json + weights.pt (torch state dict,
                                read with weights_only=True) or weights.weights.h5 (Keras weights)
     preprocess/<i>-<name>.npz  arrays a fitted step learnt (histogram matching: its reference image),
-                               compressed numpy, read with allow_pickle=False
+                               compressed numpy, read with allow_pickle=False; input channel c > 0 of a
+                               multi-channel model: <i>-<name>-c<c>.npz, its state under the step's "channels"
 
 Reading it needs brainbench and the framework only (no Hydra, no training config); the MLflow logged
 model of a run is this folder (``bench.tracking.models`` adds an ``MLmodel`` file).
@@ -29,16 +31,16 @@ from typing import Any
 import numpy as np
 
 from bench.data.cohort import Case
-from bench.errors import DataError
+from bench.data.labels import LabelSet
+from bench.errors import ConfigError, DataError
 from bench.preprocess.pipeline import Pipeline
 from bench.spec import InferenceSpec, NetworkSpec
-from bench.types import LABELS, Shape3
+from bench.types import Shape3
 
 PACKAGE_FILE = "brainbench_model.json"
 NETWORK_DIR = "network"
 PREPROCESS_DIR = "preprocess"
 FORMAT_VERSION = 1
-LABEL_NAMES = {0: "background", 1: "CSF", 2: "GM", 3: "WM"}
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class ModelInfo:
 
     framework: str
     architecture: str
-    labels: dict[int, str]
+    labels: LabelSet
     patch_size: Shape3
     inference: InferenceSpec
     preprocess: dict[str, Any]
@@ -65,10 +67,12 @@ class ModelInfo:
     augmentation: dict[str, Any] | None = None
     """The training augmentation's record (``AugmentSpec.record``: the transforms that were on); ``None`` in
     model folders written before it was recorded."""
+    channels: tuple[str, ...] = ("T1",)
+    """The input channels, in order (one T1 in model folders written before channels were recorded)."""
 
     @property
     def num_classes(self) -> int:
-        return len(self.labels)
+        return self.labels.num_classes
 
     @property
     def resamples_spacing(self) -> bool:
@@ -88,7 +92,7 @@ def _versions() -> dict[str, str]:
 
 def write_package(
     directory: Path, save_network: Callable[[Path], object], spec: NetworkSpec, pipeline: Pipeline,
-    train: Sequence[Case], source: Mapping[str, Any],
+    train: Sequence[Case], source: Mapping[str, Any], labels: LabelSet, channels: Sequence[str] = ("T1",),
 ) -> Path:
     """Write a model folder at ``directory`` (built beside it, then renamed: never half-written).
 
@@ -99,6 +103,8 @@ def write_package(
         pipeline: The preprocessing pipeline, fitted on ``train``.
         train: The training cases (their native grids are recorded).
         source: Where it came from (run id, config hash, run name), recorded as is.
+        labels: The label set the network's output channels are the classes of.
+        channels: The input channels' names, in order.
     """
     directory = Path(directory)
     partial = directory.with_name(f".{directory.name}.partial")
@@ -108,17 +114,18 @@ def write_package(
         save_network(partial / NETWORK_DIR)
         steps = []
         for index, step in enumerate(pipeline.steps):
-            arrays = {key: np.asarray(array) for key, array in step.state_arrays().items()}
-            name = f"{PREPROCESS_DIR}/{index}-{step.name}.npz" if arrays else None
-            if name is not None:
-                (partial / PREPROCESS_DIR).mkdir(exist_ok=True)
-                np.savez_compressed(partial / name, **arrays)  # type: ignore[arg-type]
-            steps.append({"name": step.name, "params": step.params(), "state": step.state(), "arrays": name})
+            entry = {"name": step.name, "params": step.params(),
+                     **_step_state(partial, f"{index}-{step.name}", step)}
+            if pipeline.num_channels > 1:
+                entry["channels"] = [_step_state(partial, f"{index}-{step.name}-c{c}", pipeline.channel_steps(c)[index])
+                                     for c in range(1, pipeline.num_channels)]
+            steps.append(entry)
         meta = {
             "format_version": FORMAT_VERSION,
             "framework": spec.framework,
             "architecture": spec.architecture,
-            "labels": {str(k): v for k, v in LABEL_NAMES.items()},
+            "labels": {str(v): n for n, v in labels.record().items()},
+            "channels": list(channels),
             "patch_size": list(spec.sampling.patch_size),
             "inference": asdict(spec.inference),
             "preprocess": {"name": pipeline.name, "steps": steps},
@@ -135,6 +142,16 @@ def write_package(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return directory
+
+
+def _step_state(folder: Path, stem: str, step: Any) -> dict[str, Any]:
+    """A fitted step's ``state`` and the file of its arrays (``None`` when it learnt none), written under ``folder``."""
+    arrays = {key: np.asarray(array) for key, array in step.state_arrays().items()}
+    name = f"{PREPROCESS_DIR}/{stem}.npz" if arrays else None
+    if name is not None:
+        (folder / PREPROCESS_DIR).mkdir(exist_ok=True)
+        np.savez_compressed(folder / name, **arrays)  # type: ignore[arg-type]
+    return {"state": step.state(), "arrays": name}
 
 
 def package_root(path: Path) -> Path:
@@ -166,7 +183,8 @@ def read_package(path: Path) -> tuple[ModelInfo, Pipeline]:
         version, framework = meta["format_version"], meta["framework"]
         info = ModelInfo(
             framework=str(framework), architecture=str(meta["architecture"]),
-            labels={int(k): str(v) for k, v in meta["labels"].items()},
+            labels=LabelSet(tuple(str(v) for v in meta["labels"].values()), tuple(int(k) for k in meta["labels"])),
+            channels=tuple(str(c) for c in meta.get("channels", ["T1"])),
             patch_size=(int(meta["patch_size"][0]), int(meta["patch_size"][1]), int(meta["patch_size"][2])),
             inference=InferenceSpec(**meta["inference"]), preprocess=dict(meta["preprocess"]),
             training_grid=TrainingGrid(tuple((float(a), float(b), float(c)) for a, b, c in
@@ -177,28 +195,37 @@ def read_package(path: Path) -> tuple[ModelInfo, Pipeline]:
         )
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
         raise DataError(f"corrupt model record ({type(exc).__name__}: {exc})", path=meta_path) from exc
+    except ConfigError as exc:
+        raise DataError(f"corrupt model record: {exc.problem}", path=meta_path) from exc
     if version != FORMAT_VERSION:
         raise DataError(f"model format_version={version!r} is not {FORMAT_VERSION}", path=meta_path,
                         fix="use the brainbench version that wrote it")
     if info.framework not in FRAMEWORKS:
         raise DataError(f"model of unknown framework {info.framework!r}", path=meta_path,
                         fix=f"brainbench loads {', '.join(FRAMEWORKS)} models")
-    if sorted(info.labels) != list(LABELS):
-        raise DataError(f"label set {info.labels} is not 0 background, 1 CSF, 2 GM, 3 WM", path=meta_path)
-    return info, _pipeline(root, info.preprocess, meta_path)
+    if not info.channels:
+        raise DataError("model record names no input channel", path=meta_path)
+    return info, _pipeline(root, info.preprocess, meta_path, len(info.channels))
 
 
 RESTORE_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile)
 
 
-def _pipeline(root: Path, record: dict[str, Any], meta_path: Path) -> Pipeline:
-    """The fitted pipeline; an error names the file at fault: a step's ``.npz`` when its arrays do not load."""
+def _pipeline(root: Path, record: dict[str, Any], meta_path: Path, channels: int = 1) -> Pipeline:
+    """The fitted pipeline (each input channel's steps restored); an error names the file at fault: a step's
+    ``.npz`` when its arrays do not load."""
     try:
         pipeline = Pipeline.from_spec([{"name": s["name"], **s["params"]} for s in record["steps"]],
                                       name=record.get("name"))
-        for step, saved in zip(pipeline.steps, record["steps"], strict=True):
-            arrays = _step_arrays(root, saved["arrays"]) if saved["arrays"] else {}
-            step.restore(saved["state"], arrays)
+        pipeline.set_channels(channels)
+        for index, saved in enumerate(record["steps"]):
+            per_channel = [saved, *saved.get("channels", [])]
+            if len(per_channel) != channels:
+                raise DataError(f"preprocessing step {index} ({saved['name']}) has the state of {len(per_channel)} "
+                                f"channel(s); the model has {channels}")
+            for channel, state in enumerate(per_channel):
+                arrays = _step_arrays(root, state["arrays"]) if state["arrays"] else {}
+                pipeline.channel_steps(channel)[index].restore(state["state"], arrays)
     except RESTORE_ERRORS as exc:
         raise DataError(f"cannot restore the preprocessing ({type(exc).__name__}: {exc})", path=meta_path) from exc
     except DataError as exc:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench.data.cohort import Case
-from bench.errors import ConfigError
+from bench.errors import ConfigError, DataError
 from bench.io import Volume, write_atomic
 from bench.preprocess.base import PreprocessStep
 from bench.preprocess.clahe import Clahe, clahe_kernel_size, skimage_clip_limit
@@ -82,6 +82,27 @@ class Pipeline:
     def __init__(self, steps: Sequence[PreprocessStep], name: str | None = None) -> None:
         self.steps: tuple[PreprocessStep, ...] = tuple(steps)
         self.name = name
+        self._channel_steps: list[tuple[PreprocessStep, ...]] = [self.steps]
+
+    # ---------------------------------------------------------------- channels
+    @property
+    def num_channels(self) -> int:
+        """Input channels the pipeline is set up for (1 until it is fitted on, or set to, more)."""
+        return len(self._channel_steps)
+
+    def set_channels(self, count: int) -> None:
+        """Give every input channel its own copy of the steps (each fits its own state, e.g. its own histogram
+        reference); channel 0 keeps ``steps``. Copies are made of the unfitted steps' parameters."""
+        if count < 1:
+            raise ValueError(f"a pipeline needs at least one channel, got {count}")
+        while len(self._channel_steps) < count:
+            self._channel_steps.append(tuple(_build_step(i, {"name": s.name, **s.params()})
+                                             for i, s in enumerate(self.steps)))
+        del self._channel_steps[count:]
+
+    def channel_steps(self, channel: int) -> tuple[PreprocessStep, ...]:
+        """The steps of input channel ``channel`` (``steps`` for channel 0)."""
+        return self._channel_steps[channel]
 
     def __repr__(self) -> str:
         return f"Pipeline({[s.name for s in self.steps]}, name={self.name!r})"
@@ -127,12 +148,19 @@ class Pipeline:
         if not train:
             splits = sorted({c.split for c in cases})
             raise ConfigError(f"no training case to fit the preprocessing pipeline on (splits given: {splits})")
+        counts = sorted({c.num_channels for c in train})
+        if len(counts) > 1:
+            raise ConfigError(f"training cases have different numbers of input channels: {counts}")
+        self.set_channels(counts[0])
         for index, step in enumerate(self.steps):
             if step.stateful:
-                step.fit(self._inputs_of(index, train, cache))
+                inputs = self._inputs_of(index, train, cache)
+                for channel in range(self.num_channels):
+                    self._channel_steps[channel][index].fit([c.channel(channel) for c in inputs])
 
     def _inputs_of(self, index: int, train: Sequence[PreparedCase | Case], cache: PreprocessCache | None) -> list[PreparedCase]:
         prefix = Pipeline(self.steps[:index], name=f"{self.name}[:{index}]")
+        prefix._channel_steps = [steps[:index] for steps in self._channel_steps]
         out = []
         for case in train:
             if isinstance(case, PreparedCase):
@@ -144,10 +172,24 @@ class Pipeline:
         return out
 
     def apply(self, case: PreparedCase | Case) -> PreparedCase:
-        """Run every step on one case (a ``Case`` is :func:`prepare`-d first)."""
+        """Run every step on one case (a ``Case`` is :func:`prepare`-d first), each input channel through its own
+        steps.
+
+        Raises:
+            DataError: The case has another number of channels than the pipeline was fitted on.
+        """
         current = case if isinstance(case, PreparedCase) else prepare(case)
-        for step in self.steps:
-            current = step.apply(current)
+        if current.num_channels != self.num_channels:
+            raise DataError(f"{current.id} has {current.num_channels} input channel(s); the preprocessing was "
+                            f"fitted on {self.num_channels}", path=current.native.image_path,
+                            fix="give every channel the model was trained on, in the same order")
+        if self.num_channels == 1:
+            for step in self.steps:
+                current = step.apply(current)
+            return current
+        for index in range(len(self.steps)):
+            current = current.with_channels([self._channel_steps[channel][index].apply(current.channel(channel))
+                                             for channel in range(self.num_channels)])
         return current
 
     def invert_probabilities(self, probs: FloatArray, case: PreparedCase | Case) -> FloatArray:
@@ -174,8 +216,12 @@ class Pipeline:
         return {"name": self.name, "steps": [{"name": s.name, **s.params()} for s in self.steps]}
 
     def state(self) -> list[dict[str, Any]]:
-        """What each step learnt in ``fit`` (JSON-able; raises ``RuntimeError`` when not fitted)."""
-        return [step.state() for step in self.steps]
+        """What each step learnt in ``fit`` (JSON-able; raises ``RuntimeError`` when not fitted); with several
+        input channels, each step's entry is ``{"channels": [state of channel 0, ...]}``."""
+        if self.num_channels == 1:
+            return [step.state() for step in self.steps]
+        return [{"channels": [self._channel_steps[c][i].state() for c in range(self.num_channels)]}
+                for i in range(len(self.steps))]
 
 
 def _build_step(index: int, entry: Mapping[str, Any]) -> PreprocessStep:
@@ -271,6 +317,9 @@ class PreprocessCache:
             "pipeline": pipeline.params()["steps"],
             "state": pipeline.state(),
         }
+        if case.extra:  # more input channels (one-channel keys are as before they existed)
+            paths = case.extra_paths or (None,) * len(case.extra)
+            payload["extra"] = [_volume_fingerprint(v, p) for v, p in zip(case.extra, paths, strict=True)]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def path(self, pipeline: Pipeline, case: Case) -> Path:
@@ -297,6 +346,7 @@ class PreprocessCache:
                 image = np.asarray(data["image"], dtype=np.float32)
                 mask = np.asarray(data["mask"], dtype=bool)
                 label = np.asarray(data["label"], dtype=np.uint8) if "label" in data.files else None
+                extra = np.asarray(data["extra"], dtype=np.float32) if "extra" in data.files else None
                 spacing, origin, direction = (tuple(float(v) for v in data[k]) for k in ("spacing_mm", "origin_mm", "direction"))
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             warnings.warn(f"{path}: unreadable preprocessing cache entry ({exc}); recomputing", RuntimeWarning, stacklevel=3)
@@ -304,12 +354,16 @@ class PreprocessCache:
         if image.ndim != 3 or mask.shape != image.shape or (label is not None and label.shape != image.shape):
             warnings.warn(f"{path}: inconsistent preprocessing cache entry; recomputing", RuntimeWarning, stacklevel=3)
             return None
-        if (label is None) != (case.label is None):
+        if (label is None) != (case.label is None) or (0 if extra is None else len(extra)) != len(case.extra):
+            return None
+        if extra is not None and extra.shape[1:] != image.shape:
+            warnings.warn(f"{path}: inconsistent preprocessing cache entry; recomputing", RuntimeWarning, stacklevel=3)
             return None
         geometry = ((spacing[0], spacing[1], spacing[2]), (origin[0], origin[1], origin[2]), direction)
         volume = Volume(image, *geometry)
         label_volume = None if label is None else Volume(label, *geometry)
-        return PreparedCase(case.id, case.split, volume, label_volume, mask, case)
+        channels = () if extra is None else tuple(Volume(np.ascontiguousarray(a), *geometry) for a in extra)
+        return PreparedCase(case.id, case.split, volume, label_volume, mask, case, channels)
 
     def _store(self, path: Path, result: PreparedCase) -> None:
         arrays: dict[str, np.ndarray] = {
@@ -321,6 +375,8 @@ class PreprocessCache:
         }
         if result.label is not None:
             arrays["label"] = np.asarray(result.label.array, dtype=np.uint8)
+        if result.extra:
+            arrays["extra"] = np.stack([np.asarray(v.array, dtype=np.float32) for v in result.extra])
         save = np.savez_compressed if self.compress else np.savez
 
         def write(tmp: Path) -> None:

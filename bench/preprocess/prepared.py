@@ -7,6 +7,7 @@ through geometry steps with nearest-neighbour resampling, so intensity steps nev
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,7 +18,7 @@ from scipy import ndimage as ndi
 from bench.data.cohort import Case
 from bench.errors import DataError
 from bench.io import Volume
-from bench.types import LABELS, BoolArray
+from bench.types import BoolArray, FloatArray
 
 MASK_DEFINITION_VERSION = 1
 """Bump when :func:`brain_mask` changes meaning (it is part of the preprocessing cache key)."""
@@ -30,10 +31,11 @@ class PreparedCase:
     Attributes:
         id: Subject id.
         split: The subject's split (``train``, ``val``, ``test``, ``predict``).
-        image: Float32 intensities on the current grid.
-        label: Uint8 label map on the same grid, or ``None`` when unlabelled.
+        image: Float32 intensities of the first input channel on the current grid.
+        label: Uint8 class indices on the same grid, or ``None`` when unlabelled.
         mask: Brain mask on the same grid (see :func:`brain_mask`).
         native: The original case, used to invert predictions back to the native grid.
+        extra: Float32 input channels 1 .. N-1 on the same grid (empty for one channel).
     """
 
     id: str
@@ -42,10 +44,31 @@ class PreparedCase:
     label: Volume | None
     mask: BoolArray
     native: Case
+    extra: tuple[Volume, ...] = ()
 
     def with_image(self, array: npt.NDArray[Any]) -> PreparedCase:
         """The same case with new float32 intensities on the same grid."""
         return replace(self, image=self.image.with_array(np.asarray(array, dtype=np.float32)))
+
+    @property
+    def num_channels(self) -> int:
+        return 1 + len(self.extra)
+
+    def channel(self, index: int) -> PreparedCase:
+        """Input channel ``index`` alone (mask, label and native case kept): what a step applies to."""
+        if index == 0:
+            return replace(self, extra=()) if self.extra else self
+        return replace(self, image=self.extra[index - 1], extra=())
+
+    def with_channels(self, channels: Sequence[PreparedCase]) -> PreparedCase:
+        """Channel 0's case with every channel's image: the inverse of :meth:`channel` after a step."""
+        return replace(channels[0], extra=tuple(c.image for c in channels[1:]))
+
+    def network_input(self) -> FloatArray:
+        """The intensities a network sees: ``float32[X, Y, Z]`` for one channel, ``[C, X, Y, Z]`` for several."""
+        if not self.extra:
+            return self.image.array
+        return np.stack([self.image.array, *(v.array for v in self.extra)]).astype(np.float32, copy=False)
 
 
 def brain_mask(image: Volume, *, min_component_fraction: float = 0.01) -> BoolArray:
@@ -82,13 +105,23 @@ def brain_mask(image: Volume, *, min_component_fraction: float = 0.01) -> BoolAr
     return mask
 
 
-def prepare(case: Case) -> PreparedCase:
-    """The initial :class:`PreparedCase`: float32 image, uint8 label and the brain mask.
+def prepare(case: Case, num_classes: int | None = None) -> PreparedCase:
+    """The initial :class:`PreparedCase`: float32 channels, uint8 class indices and the brain mask (of the first
+    channel).
 
     Raises:
-        DataError: The label map has values outside 0..3 or a different shape from the image.
+        DataError: The label map has class indices of ``num_classes`` or more (or outside uint8) or a different
+            shape from the image; an input channel on another grid.
     """
     image = case.image.with_array(np.asarray(case.image.array, dtype=np.float32))
+    extra = []
+    for number, (volume, path) in enumerate(zip(case.extra, case.extra_paths or (None,) * len(case.extra),
+                                                 strict=True), start=1):
+        if volume.shape != image.shape:
+            raise DataError(f"channel {number} of {case.id} has shape {volume.shape}, channel 0 {image.shape}",
+                            path=path)
+        extra.append(volume.with_array(np.asarray(volume.array, dtype=np.float32)))
+    top = (num_classes - 1) if num_classes is not None else 255  # the cohort checked them against its labels
     label = None
     if case.label is not None:
         values = case.label.array
@@ -98,13 +131,13 @@ def prepare(case: Case) -> PreparedCase:
                 path=case.label_path,
             )
         low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
-        if low < min(LABELS) or high > max(LABELS):
+        if low < 0 or high > top:
             raise DataError(
-                f"label values span {low}..{high} for {case.id}; expected {min(LABELS)}..{max(LABELS)}",
-                path=case.label_path, fix="map the labels to 0 bg, 1 CSF, 2 GM, 3 WM",
+                f"label values span {low}..{high} for {case.id}; expected class indices 0..{top}",
+                path=case.label_path, fix="load the case with its dataset's label set (bench.data.cohort.load_cohort)",
             )
         label = case.label.with_array(np.asarray(values, dtype=np.uint8))
-    return PreparedCase(case.id, case.split, image, label, brain_mask(case.image), case)
+    return PreparedCase(case.id, case.split, image, label, brain_mask(case.image), case, tuple(extra))
 
 
 def array_sha256(array: npt.NDArray[Any]) -> str:

@@ -22,7 +22,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
@@ -40,9 +40,9 @@ from bench.contract import (
     TrainHistory,
     TrainSpec,
 )
+from bench.data.labels import IBSR_LABELS
 from bench.errors import BenchError
 from bench.training.schedules import LrSchedule
-from bench.types import TISSUE_NAMES
 
 PLATEAU_EPS = 1e-8
 """As torch's ReduceLROnPlateau: a learning-rate change smaller than this is ignored."""
@@ -125,8 +125,9 @@ class EarlyStopper:
         return self.spec.patience > 0 and self.wait >= self.spec.patience
 
 
-def dice_per_class(confusion: np.ndarray) -> dict[str, float]:
-    """Dice of every non-background class from a ``[true, predicted]`` confusion matrix.
+def dice_per_class(confusion: np.ndarray, names: Sequence[str] = IBSR_LABELS.names) -> dict[str, float]:
+    """Dice of every non-background class from a ``[true, predicted]`` confusion matrix, keyed by class name
+    (``names[k]`` for class index ``k``; ``class<k>`` beyond them).
 
     A class absent from both the prediction and the reference scores 1.0.
     """
@@ -134,8 +135,13 @@ def dice_per_class(confusion: np.ndarray) -> dict[str, float]:
     for c in range(1, confusion.shape[0]):
         denominator = confusion[c, :].sum() + confusion[:, c].sum()
         value = 2.0 * confusion[c, c] / denominator if denominator else 1.0
-        dice[TISSUE_NAMES.get(c, f"class{c}")] = float(value)
+        dice[names[c] if c < len(names) else f"class{c}"] = float(value)
     return dice
+
+
+def class_names(source: PatchSource) -> tuple[str, ...]:
+    """The class names of a patch source's labels (index order; a source that does not say: IBSR's)."""
+    return tuple(getattr(source, "class_names", IBSR_LABELS.names))
 
 
 def skipped_so_far(steps: TrainSteps) -> int:
@@ -187,8 +193,9 @@ def train_epoch(
     return total / count, patches, skipped_so_far(steps) - skipped_at_start
 
 
-def evaluate(steps: TrainSteps, batches: Iterable[PatchBatch], epoch: int) -> tuple[float, dict[str, float]]:
-    """Mean eval loss over ``batches`` and hard Dice per class accumulated over all their voxels."""
+def evaluate(steps: TrainSteps, batches: Iterable[PatchBatch], epoch: int,
+             names: Sequence[str] = IBSR_LABELS.names) -> tuple[float, dict[str, float]]:
+    """Mean eval loss over ``batches`` and hard Dice per class (named by ``names``) over all their voxels."""
     total, count = 0.0, 0
     confusion: np.ndarray | None = None
     for batch in batches:
@@ -198,7 +205,7 @@ def evaluate(steps: TrainSteps, batches: Iterable[PatchBatch], epoch: int) -> tu
     if confusion is None:
         raise BenchError(f"the validation patch source yielded no batches in epoch {epoch}",
                          fix="check the validation split")
-    return total / count, dice_per_class(confusion)
+    return total / count, dice_per_class(confusion, names)
 
 
 def monitored_value(monitor: str, train_loss: float, val_loss: float | None,
@@ -238,7 +245,8 @@ def fit(
             train_loss, patches, skipped = train_epoch(steps, batches, epoch, progress(epoch), lr_of_step)
             train_seconds = time.perf_counter() - epoch_start
             seen += patches
-            val_loss, val_dice = evaluate(steps, val.batches(epoch), epoch) if val is not None else (None, None)
+            val_loss, val_dice = (evaluate(steps, val.batches(epoch), epoch, class_names(val)) if val is not None
+                                  else (None, None))
             monitored = monitored_value(spec.monitor, train_loss, val_loss, val_dice)
             record = EpochRecord(
                 epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice, lr=lr,
