@@ -21,6 +21,7 @@ import functools
 import json
 import math
 import os
+import re
 import socket
 import time
 import warnings
@@ -328,6 +329,14 @@ class Tracker:
         _retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path))
 
 
+METRIC_NAME_UNSAFE = re.compile(r"[^0-9A-Za-z_\-. /:]")
+
+
+def metric_name(name: str) -> str:
+    """``name`` as MLflow accepts it: a character it refuses (a label named ``GM+WM``) becomes ``_``."""
+    return METRIC_NAME_UNSAFE.sub("_", name)
+
+
 class ChildRun:
     """One configuration's MLflow run; also a ``RunLogger`` for adapters' per-epoch records."""
 
@@ -360,7 +369,7 @@ class ChildRun:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None
+        items = [Metric(metric_name(k), float(v), now, step or 0) for k, v in metrics.items() if v is not None
                  and math.isfinite(float(v))]
         for start in range(0, len(items), 200):
             chunk = items[start : start + 200]
