@@ -13,6 +13,7 @@ import pytest
 from scipy import ndimage
 
 from bench.cli import main
+from bench.data.labels import LabelSet
 from bench.errors import DataError
 from bench.evaluation.evaluate import (
     ROW_COLUMNS,
@@ -20,11 +21,12 @@ from bench.evaluation.evaluate import (
     evaluate_case,
     evaluate_folders,
     match_files,
+    mean_test_metrics,
     summarize,
     write_summary,
 )
-from bench.evaluation.metrics import evaluate_labels
-from bench.io import Volume, write_volume
+from bench.evaluation.metrics import class_name, evaluate_labels
+from bench.io import Volume, read_volume, write_volume
 
 SHAPE = (24, 20, 22)
 SPACING = (0.9375, 1.5, 0.9375)
@@ -330,3 +332,198 @@ def test_cli_folder_pair_writes_csv_and_summary(tmp_path: Path, capsys: pytest.C
     assert "wrote" in capsys.readouterr().out
     assert len(pd.read_csv(out)) == 6
     assert strict_json(summary.read_text())["n_cases"] == 2
+
+
+# ---------------------------------------------------------------------------------------------- any label set
+
+LESION = LabelSet(("background", "CSF", "GM", "WM", "lesion"), (0, 1, 2, 3, 10))
+"""A 5-label, non-contiguous label set (issue 36): the lesion is stored as 10."""
+METRICS = ("dice", "avd", "hd", "hd95", "assd")
+
+
+def lesion_map(seed: int, shape: tuple[int, int, int] = SHAPE) -> np.ndarray:
+    """A map of LESION's stored values: a smooth field cut at four quantiles, the top class stored as 10."""
+    field = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal(shape), 2.0)
+    indices = np.digitize(field, np.quantile(field, [0.35, 0.55, 0.75, 0.92]))
+    return np.asarray(LESION.values, dtype=np.uint8)[indices]
+
+
+def lesion_perturbed(values: np.ndarray, seed: int) -> np.ndarray:
+    out = values.copy()
+    rng = np.random.default_rng(seed)
+    flip = rng.random(out.shape) < 0.05
+    out[flip] = rng.choice(LESION.values, int(flip.sum()))
+    return out
+
+
+def scipy_oracle(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
+    """Dice, AVD, HD, HD95, ASSD of two non-empty masks from counts and scipy's Euclidean distance transform."""
+    structure = ndimage.generate_binary_structure(3, 1)
+    pred_surface = pred & ~ndimage.binary_erosion(pred, structure, border_value=0)
+    ref_surface = ref & ~ndimage.binary_erosion(ref, structure, border_value=0)
+    both = np.concatenate([ndimage.distance_transform_edt(~ref_surface, sampling=spacing)[pred_surface],
+                           ndimage.distance_transform_edt(~pred_surface, sampling=spacing)[ref_surface]])
+    n_pred, n_ref = int(pred.sum()), int(ref.sum())
+    return {"dice": 2 * int((pred & ref).sum()) / (n_pred + n_ref), "avd": abs(n_pred - n_ref) / n_ref * 100,
+            "hd": float(both.max()), "hd95": float(np.percentile(both, 95)), "assd": float(both.mean())}
+
+
+def test_evaluate_case_scores_every_class_of_a_non_contiguous_label_set_by_stored_value() -> None:
+    ref = lesion_map(70)
+    pred = lesion_perturbed(ref, 71)
+    rows = evaluate_case(volume(pred), volume(ref), "s", labels=LESION)
+    assert [r["class"] for r in rows] == ["CSF", "GM", "WM", "lesion"]
+    for row, value in zip(rows, (1, 2, 3, 10), strict=True):
+        expected = scipy_oracle(pred == value, ref == value, SPACING)
+        assert {m: row[m] for m in expected} == pytest.approx(expected, rel=1e-12)
+        assert (row["ref_voxels"], row["pred_voxels"]) == (np.sum(ref == value), np.sum(pred == value))
+    # the same maps as class indices, scored with the index label set: the same rows
+    indices = evaluate_case(volume(LESION.to_indices(pred)), volume(LESION.to_indices(ref)), "s",
+                            labels=LESION.as_indices())
+    assert indices == rows
+    medpy = evaluate_case(volume(pred), volume(ref), "s", labels=LESION, backend="medpy")
+    for a, b in zip(rows, medpy, strict=True):
+        assert {m: a[m] for m in METRICS} == pytest.approx({m: b[m] for m in METRICS}, abs=1e-9)
+
+
+def test_large_stored_values_are_scored_like_their_class_indices() -> None:
+    large = LabelSet(("background", "CSF", "GM", "WM", "lesion"), (0, 7, 70_000, 3, 100_000))  # any order after 0
+    ref, pred = lesion_map(80), lesion_perturbed(lesion_map(80), 81)
+    stored = [np.asarray(large.values, dtype=np.int32)[LESION.to_indices(m)] for m in (pred, ref)]
+    rows = evaluate_case(volume(stored[0]), volume(stored[1]), "c", labels=large)
+    assert rows == evaluate_case(volume(pred), volume(ref), "c", labels=LESION)
+    stored[0][0, 0, 0] = -2
+    with pytest.raises(DataError, match=r"values \[-2\].*0 background, 7 CSF, 70000 GM, 3 WM, 100000 lesion"):
+        evaluate_case(volume(stored[0]), volume(stored[1]), "c", labels=large)
+
+
+def test_a_lesion_voxel_three_slices_away_by_hand() -> None:
+    ref = np.zeros((6, 6, 8), np.uint8)
+    pred = ref.copy()
+    ref[2, 2, 2] = 10
+    pred[2, 2, 5] = 10  # 3 voxels of 2 mm along z: 6 mm away; the same volume
+    pred[0, 0, 0] = 3  # WM predicted where the reference has none
+    (csf, gm, wm, lesion) = evaluate_case(volume(pred, (1.0, 1.0, 2.0)), volume(ref, (1.0, 1.0, 2.0)), "c",
+                                          labels=LESION)
+    assert lesion == {"case": "c", "class": "lesion", "dice": 0.0, "avd": 0.0, "hd": 6.0, "hd95": 6.0,
+                      "assd": 6.0, "ref_voxels": 1, "pred_voxels": 1}
+    assert csf["dice"] == gm["dice"] == 1.0 and csf["hd"] == 0.0  # both empty
+    assert wm["dice"] == 0.0 and math.isinf(wm["avd"]) and math.isinf(wm["hd"])  # reference empty
+
+
+def test_a_value_outside_the_label_set_names_the_file_the_values_and_the_labels() -> None:
+    ref = lesion_map(72)
+    bad = ref.copy()
+    bad[0, 0, :2] = (4, 11)  # 4 is the lesion's class index, not a stored value
+    with pytest.raises(DataError) as info:
+        evaluate_case(volume(bad), volume(ref), "c", labels=LESION, pred_path="p/c.nii.gz")
+    message = info.value.message
+    assert message.startswith("p/c.nii.gz: ") and "[4, 11]" in message
+    assert "0 background, 1 CSF, 2 GM, 3 WM, 10 lesion" in message and "--labels" in message
+    with pytest.raises(DataError, match=r"reference label map holds values \[10\].*0 background, 1 CSF, 2 GM, 3 WM"):
+        evaluate_case(volume(label_map(73)), volume(ref), "c")  # IBSR's labels know no 10
+
+
+def test_summary_records_the_label_set_and_mean_test_metrics_follow_it() -> None:
+    ref = lesion_map(74)
+    rows = evaluate_case(volume(lesion_perturbed(ref, 75)), volume(ref), "a", labels=LESION)
+    summary = summarize(rows, labels=LESION)
+    assert summary["labels"] == {"background": 0, "CSF": 1, "GM": 2, "WM": 3, "lesion": 10}
+    assert list(summary["mean"]) == ["CSF", "GM", "WM", "lesion"]
+    logged = mean_test_metrics(summary)
+    assert logged["test_dice_lesion"] == summary["mean"]["lesion"]["dice"] and len(logged) == 4 * 5
+    assert list(logged)[:5] == [f"test_{m}_CSF" for m in METRICS]
+    # no recorded label set: the summary's own classes; an explicit label set: its classes only
+    assert mean_test_metrics({"mean": summary["mean"]}) == logged
+    two = LabelSet(("background", "lesion"), (0, 10))
+    assert list(mean_test_metrics(summary, two)) == [f"test_{m}_lesion" for m in METRICS]
+    assert "labels" not in summarize(rows)  # IBSR-era summaries are unchanged
+
+
+def test_class_names_come_from_the_label_set() -> None:
+    assert [class_name(v) for v in (1, 2, 3, 10)] == ["CSF", "GM", "WM", "label_10"]
+    assert [class_name(v, LESION) for v in (1, 10, 4)] == ["CSF", "lesion", "label_4"]
+    ref = lesion_map(76)
+    scores = evaluate_labels(ref, ref, SPACING, classes=(10, 2), labels=LESION)
+    assert list(scores) == ["lesion", "GM"] and scores["lesion"]["dice"] == 1.0
+
+
+def write_lesion_pair(root: Path) -> tuple[Path, Path, Path]:
+    """pred/x.nii.gz and ref/x_seg.nii.gz holding value 10, and an nnU-Net v2 dataset.json of LESION."""
+    ref = lesion_map(77, (12, 10, 11))
+    pred = lesion_perturbed(ref, 78)
+    pred_path = write_volume(volume(pred), root / "pred" / "x.nii.gz")
+    ref_path = write_volume(volume(ref), root / "ref" / "x_seg.nii.gz")
+    dataset = root / "Dataset001_Lesion" / "dataset.json"
+    dataset.parent.mkdir()
+    dataset.write_text(json.dumps({"channel_names": {"0": "T1"}, "labels": LESION.record(), "numTraining": 1,
+                                   "file_ending": ".nii.gz"}))
+    return pred_path, ref_path, dataset
+
+
+def test_cli_labels_from_an_nnunet_dataset_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred_path, ref_path, dataset = write_lesion_pair(tmp_path)
+    expected = evaluate_case(read_volume(pred_path), read_volume(ref_path), "x", labels=LESION)
+    argv = ["evaluate", "--pred", str(pred_path), "--ref", str(ref_path), "--labels", str(dataset), "--json"]
+    assert main(argv) == 0
+    result = strict_json(capsys.readouterr().out)
+    assert list(result) == ["CSF", "GM", "WM", "lesion"]
+    assert result["lesion"] == pytest.approx({m: expected[3][m] for m in METRICS})
+    # the dataset's folder does as well; the folder pair writes the label set into its summary
+    out, summary = tmp_path / "t.csv", tmp_path / "s.json"
+    assert main(["evaluate", "--pred-dir", str(pred_path.parent), "--ref-dir", str(ref_path.parent), "--out", str(out),
+                 "--summary", str(summary), "--labels", str(dataset.parent)]) == 0
+    assert "lesion" in capsys.readouterr().out
+    assert pd.read_csv(out)["class"].tolist() == ["CSF", "GM", "WM", "lesion"]
+    assert strict_json(summary.read_text())["labels"] == LESION.record()
+
+
+def test_cli_labels_decathlon_and_inline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref = np.zeros((8, 8, 8), np.uint8)
+    ref[2:5, 2:5, 2:5] = 1
+    ref[5:7, 5:7, 5:7] = 10
+    pred_path = write_volume(volume(ref), tmp_path / "p.nii.gz")
+    decathlon = tmp_path / "dataset.json"
+    decathlon.write_text(json.dumps({"labels": {"0": "background", "1": "edema", "10": "tumour"}}))
+    for labels in (str(decathlon), "background=0, edema=1, tumour=10"):
+        assert main(["evaluate", "--pred", str(pred_path), "--ref", str(pred_path), "--labels", labels, "--json"]) == 0
+        result = strict_json(capsys.readouterr().out)
+        assert list(result) == ["edema", "tumour"] and result["tumour"]["dice"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        ("nothere.json", "--labels 'nothere.json': no such file"),
+        ("background=0,CSF=one", "'CSF=one' is not name=value"),
+        ("CSF=1,GM=2", "no class with value 0"),
+        ("background=0,a=1,b=1", "repeats the value 1"),
+        ("{bad}", "not readable JSON"),
+        ('{"name": "no labels"}', 'no "labels" mapping'),
+        ('{"labels": {"background": 0, "tumour": [1, 2]}}', "region label"),
+        ('{"labels": {"background": 0, "tumour": 1, "ignore": 2}}', "'ignore' label"),
+        ('{"labels": {"0": "background", "x": "tumour"}}', "Decathlon labels need integer keys"),
+    ],
+)
+def test_cli_bad_labels_are_one_error_line(
+    labels: str, match: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if labels.startswith("{"):
+        (tmp_path / "dataset.json").write_text(labels)
+        labels = str(tmp_path / "dataset.json")
+    path = write_volume(volume(label_map(79)), tmp_path / "x.nii.gz")
+    assert main(["evaluate", "--pred", str(path), "--ref", str(path), "--labels", labels]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --labels ") and match in err[0]
+
+
+def test_cli_a_value_outside_the_labels_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred_path, ref_path, _ = write_lesion_pair(tmp_path)
+    argv = ["evaluate", "--pred", str(pred_path), "--ref", str(ref_path)]
+    assert main(argv) == 2  # IBSR's labels (the default) know no 10
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {pred_path}: ") and "[10]" in err[0]
+    assert "0 background, 1 CSF, 2 GM, 3 WM" in err[0]
+    assert main([*argv, "--labels", "background=0,CSF=1,GM=2,lesion=10"]) == 2  # WM (3) is not in this set
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "[3]" in err[0] and "0 background, 1 CSF, 2 GM, 10 lesion" in err[0]

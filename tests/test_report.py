@@ -15,7 +15,9 @@ import pytest
 from scipy import stats as sps
 
 from bench.cli import main as bench_main
+from bench.data.labels import IBSR_LABELS, LabelSet
 from bench.evaluation import report
+from bench.evaluation.paper import paper_value
 from bench.evaluation.report import cell_stats, markdown_table, table_frame
 from bench.evaluation.runs import CONFIG_KEYS, collect
 from bench.evaluation.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
@@ -454,3 +456,127 @@ def test_failed_rows_are_named_in_the_report_never_silently_missing(tmp_path: Pa
     assert "- row 2 (U-Net), seed 0: run r2 FAILED; not in the table" in text
     assert "- row 6 (U-Net), seed 0: run r6-new KILLED; an older finished run is shown" in text
     assert "r7-bad" not in text
+
+
+# ---------------------------------------------------------------------------------------------- any label set
+
+LESION = LabelSet(("background", "CSF", "GM", "WM", "lesion"), (0, 1, 2, 3, 10))
+LESION_CLASSES = ("CSF", "GM", "WM", "lesion")
+
+
+def dataset_summary(name: str, labels: LabelSet | None = None, **run: Any) -> dict[str, Any]:
+    """A summary.json recording its dataset (``spec.data.name``) and, unless None, its label set."""
+    summary: dict[str, Any] = {"run": run, "spec": {"data": {"name": name}}}
+    if labels is not None:
+        summary["labels"] = labels.record()
+    return summary
+
+
+def test_report_columns_follow_the_runs_label_set_without_the_paper(
+    tmp_path: Path, use_tracker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cases = subjects(6)
+    shape, spacing = (30, 24, 26), (1.0, 1.0, 1.2)
+    truth = np.zeros(shape, dtype=np.uint8)
+    truth[6:24, 4:20, 5:21] = 3
+    truth[8:22, 6:18, 7:19] = 2
+    truth[10:20, 8:16, 9:17] = 1
+    truth[13:16, 11:13, 12:14] = 10
+    files = {"image": str(_write(tmp_path / "s.nii.gz", truth.astype(np.float32) * 20 + 5, spacing)),
+             "label": str(_write(tmp_path / "s_seg.nii.gz", truth, spacing))}
+    pred = _write(tmp_path / "pred.nii.gz", np.where(truth == 10, 3, truth).astype(np.uint8), spacing)
+    summary = dataset_summary("nnunet", LESION, subject_files={cases[0]: files}, test_subjects=cases)
+    reference = {c: 0.80 + 0.01 * i for i, c in enumerate(cases)}
+    runs = [FakeRun("r9", 1, dice_table(reference, LESION_CLASSES), row="9", summary=summary,
+                    predictions={cases[0]: pred}),
+            FakeRun("r5", 2, dice_table({c: v - 0.1 for c, v in reference.items()}, LESION_CLASSES), row="5",
+                    summary=summary, predictions={cases[0]: pred},
+                    tags={"brainbench.unlearned_classes": "lesion"})]
+    use_tracker(FakeTracker(runs))
+    figures: list[Any] = []
+    save = report.plots.save_overlays
+
+    def keep(fig: Any, path: Path) -> None:
+        figures.append(fig)
+        save(fig, path)
+
+    monkeypatch.setattr(report.plots, "save_overlays", keep)
+    out = tmp_path / "reports"
+    assert bench_main(["report", "--out", str(out)]) == 0
+    table1 = pd.read_csv(out / "table1.csv").set_index("row")
+    assert [c.removesuffix("_mean") for c in table1.columns if c.endswith("_mean")] == [
+        f"dice_{c}" for c in LESION_CLASSES]
+    assert not [c for c in table1.columns if "paper" in c or c.endswith("_diff")]  # not IBSR18: no paper columns
+    assert table1.loc[5, "dice_lesion_mean"] == pytest.approx(np.mean(list(reference.values())) - 0.1)
+    assert table1.loc[5, "dice_lesion_unlearned"] == 1 and table1.loc[5, "dice_CSF_unlearned"] == 0
+    assert table1.loc[5, "dice_lesion_mark"] == "*" and table1.loc[9, "dice_lesion_mark"] == "ref"
+    table2 = pd.read_csv(out / "table2.csv")
+    assert {f"{m}_{c}_mean" for m in ("avd", "hd") for c in LESION_CLASSES} <= set(table2.columns)
+    markdown = (out / "table1.md").read_text()
+    assert "| DICE CSF | DICE GM | DICE WM | DICE lesion |" in markdown
+    assert "Cells: ours mean ± sd [95 % CI] mark." in markdown and "paper" not in markdown
+    row5 = next(line for line in markdown.splitlines() if line.startswith("| 5 |"))
+    assert row5.rstrip(" |").endswith("∅") and "∅" not in row5.split(" | ")[7]  # lesion marked, CSF not
+    assert "Holm correction over the 1 tested configurations per class" in markdown
+    assert set(_stats(out)["tissue"]) == set(LESION_CLASSES)
+    assert pd.read_csv(out / "ranking.csv")["tissue"].unique().tolist() == list(LESION_CLASSES)
+    for png in ("boxplots.png", "ranking.png", "overlays.png"):
+        assert (out / png).read_bytes()[:8] == PNG_MAGIC
+    (figure,) = figures
+    assert [t.get_text() for t in figure.legends[0].get_texts()][:4] == list(LESION_CLASSES)
+
+
+def test_the_paper_appears_only_for_ibsr18_or_its_synthetic_stand_in_with_the_paper_labels(tmp_path: Path) -> None:
+    values = dice_table({c: 0.9 for c in subjects(5)})
+    for name, labels, shown in (("ibsr18", IBSR_LABELS, True), ("ibsr18", None, True), ("synthetic", IBSR_LABELS, True),
+                                ("nnunet", IBSR_LABELS, False), ("mydata", IBSR_LABELS, False)):
+        tracker = FakeTracker([FakeRun("r", 1, values, row="5", summary=dataset_summary(name, labels))])
+        frame = table_frame(collect(tracker, tmp_path / name), ["dice"])
+        assert ("dice_CSF_paper" in frame) == shown and ("paper_model" in frame) == shown, name
+        if shown:
+            paper = paper_value("dice", 5, "CSF")
+            assert paper is not None and frame.loc[0, "dice_CSF_paper"] == paper
+            assert frame.loc[0, "dice_CSF_diff"] == pytest.approx(0.9 - paper)
+            assert frame.loc[0, "paper_model"] == "Basic 3D UNet"
+    # IBSR18's subjects relabelled with a lesion: not the paper's classes
+    lesion = FakeTracker([FakeRun("r", 1, dice_table({c: 0.9 for c in subjects(5)}, LESION_CLASSES), row="5",
+                                  summary=dataset_summary("ibsr18", LESION))])
+    frame = table_frame(collect(lesion, tmp_path / "lesion"), ["dice"])
+    assert "dice_lesion_mean" in frame and not [c for c in frame.columns if "paper" in c]
+    # a report of IBSR18 and other rows: paper columns, filled for the IBSR18 row only
+    both = FakeTracker([FakeRun("a", 1, values, row="5", summary=dataset_summary("ibsr18", IBSR_LABELS)),
+                        FakeRun("b", 2, values, row="9", summary=dataset_summary("mydata", IBSR_LABELS))])
+    frame = table_frame(collect(both, tmp_path / "both"), ["dice"]).set_index("row")
+    assert frame.loc[5, "dice_GM_paper"] == paper_value("dice", 5, "GM") and pd.isna(frame.loc[9, "dice_GM_paper"])
+    table = markdown_table(frame.reset_index(), ["dice"], "t")
+    assert "(paper, ours − paper)" in table and "(0.937, -0.037)" in table
+
+
+def test_runs_of_different_label_sets_are_refused_with_one_error_line(
+    tmp_path: Path, use_tracker: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = subjects(5)
+    tracker = use_tracker(FakeTracker([
+        FakeRun("ibsr", 1, dice_table({c: 0.9 for c in cases}), row="9", summary=dataset_summary("ibsr18")),
+        FakeRun("lesion", 2, dice_table({c: 0.8 for c in cases}, LESION_CLASSES), row="5",
+                summary=dataset_summary("nnunet", LESION))]))
+    out = tmp_path / "reports"
+    assert bench_main(["report", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the runs to report use 2 different label sets")
+    assert "{0 background, 1 CSF, 2 GM, 3 WM} in row 9 (unet3d, torch)" in err[0]
+    assert "{0 background, 1 CSF, 2 GM, 3 WM, 10 lesion} in row 5 (unet3d, torch)" in err[0]
+    assert "bench report --experiment" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == [".artifacts"] and tracker.logged == []  # no report file
+
+
+def test_per_subject_classes_outside_the_label_set_are_refused(tmp_path: Path, use_tracker: Any,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # one label set recorded, but a run of the configuration logged a lesion class: its runs mix label sets
+    cases = subjects(5)
+    use_tracker(FakeTracker([
+        FakeRun("a", 1, dice_table({c: 0.9 for c in cases}), seed="0", summary=dataset_summary("ibsr18")),
+        FakeRun("b", 2, dice_table({c: 0.9 for c in cases}, LESION_CLASSES), seed="1")]))
+    assert bench_main(["report", "--out", str(tmp_path / "reports")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "classes ['lesion']" in err and "0 background, 1 CSF, 2 GM, 3 WM" in err

@@ -112,3 +112,13 @@ def test_mean_ranks_over_shared_subjects_with_a_bootstrap_interval() -> None:
     lower_better = stats.mean_ranks([good.rename(columns={"dice": "hd"}), bad.rename(columns={"dice": "hd"})],
                                     "hd", "CSF")
     assert lower_better["mean_rank"].tolist() == pytest.approx(ranks["mean_rank"].tolist()[::-1])
+
+
+def test_compare_defaults_to_the_classes_the_tables_hold_in_their_order() -> None:
+    values = {f"s{i}": 0.8 + 0.01 * i for i in range(5)}
+    tables = [pd.concat([table(values, tissue=t) for t in ("lesion", "edema")]),
+              pd.concat([table(values, tissue=t) for t in ("lesion", "edema", "necrosis")])]
+    assert stats.table_classes(tables) == ["lesion", "edema", "necrosis"]
+    frame = stats.compare(tables, reference=0, metrics=["dice"])
+    assert frame["tissue"].tolist() == ["lesion", "lesion", "edema", "edema", "necrosis", "necrosis"]
+    assert frame.query("tissue == 'necrosis'")["n_subjects"].tolist() == [0, 5]

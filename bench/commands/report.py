@@ -11,11 +11,13 @@ from bench.commands import add_runs_dir
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "report", help="write Table 1 / Table 2 (with the paper's values) and plots from MLflow runs",
+        "report", help="write Table 1 / Table 2 (with the paper's values on IBSR18) and plots from MLflow runs",
         description="Read the FINISHED runs of an MLflow experiment and write table1.md/.csv, table2.md/.csv, "
         "their statistics (table1_stats.csv, table2_stats.csv: 95 percent bootstrap intervals, Wilcoxon signed-rank "
         "tests against a reference row with Holm correction), boxplots.png, ranking.png/.csv and overlays.png; "
-        "also log them to the sweep's parent run.",
+        "also log them to the sweep's parent run. Columns and plots follow the runs' label set (one per scored "
+        "class); runs of different label sets are refused (report each dataset's experiment on its own). The "
+        "paper's values and differences appear for runs on IBSR18 with its labels (background, CSF, GM, WM) only.",
     )
     parser.add_argument("--experiment", help="MLflow experiment name (default: the one with the newest run)")
     add_runs_dir(parser, "runs folder (default store and artifacts)")

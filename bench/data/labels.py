@@ -174,7 +174,7 @@ class LabelSet:
         lookup[list(self.values)] = np.arange(self.num_classes, dtype=np.uint8)
         return lookup[np.asarray(array).astype(np.intp, copy=False)]
 
-    def to_values(self, indices: npt.NDArray[Any]) -> npt.NDArray[np.integer]:
+    def to_values(self, indices: npt.NDArray[Any]) -> npt.NDArray[Any]:
         """Class indices -> stored label values (uint8 when every value fits, else uint16/int32)."""
         top = max(self.values)
         dtype = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.int32

@@ -1,5 +1,8 @@
 """Evaluation stage: score predicted label maps and turn the scores into the paper's tables.
 
+Every class of the dataset's label set (``bench.data.labels.LabelSet``; IBSR's by default) is scored and
+reported by its name; the paper's numbers are set beside ours for IBSR18 only.
+
 * ``metrics``: Dice, AVD, HD, HD95 and ASSD per class (medpy 0.5.2's definitions; brainbench's own
   empty-mask rule).
 * ``evaluate``: per-case rows, ``summary.json`` and folder pairing (``bench evaluate``).

@@ -1,7 +1,8 @@
 """Scoring predicted label maps: one row per case × class, a stable ``summary.json``, folder pairs.
 
-Rows hold ``case, class, dice, avd, hd, hd95, assd, ref_voxels, pred_voxels`` (avd in percent, distances in
-mm; see ``bench.evaluation.metrics`` for definitions and the empty-mask rule). The summary follows
+Rows hold ``case, class, dice, avd, hd, hd95, assd, ref_voxels, pred_voxels``, one per scored class of the
+dataset's label set (``bench.data.labels.LabelSet``; ``class`` is its name), avd in percent, distances in
+mm (see ``bench.evaluation.metrics`` for definitions and the empty-mask rule). The summary follows
 nnU-Net's ``summary.json``: per-case rows, then mean / std / median per class and metric, computed over
 finite values only, with the number of non-finite values (empty masks) reported next to them.
 """
@@ -17,19 +18,21 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from bench.data.labels import IBSR_LABELS, LabelSet
 from bench.errors import DataError
 from bench.evaluation.metrics import (
     EMPTY_MASK_RULE,
     METRIC_NAMES,
     Backend,
     Hd95Mode,
-    class_name,
     evaluate_labels,
 )
 from bench.io import Volume, read_volume, write_atomic, write_text_atomic
-from bench.types import LABELS, TISSUE_NAMES, LabelArray
+from bench.types import LabelArray
 
 SPACING_TOLERANCE_MM: Final = 1e-3
+LOOKUP_LIMIT: Final = 65535
+"""Largest stored label value mapped to class indices through a lookup table (larger ones are sorted)."""
 ROW_COLUMNS: Final = ("case", "class", *METRIC_NAMES, "ref_voxels", "pred_voxels")
 NIFTI_SUFFIXES: Final = (".nii.gz", ".nii")
 MATCHING_RULE: Final = (
@@ -49,50 +52,55 @@ def evaluate_case(
     ref: Volume,
     case_id: str,
     *,
+    labels: LabelSet = IBSR_LABELS,
     pred_path: str | Path | None = None,
     ref_path: str | Path | None = None,
     backend: Backend = "fast",
     hd95_mode: Hd95Mode = "pooled",
 ) -> list[dict[str, Any]]:
-    """Score one predicted label map against its reference, one row per tissue class.
+    """Score one predicted label map against its reference, one row per scored class of ``labels``.
 
     Args:
-        pred: Predicted label map (labels 0..3).
-        ref: Reference label map on the same grid.
+        pred: Predicted label map holding ``labels``' stored values.
+        ref: Reference label map on the same grid, the same values.
         case_id: Written to the ``case`` column.
+        labels: The dataset's label set (default IBSR's: 0 background, 1 CSF, 2 GM, 3 WM). Maps that already
+            hold class indices 0..K-1 are scored with ``labels.as_indices()``.
         pred_path: File of the prediction, named in errors.
         ref_path: File of the reference, named in errors.
         backend: ``"fast"`` or ``"medpy"`` (see ``bench.evaluation.metrics.evaluate_labels``).
         hd95_mode: ``"pooled"`` or ``"max_directed"``.
 
     Returns:
-        Rows ``{case, class, dice, avd, hd, hd95, assd, ref_voxels, pred_voxels}`` for CSF, GM, WM.
+        Rows ``{case, class, dice, avd, hd, hd95, assd, ref_voxels, pred_voxels}``, one per class of
+        ``labels.scored`` in that order (``class`` is the class name).
 
     Raises:
-        DataError: Shapes or spacings (tolerance 1e-3 mm) differ, or a map holds labels outside {0, 1, 2, 3}.
+        DataError: Shapes or spacings (tolerance 1e-3 mm) differ, or a map holds a value that is not in ``labels``.
     """
     pred_name = str(pred_path) if pred_path is not None else "prediction"
     ref_name = str(ref_path) if ref_path is not None else "reference"
     _check_same_grid(pred, ref, pred_name, ref_name)
-    pred_labels, pred_counts = _labels_and_counts(pred.array, pred_path, "prediction")
-    ref_labels, ref_counts = _labels_and_counts(ref.array, ref_path, "reference")
+    pred_indices, pred_counts = _class_indices(pred.array, labels, pred_path, "prediction")
+    ref_indices, ref_counts = _class_indices(ref.array, labels, ref_path, "reference")
     scores = evaluate_labels(
-        pred_labels,
-        ref_labels,
+        pred_indices,
+        ref_indices,
         ref.spacing_mm,
-        classes=tuple(TISSUE_NAMES),
+        classes=labels.scored_indices,
         hd95_mode=hd95_mode,
         backend=backend,
+        labels=labels.as_indices(),
     )
     return [
         {
             "case": case_id,
-            "class": class_name(label),
-            **scores[class_name(label)],
-            "ref_voxels": int(ref_counts[label]),
-            "pred_voxels": int(pred_counts[label]),
+            "class": name,
+            **scores[name],
+            "ref_voxels": int(ref_counts[index]),
+            "pred_voxels": int(pred_counts[index]),
         }
-        for label in TISSUE_NAMES
+        for index, name in zip(labels.scored_indices, labels.scored, strict=True)
     ]
 
 
@@ -110,27 +118,45 @@ def _check_same_grid(pred: Volume, ref: Volume, pred_name: str, ref_name: str) -
         )
 
 
-def _labels_and_counts(
-    array: np.ndarray, path: str | Path | None, role: str
+def _class_indices(
+    array: np.ndarray, labels: LabelSet, path: str | Path | None, role: str
 ) -> tuple[LabelArray, np.ndarray]:
-    """The map as integers plus its voxel count per label; anything outside ``LABELS`` is a DataError."""
-    allowed = f"labels must be {', '.join(map(str, LABELS))} (background, CSF, GM, WM)"
+    """The map as class indices plus its voxel count per class; a value outside ``labels`` is a DataError.
+
+    Stored values up to ``LOOKUP_LIMIT`` are counted and mapped through a table; larger ones by sorting.
+    """
+    known = f"the labels are {labels.describe()}"
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise DataError(f"{role} label map has dtype {array.dtype}; {allowed}", path=path)
+        raise DataError(f"{role} label map has dtype {array.dtype}; {known}", path=path)
+    if array.size == 0:
+        raise DataError(f"{role} label map is empty (no voxels)", path=path)
     if np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
-            raise DataError(f"{role} label map holds non-integer values; {allowed}", path=path)
+            raise DataError(f"{role} label map holds non-integer values; {known}", path=path)
         array = array.astype(np.int64)
-    low, high = int(array.min()), int(array.max())
-    if low < min(LABELS) or high > max(LABELS):
-        bad = np.unique(array[(array < min(LABELS)) | (array > max(LABELS))])[:10].tolist()
+    values = np.asarray(labels.values)
+    top = int(values.max())
+    inverse = None
+    if top <= LOOKUP_LIMIT and int(array.min()) >= 0 and int(array.max()) <= top:
+        by_value = np.bincount(array.ravel().astype(np.intp, copy=False), minlength=top + 1)
+        present = np.flatnonzero(by_value)
+    else:
+        present, inverse, present_counts = np.unique(array, return_inverse=True, return_counts=True)
+    unknown = [int(v) for v in present if int(v) not in labels.values][:10]
+    if unknown:
         raise DataError(
-            f"{role} label map holds labels {bad} outside {{0, 1, 2, 3}}; {allowed}",
+            f"{role} label map holds values {unknown} that are not labels of this dataset; {known}",
             path=path,
-            fix="pass a tissue label map (not an image or probabilities)",
+            fix="pass a label map of this dataset (not an image or probabilities), or give its label set "
+            "(bench evaluate --labels)",
         )
-    counts = np.bincount(array.ravel().astype(np.intp, copy=False), minlength=len(LABELS))
-    return array, counts
+    if inverse is None:
+        indices = array if labels.contiguous else labels.to_indices(array)
+        return indices, by_value[values]
+    index_of_present = np.asarray([labels.values.index(int(v)) for v in present], dtype=np.uint8)
+    counts = np.zeros(labels.num_classes, dtype=np.int64)
+    counts[index_of_present] = present_counts
+    return index_of_present[inverse.reshape(array.shape)], counts
 
 
 def _fmt_spacing(spacing: Sequence[float]) -> str:
@@ -142,8 +168,8 @@ def _fmt_spacing(spacing: Sequence[float]) -> str:
 # --------------------------------------------------------------------------------------------------------
 
 
-def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """An nnU-Net-like summary of per-case rows.
+def summarize(rows: Iterable[Mapping[str, Any]], labels: LabelSet | None = None) -> dict[str, Any]:
+    """An nnU-Net-like summary of per-case rows (with ``labels``: also ``"labels": labels.record()``).
 
     Returns:
         ``{"metric_per_case": rows, "mean": {class: {metric: value}}, "std": ..., "median": ...,
@@ -178,6 +204,7 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "foreground_mean": foreground,
         "n_cases": int(table["case"].nunique()),
         "rules": dict(SUMMARY_RULES),
+        **({} if labels is None else {"labels": labels.record()}),
     }
 
 
@@ -312,6 +339,7 @@ def evaluate_folders(
     *,
     hd95_mode: Hd95Mode = "pooled",
     strict: bool = True,
+    labels: LabelSet = IBSR_LABELS,
 ) -> pd.DataFrame:
     """Score every prediction in ``pred_dir`` against its reference in ``ref_dir`` (see ``match_files``).
 
@@ -322,12 +350,13 @@ def evaluate_folders(
         backend: ``"fast"`` or ``"medpy"``.
         hd95_mode: ``"pooled"`` or ``"max_directed"``.
         strict: Refuse references without a prediction (otherwise they are skipped).
+        labels: The label set both folders' maps use (default IBSR's).
 
     Returns:
         One row per case × class with the columns ``ROW_COLUMNS``.
 
     Raises:
-        DataError: Unmatched or unreadable files, mismatched grids, labels outside {0, 1, 2, 3}.
+        DataError: Unmatched or unreadable files, mismatched grids, values that are not in ``labels``.
     """
     rows: list[dict[str, Any]] = []
     for case, pred_path, ref_path in match_files(pred_dir, ref_dir, strict=strict):
@@ -335,6 +364,7 @@ def evaluate_folders(
             read_volume(pred_path),
             read_volume(ref_path),
             case,
+            labels=labels,
             pred_path=pred_path,
             ref_path=ref_path,
             backend=backend,
@@ -350,12 +380,24 @@ SUMMARY_METRICS = ("dice", "avd", "hd", "hd95", "assd")
 """The per-class means a run logs to MLflow as ``test_<metric>_<class>``."""
 
 
-def mean_test_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """``test_<metric>_<class>``: the per-class means of a summary, as logged to MLflow."""
+def mean_test_metrics(summary: Mapping[str, Any], labels: LabelSet | None = None) -> dict[str, float]:
+    """``test_<metric>_<class>``: the per-class means of a summary, as logged to MLflow.
+
+    The classes are ``labels.scored``, else those of ``summary["labels"]`` when the summary records its label
+    set, else the classes of ``summary["mean"]`` in their order; a class the summary lacks is left out.
+    """
+    if labels is None and summary.get("labels") is not None:
+        labels = summary_labels(summary)
+    classes = list(summary["mean"]) if labels is None else list(labels.scored)
     out = {}
-    for cls_name in TISSUE_NAMES.values():
+    for cls_name in classes:
         for metric in SUMMARY_METRICS:
             value = summary["mean"].get(cls_name, {}).get(metric)
             if value is not None:
                 out[f"test_{metric}_{cls_name}"] = float(value)
     return out
+
+
+def summary_labels(summary: Mapping[str, Any]) -> LabelSet:
+    """The label set a ``summary.json`` records (``"labels"``); IBSR's for summaries written before label sets."""
+    return LabelSet.from_record(summary.get("labels"))

@@ -47,7 +47,8 @@ import numpy.typing as npt
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from bench.types import TISSUE_NAMES, BoolArray, LabelArray
+from bench.data.labels import IBSR_LABELS, LabelSet
+from bench.types import BoolArray, LabelArray
 
 Hd95Mode = Literal["pooled", "max_directed"]
 Backend = Literal["fast", "medpy"]
@@ -216,9 +217,10 @@ def binary_metrics(
 # --------------------------------------------------------------------------------------------------------
 
 
-def class_name(label: int) -> str:
-    """The tissue name of a class (``"CSF"``, ``"GM"``, ``"WM"``), or ``"label_<n>"`` for other labels."""
-    return TISSUE_NAMES.get(label, f"label_{label}")
+def class_name(label: int, labels: LabelSet = IBSR_LABELS) -> str:
+    """The name of the class stored as ``label`` in ``labels`` (IBSR: ``"CSF"``, ``"GM"``, ``"WM"``), or
+    ``"label_<n>"`` for a value the label set does not name."""
+    return labels.names[labels.values.index(label)] if label in labels.values else f"label_{label}"
 
 
 def evaluate_labels(
@@ -228,6 +230,7 @@ def evaluate_labels(
     classes: Sequence[int] = (1, 2, 3),
     hd95_mode: Hd95Mode = "pooled",
     backend: Backend = "fast",
+    labels: LabelSet = IBSR_LABELS,
 ) -> dict[str, dict[str, float]]:
     """Score every class of a predicted label map against the reference.
 
@@ -235,10 +238,11 @@ def evaluate_labels(
         pred: Predicted integer label map.
         ref: Reference integer label map, same shape.
         spacing_mm: Voxel size in mm along each array axis.
-        classes: Positive labels to score.
+        classes: Positive stored label values to score.
         hd95_mode: ``"pooled"`` (medpy) or ``"max_directed"``.
         backend: ``"fast"`` (this module) or ``"medpy"`` (medpy's functions, one call per metric; slow,
             for quoting medpy). Both apply ``EMPTY_MASK_RULE``.
+        labels: Names the classes (``class_name``); it does not restrict which values are scored.
 
     Returns:
         ``{class name: {"dice", "avd", "hd", "hd95", "assd"}}`` in the order of ``classes``.
@@ -254,30 +258,33 @@ def evaluate_labels(
         if not np.issubdtype(arr.dtype, np.integer):
             raise ValueError(f"{name} label map has dtype {arr.dtype}; an integer label map is required")
     spacing = _check_spacing(spacing_mm, pred_arr.ndim)
-    labels = _check_classes(classes)
+    values = _check_classes(classes)
+    names = [class_name(c, labels) for c in values]
     if backend == "medpy":
         return {
-            class_name(c): _medpy_metrics(pred_arr == c, ref_arr == c, spacing, hd95_mode) for c in labels
+            name: _medpy_metrics(pred_arr == c, ref_arr == c, spacing, hd95_mode)
+            for name, c in zip(names, values, strict=True)
         }
-    return _fast_label_metrics(pred_arr, ref_arr, spacing, labels, hd95_mode)
+    scores = _fast_label_metrics(pred_arr, ref_arr, spacing, values, hd95_mode)
+    return {name: scores[c] for name, c in zip(names, values, strict=True)}
 
 
 def _fast_label_metrics(
     pred: LabelArray, ref: LabelArray, spacing: tuple[float, ...], labels: tuple[int, ...], mode: Hd95Mode
-) -> dict[str, dict[str, float]]:
+) -> dict[int, dict[str, float]]:
     top = max(labels)
     pred_boxes = ndimage.find_objects(pred, max_label=top)  # one pass per map gives every class's box
     ref_boxes = ndimage.find_objects(ref, max_label=top)
-    out: dict[str, dict[str, float]] = {}
+    out: dict[int, dict[str, float]] = {}
     for c in labels:
         box = _union_box(pred_boxes[c - 1], ref_boxes[c - 1])
         if box is None:
-            out[class_name(c)] = _metrics((0, 0, 0), _empty_distances(), mode)
+            out[c] = _metrics((0, 0, 0), _empty_distances(), mode)
             continue
         p = _padded_equal(pred[box], c)
         r = _padded_equal(ref[box], c)
         counts = int(np.count_nonzero(p)), int(np.count_nonzero(r)), int(np.count_nonzero(p & r))
-        out[class_name(c)] = _metrics(counts, _distances_in_box(p, r, spacing), mode)
+        out[c] = _metrics(counts, _distances_in_box(p, r, spacing), mode)
     return out
 
 

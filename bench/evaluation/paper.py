@@ -38,10 +38,14 @@ PAPER_VALUES: Final[dict[str, dict[int, tuple[float, float, float]]]] = {
     },
 }
 CLASSES: Final = ("CSF", "GM", "WM")
+"""The classes of ``PAPER_VALUES``' tuples (IBSR18's scored classes)."""
+DATASETS: Final = ("ibsr18", "synthetic")
+"""The data the paper's numbers are shown beside (``data.name``): IBSR18, and the built-in synthetic cohort that
+stands in for it (IBSR's ids, grids and labels) when ``make reproduce-table1`` is given no dataset."""
 
 
 def paper_value(metric: str, row: int | None, tissue: str) -> float | None:
-    """The paper's value for a metric/row/tissue, or None when the row is not in the paper."""
-    if row is None or row not in PAPER_VALUES.get(metric, {}):
+    """The paper's value for a metric/row/tissue, or None when the row, metric or tissue is not in the paper."""
+    if row is None or row not in PAPER_VALUES.get(metric, {}) or tissue not in CLASSES:
         return None
     return PAPER_VALUES[metric][row][CLASSES.index(tissue)]

@@ -7,26 +7,36 @@ world: axial with anterior up and the patient's left on the right, coronal and s
 and large enough to see a one-voxel rim. Beside every configuration's labels is its error map against the
 ground truth: red = tissue where the truth is background (false positive), cyan = background where the truth
 is tissue (false negative), yellow = the wrong tissue.
+
+Every figure follows the dataset's label set, whatever its number of classes: one box plot and one rank panel
+per scored class (three to a row), one colour per class in overlays and training curves (:func:`class_colors`:
+CSF, GM and WM keep their colours, other classes take matplotlib's tab10 colours in a fixed order).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from bench.evaluation.paper import CLASSES
-from bench.evaluation.stats import mean_ranks, subject_values
+from bench.data.labels import IBSR_LABELS, LabelSet
+from bench.evaluation.stats import mean_ranks, subject_values, table_classes
 from bench.io import write_atomic
-from bench.types import TISSUE_NAMES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-COLORS = {1: (1.0, 0.55, 0.0), 2: (0.2, 0.4, 1.0), 3: (0.1, 0.8, 0.2)}  # CSF orange, GM blue, WM green
+Color = tuple[float, float, float]
+TISSUE_COLORS: dict[str, Color] = {"CSF": (1.0, 0.55, 0.0), "GM": (0.2, 0.4, 1.0), "WM": (0.1, 0.8, 0.2)}
+"""IBSR's classes: CSF orange, GM blue, WM green (in any label set that names them)."""
+PALETTE: tuple[str, ...] = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#7f7f7f",
+                            "#1f77b4", "#ff7f0e", "#2ca02c")
+"""matplotlib's tab10, the colours least like the tissue colours first: for every other class, in order."""
+PANELS_PER_ROW = 3
 ERROR_COLORS = {"false positive": (1.0, 0.0, 0.0), "false negative": (0.0, 0.9, 1.0),
                 "wrong tissue": (1.0, 0.95, 0.0)}
 PLANES = ("axial", "coronal", "sagittal")
@@ -35,6 +45,7 @@ _PLANE_AXES = {"axial": (2, 0, 1), "coronal": (1, 0, 2), "sagittal": (0, 1, 2)}
 _DOWN_IS_PLUS = {"axial": True, "coronal": False, "sagittal": False}  # axial: posterior (+y) down; else superior up
 CROP_MARGIN = 4  # voxels around the brain
 PANEL_INCHES = 3.6
+LEGEND_COLUMNS = 9
 DPI = 130
 
 
@@ -52,15 +63,51 @@ def _save(fig: Figure, path: Path, dpi: int = 110) -> None:
     _pyplot().close(fig)
 
 
+def _hex(color: str) -> Color:
+    return (int(color[1:3], 16) / 255, int(color[3:5], 16) / 255, int(color[5:7], 16) / 255)
+
+
+def class_colors(names: Sequence[str]) -> dict[str, Color]:
+    """One colour per class name: CSF, GM and WM keep :data:`TISSUE_COLORS`, the others take :data:`PALETTE` in
+    order (cycling past ten)."""
+    others = [n for n in names if n not in TISSUE_COLORS]
+    colors = {n: _hex(PALETTE[i % len(PALETTE)]) for i, n in enumerate(others)}
+    return {n: TISSUE_COLORS[n] if n in TISSUE_COLORS else colors[n] for n in names}
+
+
+def _value_colors(labels: LabelSet) -> dict[int, Color]:
+    """Stored label value -> colour, for the scored classes of ``labels``."""
+    colors = class_colors(labels.scored)
+    return {value: colors[name] for name, value in zip(labels.scored, labels.values[1:], strict=True)}
+
+
 def _names(labels: Sequence[str]) -> list[str]:
     return ["\n".join(label.rsplit(" ", 1)) for label in labels]
 
 
-def boxplots(tables: Sequence[pd.DataFrame], labels: Sequence[str], path: Path) -> None:
-    """Dice per class per configuration (the paper's Figure 6); one value per subject (mean over seeds)."""
+def _panels(plt: Any, count: int, width: float, height: float) -> tuple[Figure, list[Any]]:
+    """``count`` panels sharing the y axis, :data:`PANELS_PER_ROW` to a row (unused ones hidden); ``width`` and
+    ``height`` are those of a full row."""
+    columns = max(1, min(count, PANELS_PER_ROW))
+    rows = max(1, math.ceil(count / PANELS_PER_ROW))
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns / PANELS_PER_ROW, height * rows),
+                             sharey=True, squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[count:]:
+        ax.set_visible(False)
+    return fig, flat[:count]
+
+
+def boxplots(tables: Sequence[pd.DataFrame], labels: Sequence[str], path: Path,
+             tissues: Sequence[str] | None = None) -> None:
+    """Dice per class per configuration (the paper's Figure 6); one value per subject (mean over seeds).
+
+    ``tissues``: the classes, one panel each (default: those the tables hold, in their order).
+    """
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(4 + 1.65 * len(tables), 4.5), sharey=True)
-    for ax, tissue in zip(axes, CLASSES, strict=True):
+    tissues = table_classes(tables) if tissues is None else list(tissues)
+    fig, axes = _panels(plt, len(tissues), 4 + 1.65 * len(tables), 4.5)
+    for ax, tissue in zip(axes, tissues, strict=True):
         ax.boxplot([subject_values(t, "dice", tissue).to_numpy() for t in tables], tick_labels=_names(labels))
         ax.set_title(f"Dice {tissue}")
         ax.tick_params(axis="x", labelrotation=90, labelsize=7)
@@ -69,13 +116,18 @@ def boxplots(tables: Sequence[pd.DataFrame], labels: Sequence[str], path: Path) 
     _save(fig, path)
 
 
-def ranking(tables: Sequence[pd.DataFrame], labels: Sequence[str], path: Path, metric: str = "dice") -> pd.DataFrame:
-    """Mean rank per configuration and tissue with its bootstrap 95 % interval; returns the numbers plotted."""
+def ranking(tables: Sequence[pd.DataFrame], labels: Sequence[str], path: Path, metric: str = "dice",
+            tissues: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean rank per configuration and class with its bootstrap 95 % interval; returns the numbers plotted.
+
+    ``tissues``: the classes, one panel each (default: those the tables hold, in their order).
+    """
     plt = _pyplot()
     frames = []
-    fig, axes = plt.subplots(1, 3, figsize=(13, 1.4 + 0.42 * len(tables)), sharey=True)
+    tissues = table_classes(tables) if tissues is None else list(tissues)
+    fig, axes = _panels(plt, len(tissues), 13, 1.4 + 0.42 * len(tables))
     positions = np.arange(len(tables))[::-1]
-    for ax, tissue in zip(axes, CLASSES, strict=True):
+    for ax, tissue in zip(axes, tissues, strict=True):
         ranks = mean_ranks(tables, metric, tissue)
         frames.append(ranks.assign(tissue=tissue, label=list(labels)))
         n = int(ranks["n_subjects"].max()) if len(ranks) else 0
@@ -90,7 +142,8 @@ def ranking(tables: Sequence[pd.DataFrame], labels: Sequence[str], path: Path, m
         ax.set_title(f"{metric.upper()} {tissue}: mean rank over {n} subjects")
         ax.set_xlabel("mean rank (1 = best), 95 % bootstrap CI")
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(positions, labels, fontsize=8)
+    for ax in axes[::PANELS_PER_ROW]:
+        ax.set_yticks(positions, labels, fontsize=8)
     fig.tight_layout()
     _save(fig, path)
     frame = pd.concat(frames, ignore_index=True)
@@ -136,10 +189,11 @@ def plane_slice(volume: np.ndarray, plane: str, direction: Sequence[float], inde
     return image, (vertical, horizontal)
 
 
-def _label_rgba(labels: np.ndarray) -> np.ndarray:
+def _label_rgba(labels: np.ndarray, colors: Mapping[int, Color]) -> np.ndarray:
+    """``colors``: stored label value -> colour; other values stay clear."""
     rgba = np.zeros((*labels.shape, 4))
-    for cls, color in COLORS.items():
-        rgba[labels == cls] = (*color, 0.55)
+    for value, color in colors.items():
+        rgba[labels == value] = (*color, 0.55)
     return rgba
 
 
@@ -154,28 +208,31 @@ def error_rgba(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def overlay_figure(image: np.ndarray, spacing: Sequence[float], direction: Sequence[float], truth: np.ndarray,
-                   predictions: Sequence[tuple[str, np.ndarray]], title: str = "") -> Figure:
+                   predictions: Sequence[tuple[str, np.ndarray]], title: str = "",
+                   labels: LabelSet = IBSR_LABELS) -> Figure:
     """Rows: the ground truth, then one per configuration; columns: labels and errors in each plane, cropped.
 
     Every panel is drawn in mm: its image extent is the cropped box's size × spacing along the panel's axes.
+    ``truth`` and the predictions hold ``labels``' stored values; the legend names each class in its colour.
     """
     plt = _pyplot()
     from matplotlib.patches import Patch
 
+    colors = _value_colors(labels)
     box = crop_box(truth > 0 if np.any(truth > 0) else image > 0)
     image, truth = image[box], truth[box]
     vmax = float(np.percentile(image[image > 0], 99.5)) if np.any(image > 0) else 1.0
-    rows = [("ground truth", truth), *((name, labels[box]) for name, labels in predictions)]
+    rows = [("ground truth", truth), *((name, label_map[box]) for name, label_map in predictions)]
     fig, axes = plt.subplots(len(rows), 2 * len(PLANES), squeeze=False,
                              figsize=(2 * len(PLANES) * PANEL_INCHES, len(rows) * PANEL_INCHES + 0.9))
-    for r, (name, labels) in enumerate(rows):
+    for r, (name, label_map) in enumerate(rows):
         for p, plane in enumerate(PLANES):
             grey, (row_axis, col_axis) = plane_slice(image, plane, direction)
             extent = (0.0, grey.shape[1] * spacing[col_axis], grey.shape[0] * spacing[row_axis], 0.0)
-            left = plane_slice(labels, plane, direction)[0]
-            overlays = [("image" if r == 0 else "labels", None if r == 0 else _label_rgba(left)),
-                        ("ground truth" if r == 0 else "errors",
-                         _label_rgba(left) if r == 0 else error_rgba(left, plane_slice(truth, plane, direction)[0]))]
+            left = plane_slice(label_map, plane, direction)[0]
+            overlays = [("image" if r == 0 else "labels", None if r == 0 else _label_rgba(left, colors)),
+                        ("ground truth" if r == 0 else "errors", _label_rgba(left, colors) if r == 0
+                         else error_rgba(left, plane_slice(truth, plane, direction)[0]))]
             for k, (what, rgba) in enumerate(overlays):
                 ax = axes[r][2 * p + k]
                 ax.imshow(grey, cmap="gray", vmin=0, vmax=vmax, extent=extent, interpolation="nearest")
@@ -185,12 +242,14 @@ def overlay_figure(image: np.ndarray, spacing: Sequence[float], direction: Seque
                 ax.set_yticks([])
                 ax.set_title(f"{plane} {what}", fontsize=9)
         axes[r][0].set_ylabel(name, fontsize=10)
-    handles = [Patch(color=c, label=n) for n, c in zip(CLASSES, COLORS.values(), strict=True)]
+    handles = [Patch(color=colors[v], label=n) for n, v in zip(labels.scored, labels.values[1:], strict=True)]
     handles += [Patch(color=c, label=n) for n, c in ERROR_COLORS.items()]
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=10, frameon=False,
+    columns = min(len(handles), LEGEND_COLUMNS)
+    extra = 0.3 * (math.ceil(len(handles) / columns) - 1)  # inches for each further legend row
+    fig.legend(handles=handles, loc="upper center", ncol=columns, fontsize=10, frameon=False,
                bbox_to_anchor=(0.5, 1 - 0.35 / fig.get_figheight()))
     fig.suptitle(title, fontsize=12, y=1 - 0.05 / fig.get_figheight(), va="top")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / fig.get_figheight()))
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.8 + extra) / fig.get_figheight()))
     return fig
 
 
@@ -215,10 +274,10 @@ def history_plot(history: pd.DataFrame, path: Path, title: str = "") -> None:
     loss_ax.set_ylabel("loss")
     loss_ax.legend(fontsize=8)
     loss_ax.grid(alpha=0.3)
-    for column in [c for c in history.columns if c.startswith("val_dice_")]:
-        tissue = column.removeprefix("val_dice_")
-        colour = next((COLORS[c] for c, name in TISSUE_NAMES.items() if name == tissue), None)
-        dice_ax.plot(x, history[column], label=tissue, color=colour)
+    tissues = {c.removeprefix("val_dice_"): c for c in history.columns if c.startswith("val_dice_")}
+    colours = class_colors(list(tissues))
+    for tissue, column in tissues.items():
+        dice_ax.plot(x, history[column], label=tissue, color=colours[tissue])
     dice_ax.set_ylim(0, 1)
     dice_ax.set_xlabel("training patches seen")
     dice_ax.set_ylabel("validation Dice")

@@ -4,20 +4,29 @@ One row per configuration (which runs make it: ``bench.evaluation.runs``). With 
 over the seeds' means. Each cell also gives a 95 % bootstrap interval over subjects, a mark from a paired
 test against a reference row (``bench.evaluation.stats``), the paper's value and our difference
 (ours − paper). Figures are drawn by ``bench.evaluation.plots``.
+
+Columns follow the runs' label set (``summary.json``'s ``"labels"``, IBSR's for runs written before label
+sets): one per scored class and metric, in class-index order. A report covers one label set: runs of
+different label sets in one experiment are refused (:func:`report_labels`), since their classes cannot share
+columns or be tested against each other. The paper's values and differences (and its model names) appear
+only for configurations whose runs are on IBSR18 with the paper's labels (:func:`paper_applies`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bench.errors import BenchError, ConfigError
+from bench.data.labels import IBSR_LABELS, LabelSet, same_labels
+from bench.errors import BenchError, ConfigError, DataError
+from bench.evaluation import paper as paper_numbers
 from bench.evaluation import plots, stats
-from bench.evaluation.paper import CLASSES, TABLE1_ROWS, paper_value
+from bench.evaluation.evaluate import summary_labels
+from bench.evaluation.paper import TABLE1_ROWS, paper_value
 from bench.evaluation.runs import ConfigResult, load, row_numbers, select_runs
 from bench.io import write_text_atomic
 
@@ -45,17 +54,68 @@ def _row_number(result: ConfigResult) -> int | None:
     return int(result.key["row"]) if result.key["row"].isdigit() else None
 
 
+def dataset_name(summary: Mapping[str, Any]) -> str | None:
+    """``spec.data.name`` of a run's summary (``ibsr18``, ``synthetic``, ``nnunet``), None when not recorded."""
+    data = (summary.get("spec") or {}).get("data") or {}
+    name = data.get("name") if isinstance(data, Mapping) else None
+    return None if name is None else str(name)
+
+
+def paper_applies(result: ConfigResult) -> bool:
+    """Whether the paper's numbers are this configuration's to compare with: its runs are on IBSR18 or its synthetic
+    stand-in (a summary that records no dataset counts as IBSR18, as reports always assumed) with the paper's label
+    set. The
+    paper's value of a cell is then that of the configuration's Table 1 row, when the paper has that row."""
+    name = dataset_name(result.summary)
+    return (name is None or name in paper_numbers.DATASETS) and same_labels(summary_labels(result.summary), IBSR_LABELS)
+
+
+def report_labels(results: Sequence[ConfigResult]) -> LabelSet:
+    """The one label set of every configuration (IBSR's when there are none).
+
+    Raises:
+        ConfigError: Configurations of different label sets (each named with its rows).
+        DataError: A configuration's per-subject metrics hold a class its label set lacks.
+    """
+    found: dict[tuple[tuple[str, ...], tuple[int, ...]], tuple[LabelSet, list[str]]] = {}
+    for result in results:
+        labels = summary_labels(result.summary)
+        found.setdefault((labels.names, labels.values), (labels, []))[1].append(_label(result))
+    if len(found) > 1:
+        sets = "; ".join(f"{{{labels.describe()}}} in {', '.join(names)}" for labels, names in found.values())
+        raise ConfigError(f"the runs to report use {len(found)} different label sets: {sets}; a report compares "
+                          "configurations on the same classes",
+                          fix="keep each dataset's runs in their own MLflow experiment (tracking.experiment=NAME) "
+                          "and report them one at a time (bench report --experiment NAME)")
+    labels = next(iter(found.values()))[0] if found else IBSR_LABELS
+    for result in results:
+        classes = result.per_subject["class"].astype(str) if "class" in result.per_subject else []
+        extra = sorted(set(classes) - set(labels.scored))
+        if extra:
+            raise DataError(f"{_label(result)}: the per-subject metrics hold classes {extra} that its label set "
+                            f"({labels.describe()}) lacks", fix="its runs mix label sets; rerun them")
+    return labels
+
+
+def _class_word(labels: LabelSet) -> str:
+    return "tissue" if same_labels(labels, IBSR_LABELS) else "class"
+
+
 def reference_index(results: Sequence[ConfigResult], row: int) -> int | None:
     """The configuration the others are tested against: the first (in table order) of Table 1 row ``row``."""
     return next((i for i, r in enumerate(results) if _row_number(r) == row), None)
 
 
-def comparison(results: Sequence[ConfigResult], metrics: Sequence[str], reference_row: int) -> pd.DataFrame:
-    """:func:`bench.evaluation.stats.compare` with each configuration's row, model and framework.
+def comparison(results: Sequence[ConfigResult], metrics: Sequence[str], reference_row: int,
+               labels: LabelSet | None = None) -> pd.DataFrame:
+    """:func:`bench.evaluation.stats.compare` with each configuration's row, model and framework, for every
+    scored class of ``labels`` (default :func:`report_labels`).
 
     ``config`` is the index into ``results``; the CSV leaves it out.
     """
-    frame = stats.compare([r.per_subject for r in results], reference_index(results, reference_row), metrics)
+    classes = (report_labels(results) if labels is None else labels).scored
+    frame = stats.compare([r.per_subject for r in results], reference_index(results, reference_row), metrics,
+                          tissues=classes)
     config = frame["config"]
     frame.insert(1, "row", [_row_number(results[i]) for i in config])
     frame.insert(2, "model", [results[i].key["architecture"] for i in config])
@@ -65,16 +125,21 @@ def comparison(results: Sequence[ConfigResult], metrics: Sequence[str], referenc
 
 
 def table_frame(results: Sequence[ConfigResult], metrics: Sequence[str],
-                compared: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per configuration with mean, sd, paper value and difference per metric × tissue.
+                compared: pd.DataFrame | None = None, labels: LabelSet | None = None) -> pd.DataFrame:
+    """One row per configuration with mean and sd per metric × scored class of ``labels`` (default
+    :func:`report_labels`), and where the paper applies to any configuration (:func:`paper_applies`) the
+    paper's model, value and our difference (None for the configurations it does not apply to).
 
     With ``compared`` (from :func:`comparison`, same ``results``) also the 95 % interval, the Holm p-value
     against the reference and the cell's mark.
     """
+    classes = (report_labels(results) if labels is None else labels).scored
+    with_paper = any(paper_applies(r) for r in results)
     rows = []
     for index, result in enumerate(results):
         row_no = _row_number(result)
-        paper_row = TABLE1_ROWS.get(row_no or -1, {})
+        paper_row_no = row_no if paper_applies(result) else None
+        paper_row = TABLE1_ROWS.get(paper_row_no or -1, {})
         row: dict[str, Any] = {
             "row": row_no, "model": result.key["architecture"], "label": result.label,
             "paper_model": paper_row.get("model", ""),
@@ -85,17 +150,20 @@ def table_frame(results: Sequence[ConfigResult], metrics: Sequence[str],
             "subjects": int(result.per_subject["case"].nunique()), "runs": len(result.run_ids),
             "not_converged": result.not_converged,
         }
+        if not with_paper:
+            del row["paper_model"]
         if result.key["architecture"] == "atlas":
             row.update(optimizer="-", loss="-", sampling="-")
         cells = None if compared is None else compared[compared["config"] == index].set_index(["metric", "tissue"])
         for metric in metrics:
-            for tissue in CLASSES:
+            for tissue in classes:
                 mean, sd, _ = cell_stats(result, metric, tissue)
-                paper = paper_value(metric, row_no, tissue)
                 row[f"{metric}_{tissue}_mean"] = mean
                 row[f"{metric}_{tissue}_sd"] = sd
-                row[f"{metric}_{tissue}_paper"] = paper
-                row[f"{metric}_{tissue}_diff"] = None if paper is None else mean - paper
+                if with_paper:
+                    paper = paper_value(metric, paper_row_no, tissue)
+                    row[f"{metric}_{tissue}_paper"] = paper
+                    row[f"{metric}_{tissue}_diff"] = None if paper is None else mean - paper
                 row[f"{metric}_{tissue}_unlearned"] = result.unlearned.get(tissue, 0)
                 if cells is not None:
                     cell = cells.loc[(metric, tissue)]
@@ -114,7 +182,7 @@ def _float(value: Any) -> float | None:
 def _fmt_cell(frame_row: pd.Series, metric: str, tissue: str) -> str:
     digits = DIGITS.get(metric, 3)
     mean, sd = frame_row[f"{metric}_{tissue}_mean"], frame_row[f"{metric}_{tissue}_sd"]
-    paper, diff = frame_row[f"{metric}_{tissue}_paper"], frame_row[f"{metric}_{tissue}_diff"]
+    paper, diff = frame_row.get(f"{metric}_{tissue}_paper"), frame_row.get(f"{metric}_{tissue}_diff")
     text = "n/a" if pd.isna(mean) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
     low, high = frame_row.get(f"{metric}_{tissue}_ci_low"), frame_row.get(f"{metric}_{tissue}_ci_high")
     if low is not None and not pd.isna(low):
@@ -137,14 +205,24 @@ def _model_cell(r: pd.Series) -> str:
     return model if numbered or not label or label in model else f"{model}: {label}"
 
 
+def frame_classes(frame: pd.DataFrame, metric: str) -> list[str]:
+    """The classes of a :func:`table_frame`'s ``metric`` columns, in column order."""
+    head, tail = f"{metric}_", "_mean"
+    return [c[len(head):-len(tail)] for c in frame.columns if c.startswith(head) and c.endswith(tail)]
+
+
 def markdown_table(frame: pd.DataFrame, metrics: Sequence[str], title: str, notes: str = "") -> str:
-    """A Markdown table; each cell is ``ours mean ± sd [95 % CI] mark (paper, ours − paper)``, then ``notes``."""
+    """A Markdown table; each cell is ``ours mean ± sd [95 % CI] mark (paper, ours − paper)`` (the paper's part
+    where the frame has paper columns), one column per metric × class of ``frame``, then ``notes``."""
+    classes = frame_classes(frame, metrics[0]) if metrics else []
     head = ["N", "Model", "Data", "Optim.", "Loss", "Framework", "Seeds"]
-    head += [f"{m.upper()} {t}" for m in metrics for t in CLASSES]
+    head += [f"{m.upper()} {t}" for m in metrics for t in classes]
     cells_are = "ours mean ± sd"
     if any(c.endswith("_ci_low") for c in frame.columns):
         cells_are += " [95 % CI] mark"
-    lines = [f"### {title}", "", f"Cells: {cells_are} (paper, ours − paper).", "",
+    if any(c.endswith("_paper") for c in frame.columns):
+        cells_are += " (paper, ours − paper)"
+    lines = [f"### {title}", "", f"Cells: {cells_are}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in frame.iterrows():
         number = str(int(r["row"]) if r["row"] is not None and not pd.isna(r["row"]) else "-")
@@ -152,7 +230,7 @@ def markdown_table(frame: pd.DataFrame, metrics: Sequence[str], title: str, note
             number += f" {NOT_CONVERGED}"
         cells = [number, _model_cell(r),
                  str(r["data"]), str(r["optimizer"]), str(r["loss"]), str(r["framework"]), str(r["seeds"])]
-        cells += [_fmt_cell(r, m, t) for m in metrics for t in CLASSES]
+        cells += [_fmt_cell(r, m, t) for m in metrics for t in classes]
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     flags = []
@@ -160,7 +238,7 @@ def markdown_table(frame: pd.DataFrame, metrics: Sequence[str], title: str, note
         flags.append(f"`{NOT_CONVERGED}` after N: not converged: in at least one of the row's runs (how many: CSV column "
                      "`not_converged`) the epochs ran out while the validation loss was still improving.")
     if any(frame.get(f"{m}_{t}_unlearned", pd.Series(dtype=float)).fillna(0).astype(int).any()
-           for m in metrics for t in CLASSES):
+           for m in metrics for t in classes):
         flags.append(f"`{NOT_LEARNED}`: the class's validation Dice was still 0 at the end of training (`{NOT_LEARNED}k/n`: "
                      "in k of the row's n runs): the network does not predict it.")
     if flags:
@@ -201,7 +279,7 @@ def statistics_notes(results: Sequence[ConfigResult], compared: pd.DataFrame, re
             "exact when the differences have no zeros and no ties; otherwise zero differences are dropped and "
             f"p comes from all sign flips up to {stats.MAX_EXHAUSTIVE} pairs, from the tie-corrected normal "
             f"approximation above); Holm correction over the {m} tested configurations per "
-            f"{'metric and ' if compared['metric'].nunique() > 1 else ''}tissue."
+            f"{'metric and ' if compared['metric'].nunique() > 1 else ''}{_class_word(report_labels(results))}."
         )
         lines.append(f"Marks: `*` differs from the reference (Holm p < {stats.ALPHA}); no mark: no significant "
                      f"difference; `ref`: the reference; `n<{stats.MIN_PAIRS}`: fewer than {stats.MIN_PAIRS} paired "
@@ -210,10 +288,12 @@ def statistics_notes(results: Sequence[ConfigResult], compared: pd.DataFrame, re
     return "\n\n".join(lines) + "\n"
 
 
-def overlays(results: Sequence[ConfigResult], path: Path, tracker: Any = None) -> str | None:
+def overlays(results: Sequence[ConfigResult], path: Path, tracker: Any = None,
+             labels: LabelSet = IBSR_LABELS) -> str | None:
     """Tri-planar overlays and error maps for one test subject, ground truth then each configuration (Figure 8).
 
-    Returns the subject shown, or None when no run records its subjects' files (nothing is written then).
+    The label files and predictions hold ``labels``' stored values (one colour per class). Returns the subject
+    shown, or None when no run records its subjects' files (nothing is written then).
     """
     from bench.io import read_volume
 
@@ -241,7 +321,8 @@ def overlays(results: Sequence[ConfigResult], path: Path, tracker: Any = None) -
         if pred_path is not None and pred_path.exists():
             predictions.append((r.name, read_volume(pred_path).array))
     fig = plots.overlay_figure(image.array, image.spacing_mm, image.direction, truth, predictions,
-                               title=f"{subject}: labels and errors against the ground truth, cropped to the brain")
+                               title=f"{subject}: labels and errors against the ground truth, cropped to the brain",
+                               labels=labels)
     plots.save_overlays(fig, path)
     return subject
 
@@ -278,23 +359,24 @@ def write_report(
                           fix=f"rows here: {', '.join(map(str, rows)) or 'none'}")
     reference_row = DEFAULT_REFERENCE if reference is None else reference
     results = load(groups, tracker, out_dir / ".artifacts")
+    labels = report_labels(results)  # one label set, or an error before any report file is written
     texts: dict[str, str] = {}
     for table_name, metrics, title in (("table1", TABLE1_METRICS, "Table 1: Dice"),
                                        ("table2", TABLE2_METRICS, "Table 2: AVD (%) and HD (mm)")):
-        compared = comparison(results, metrics, reference_row)
-        frame = table_frame(results, metrics, compared)
+        compared = comparison(results, metrics, reference_row, labels)
+        frame = table_frame(results, metrics, compared, labels)
         notes = statistics_notes(results, compared, reference_row, f"{table_name}_stats.csv")
         notes = f"{split_note}\n\n{notes}" if split_note else notes
         texts[f"{table_name}.md"] = markdown_table(frame, metrics, f"{title} — experiment {name}", notes)
         texts[f"{table_name}.csv"] = frame.to_csv(index=False)
         texts[f"{table_name}_stats.csv"] = compared.drop(columns="config").to_csv(index=False)
     written = {file: write_text_atomic(out_dir / file, text) for file, text in texts.items()}
-    tables, labels = [r.per_subject for r in results], [r.name for r in results]
-    plots.boxplots(tables, labels, out_dir / "boxplots.png")
-    ranks = plots.ranking(tables, labels, out_dir / "ranking.png")
+    tables, names = [r.per_subject for r in results], [r.name for r in results]
+    plots.boxplots(tables, names, out_dir / "boxplots.png", tissues=labels.scored)
+    ranks = plots.ranking(tables, names, out_dir / "ranking.png", tissues=labels.scored)
     written["ranking.csv"] = write_text_atomic(out_dir / "ranking.csv", ranks.drop(columns="config").to_csv(index=False))
     written.update({"boxplots.png": out_dir / "boxplots.png", "ranking.png": out_dir / "ranking.png"})
-    if overlays(results, out_dir / "overlays.png", tracker):
+    if overlays(results, out_dir / "overlays.png", tracker, labels):
         written["overlays.png"] = out_dir / "overlays.png"
     parent = tracker.parent_run(name)
     for path in written.values():

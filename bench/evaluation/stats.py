@@ -13,7 +13,7 @@ when a configuration has several runs) and is deterministic: the bootstrap draws
   does, the p-value comes from all 2**n sign flips of the n non-zero differences when n <= 13 (exact
   given the ties) and from the tie-corrected normal approximation above that. Fewer than ``MIN_PAIRS``
   pairs or only zero differences give no p-value but a note.
-* Holm's step-down correction runs over the compared configurations, per metric and tissue.
+* Holm's step-down correction runs over the compared configurations, per metric and tissue (class).
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-
-from bench.evaluation.paper import CLASSES
 
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 20_200
@@ -116,16 +114,22 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return [float(a) for a in adjusted]
 
 
+def table_classes(tables: Sequence[pd.DataFrame]) -> list[str]:
+    """The classes the per-subject tables hold, in order of first appearance (rows are written in label order)."""
+    return list(dict.fromkeys(str(c) for table in tables if "class" in table for c in table["class"]))
+
+
 def compare(tables: Sequence[pd.DataFrame], reference: int | None, metrics: Sequence[str],
-            tissues: Sequence[str] = CLASSES) -> pd.DataFrame:
+            tissues: Sequence[str] | None = None) -> pd.DataFrame:
     """Summary, interval and test against ``tables[reference]`` for every table × metric × tissue.
 
-    Returns one row per (``config`` = index into ``tables``, ``metric``, ``tissue``) with
-    :data:`STATS_COLUMNS`; ``p_holm`` is Holm-adjusted over the tested configurations of that metric and tissue.
+    ``tissues`` (class names) defaults to the classes present in the tables (:func:`table_classes`). Returns
+    one row per (``config`` = index into ``tables``, ``metric``, ``tissue``) with :data:`STATS_COLUMNS`;
+    ``p_holm`` is Holm-adjusted over the tested configurations of that metric and tissue.
     """
     rows: list[dict[str, Any]] = []
     for metric in metrics:
-        for tissue in tissues:
+        for tissue in table_classes(tables) if tissues is None else tissues:
             values = [subject_values(table, metric, tissue) for table in tables]
             ref = None if reference is None else values[reference]
             family = []
