@@ -18,6 +18,7 @@ from bench.processes import interruption, stop_signals_raise
 COMMAND_MODULES: tuple[str, ...] = (
     "bench.commands.data",
     "bench.commands.synth",
+    "bench.commands.convert",
     "bench.commands.evaluate",
     "bench.commands.models",
     "bench.commands.train_speed",

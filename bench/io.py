@@ -3,7 +3,7 @@
 A :class:`Volume` holds the voxel array indexed ``[x, y, z]`` (NIfTI voxel order, see ``bench.types``),
 ``spacing_mm`` along those axes, the world origin in mm and the 3×3 direction cosines (row-major, as
 SimpleITK gives them). A trailing singleton axis (IBSR's ``256×128×256×1``) is dropped; a real 4D image
-is refused.
+is refused by :func:`read_volume` and split into channels by :func:`read_channels`.
 """
 
 from __future__ import annotations
@@ -108,6 +108,39 @@ def read_volume(path: str | Path) -> Volume:
         DataError: The file is missing, empty, unreadable, corrupt, not an image, 2D or truly 4D.
     """
     path = Path(path)
+    return Volume.from_sitk(_read_sitk(path), source=path)
+
+
+def read_channels(path: str | Path, channels: int) -> list[Volume]:
+    """Read a file holding ``channels`` input channels: a 3D volume (one channel) or a 4D image ``X×Y×Z×C``
+    (the Medical Segmentation Decathlon's multi-modal images), split into ``C`` 3D volumes on one grid.
+
+    Raises:
+        DataError: As :func:`read_volume`, or the file holds another number of channels than ``channels``.
+    """
+    path = Path(path)
+    image = _read_sitk(path)
+    size = image.GetSize()
+    components = image.GetNumberOfComponentsPerPixel()
+    if image.GetDimension() == 3 and components > 1:  # a vector image: one component per channel
+        found = components
+        volumes = [sitk.VectorIndexSelectionCast(image, c) for c in range(components)] if found == channels else []
+    elif image.GetDimension() == 4:
+        found = size[3]
+        volumes = [image[:, :, :, c] for c in range(found)] if found == channels else []
+    else:
+        found, volumes = 1, [image]
+    if found != channels:
+        raise DataError(
+            f"image holds {found} channel(s) (size {size}, {components} component(s) per voxel); "
+            f"{channels} expected",
+            path=path, fix="store one 3D volume per channel along the 4th axis, as many as dataset.json lists",
+        )
+    return [Volume.from_sitk(v, source=path) for v in volumes]
+
+
+def _read_sitk(path: Path) -> sitk.Image:
+    """Check a file (exists, readable, complete, known voxel size) and read it with SimpleITK."""
     if not path.exists():
         raise DataError("file does not exist", path=path)
     if path.is_dir():
@@ -121,14 +154,13 @@ def read_volume(path: str | Path) -> Volume:
     if path.name.endswith((".nii", ".nii.gz")):
         _check_nifti_voxel_size(path)
     try:
-        image = sitk.ReadImage(str(path))
+        return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()
         detail = next((line for line in reason if "rror" in line), reason[-1] if reason else "")
         raise DataError(
             f"cannot read image (not a NIfTI, or truncated/corrupt): {detail.strip()[:200]}", path=path
         ) from exc
-    return Volume.from_sitk(image, source=path)
 
 
 NIFTI1_HEADER_BYTES = 348

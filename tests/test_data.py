@@ -14,6 +14,7 @@ import pytest
 from bench.cli import main
 from bench.data.cohort import describe_cohort, load_cohort
 from bench.data.discovery import discover
+from bench.data.labels import IBSR_LABELS
 from bench.data.splits import SplitSpec
 from bench.data.synth import phantom_case
 from bench.errors import BenchError, ConfigError, DataError
@@ -182,6 +183,13 @@ def test_loaded_arrays(course_root: Path) -> None:
     assert case.image.array.dtype == np.float32  # the stored dtype is kept
     np.testing.assert_array_equal(case.image.array, expected.image.array)
     assert case.image_path == course_root / "Training_Set/IBSR_01/IBSR_01.nii.gz"
+
+
+def test_ibsr_cohort_has_the_ibsr_labels_and_one_t1_channel(course_root: Path) -> None:
+    cohort = load_cohort(course_root, "course")
+    assert cohort.labels == IBSR_LABELS and cohort.channel_names == ("T1",)
+    assert all(case.num_channels == 1 and case.extra == () for case in cohort.cases)
+    assert discover(course_root).labels == IBSR_LABELS
 
 
 def test_float_labels_with_integer_values_and_absent_class_are_accepted(tmp_path: Path) -> None:

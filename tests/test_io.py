@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bench.errors import DataError
-from bench.io import read_volume
+from bench.io import read_channels, read_volume
 
 
 def write_with_pixdim(path: Path, pixdim: tuple[float, float, float], sform: bool = False) -> None:
@@ -56,3 +56,22 @@ def test_a_complex_image_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="complex-valued image") as caught:
         read_volume(path)
     assert str(path) in caught.value.message and "magnitude" in caught.value.message
+
+
+def test_read_channels_splits_a_4d_image_and_read_volume_still_refuses_it(tmp_path: Path) -> None:
+    path = tmp_path / "multi.nii.gz"
+    array = np.arange(8 * 6 * 4 * 3, dtype=np.float32).reshape(8, 6, 4, 3)
+    nib.save(nib.Nifti1Image(array, np.diag([1.5, 2.0, 2.5, 1.0])), str(path))
+    channels = read_channels(path, 3)
+    assert len(channels) == 3
+    for c, volume in enumerate(channels):
+        assert volume.shape == (8, 6, 4) and volume.spacing_mm == (1.5, 2.0, 2.5)
+        assert np.array_equal(volume.array, array[..., c])
+    with pytest.raises(DataError, match=r"image holds 3 channel\(s\) .*; 2 expected") as caught:
+        read_channels(path, 2)
+    assert str(path) in caught.value.message
+    with pytest.raises(DataError, match="4D image with 3 volumes"):
+        read_volume(path)
+    single = tmp_path / "single.nii.gz"
+    nib.save(nib.Nifti1Image(array[..., 0], np.eye(4)), str(single))
+    assert np.array_equal(read_channels(single, 1)[0].array, array[..., 0])

@@ -1,4 +1,4 @@
-"""``bench data``: list the subjects of a dataset root and check every file."""
+"""``bench data``: list the subjects of a dataset root (IBSR layouts or nnU-Net/Decathlon) and check every file."""
 
 from __future__ import annotations
 
@@ -8,29 +8,64 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.data.cohort import CLASS_COLUMNS, describe_cohort, load_cohort
+from bench.data.cohort import Cohort, class_columns, describe_cohort, load_cohort
+from bench.data.folds import FoldSplit
+from bench.data.nnunet import count_folds, is_nnunet_root
 from bench.data.splits import NAMED_SPLITS, SPLITS
+from bench.errors import ConfigError
 
-COLUMNS = ("id", "split", "shape", "spacing_mm", *CLASS_COLUMNS)
+BASE_COLUMNS = ("id", "split", "shape", "spacing_mm")
+DEFAULT_FOLDS = 5
+
+
+class _StoreGiven(argparse.Action):
+    """Store the value and note that the option was given (``--split``'s default depends on the root)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.split_given = True
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "data",
         help="list and check the subjects of a dataset",
-        description="Discover a dataset (course layout Training_Set/Validation_Set/Test_Set/<id>/<id>.nii.gz "
-        "or flat layout <id>/<id>.nii.gz), assign a split, read and check every file, and print one row "
-        "per subject (shape, spacing, voxels per class). Exits 2 naming the file when something is wrong.",
+        description="Discover a dataset (course layout Training_Set/Validation_Set/Test_Set/<id>/<id>.nii.gz, "
+        "flat layout <id>/<id>.nii.gz, or an nnU-Net v2 / Medical Segmentation Decathlon folder holding "
+        "dataset.json), assign a split, read and check every file, and print one row per subject (channels, "
+        "shape, spacing, voxels per class). Exits 2 naming the file when something is wrong.",
     )
     parser.add_argument("--root", type=Path, required=True, help="dataset root folder")
     parser.add_argument(
         "--split",
         choices=NAMED_SPLITS,
         default="paper",  # the config's default (conf/data/*.yaml)
-        help="course: Training_Set/Validation_Set/Test_Set as train/test/predict; paper: IBSR_07 and "
-        "IBSR_16 validate; holdout: for copies without Validation_Set (default: %(default)s)",
+        action=_StoreGiven,
+        help="IBSR layouts: course: Training_Set/Validation_Set/Test_Set as train/test/predict; paper: IBSR_07 "
+        "and IBSR_16 validate; holdout: for copies without Validation_Set (default: %(default)s; on an nnU-Net "
+        "root: --fold 0)",
     )
+    parser.add_argument("--fold", type=int, default=None,
+                        help="k-fold cross-validation: fold K is the test set (default on an nnU-Net root: 0)")
+    parser.add_argument("--folds", type=int, default=None,
+                        help=f"number of folds (default: those of the root's splits_final.json, else {DEFAULT_FOLDS})")
+    parser.add_argument("--fold-seed", type=int, default=0, help="seed of the fold assignment (default: %(default)s)")
+    parser.set_defaults(split_given=False)
     return parser
+
+
+def resolve_split(args: argparse.Namespace) -> str | FoldSplit:
+    """``--fold`` (or, on an nnU-Net root without ``--split``, fold 0) as a :class:`FoldSplit`, else ``--split``."""
+    nnunet = is_nnunet_root(args.root)
+    if args.fold is None and (args.split_given or not nnunet):
+        if args.folds is not None:
+            raise ConfigError(f"--folds {args.folds} needs --fold K", fix="add --fold 0 (or another fold)")
+        return str(args.split)
+    if args.split_given:
+        raise ConfigError(f"--split {args.split} and --fold exclude each other", fix="give one of them")
+    folds = args.folds if args.folds is not None else (count_folds(args.root) if nnunet else None) or DEFAULT_FOLDS
+    return FoldSplit(folds=folds, fold=0 if args.fold is None else args.fold, seed=args.fold_seed)
 
 
 def _cell(value: Any) -> str:
@@ -41,14 +76,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Plain text table, columns aligned (numbers right-aligned)."""
-    cells = [list(COLUMNS)] + [[_cell(row[c]) for c in COLUMNS] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
-    numeric = {c for c in CLASS_COLUMNS}
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], numeric: Sequence[str]) -> str:
+    """Plain text table, columns aligned (the ``numeric`` ones right-aligned)."""
+    cells = [list(columns)] + [[_cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = []
     for r in cells:
-        parts = [v.rjust(w) if c in numeric else v.ljust(w) for v, w, c in zip(r, widths, COLUMNS, strict=True)]
+        parts = [v.rjust(w) if c in numeric else v.ljust(w) for v, w, c in zip(r, widths, columns, strict=True)]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
 
@@ -61,7 +95,7 @@ def format_summary(rows: Sequence[dict[str, Any]]) -> list[str]:
         if not members:
             lines.append(f"{split}: 0 subjects")
             continue
-        labelled = sum(r["bg"] is not None for r in members)
+        labelled = sum(bool(r["labelled"]) for r in members)
         spacings = Counter(_cell(r["spacing_mm"]) for r in members)
         spacing_text = ", ".join(f"{s} mm ×{n}" for s, n in spacings.items())
         lines.append(
@@ -71,12 +105,23 @@ def format_summary(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def dataset_line(cohort: Cohort) -> str:
+    """``channels: 0 T1, 1 FLAIR; labels: 0 background, 1 CSF, ...`` (shown for nnU-Net roots)."""
+    channels = ", ".join(f"{c} {name}" for c, name in enumerate(cohort.channel_names))
+    return f"channels: {channels}; labels: {cohort.labels.describe()}"
+
+
 def run(args: argparse.Namespace) -> int:
-    cohort = load_cohort(args.root, args.split)
-    rows = describe_cohort(cohort)
-    print(format_table(rows))
+    nnunet = is_nnunet_root(args.root)
+    cohort = load_cohort(args.root, resolve_split(args))
+    rows = describe_cohort(cohort, ibsr_columns=not nnunet)
+    classes = class_columns(cohort.labels, ibsr=not nnunet)
+    columns = (*BASE_COLUMNS[:2], "channels", *BASE_COLUMNS[2:]) if nnunet else BASE_COLUMNS
+    print(format_table(rows, (*columns, *classes), numeric=("channels", *classes)))
     print()
     print(f"{cohort.root} — split {cohort.split_name!r}, {len(rows)} subjects")
+    if nnunet:
+        print(dataset_line(cohort))
     for line in format_summary(rows):
         print(line)
     return 0

@@ -1,4 +1,5 @@
-"""``bench synth``: write the built-in synthetic cohort (IBSR-like, from the MNI152 template)."""
+"""``bench synth``: write the built-in synthetic cohort (IBSR-like, from the MNI152 template), in the IBSR course
+layout or as an nnU-Net v2 raw dataset (``--format nnunet``, optionally 2 channels and 5 labels)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.data.synth import FULL_SHAPE, SUBJECT_ORDER, write_cohort
+from bench.data.synth import FULL_SHAPE, SUBJECT_ORDER, write_cohort, write_nnunet_cohort
+from bench.errors import ConfigError
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -20,7 +22,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "gamma, bias field and noise. Subjects keep their real IBSR folder and spacing; Test_Set subjects "
         "are written without a _seg label, like the real ones. The first N of the order "
         f"{', '.join(SUBJECT_ORDER)} are written: N >= 7 covers every split of --split paper. "
-        "Deterministic for a seed.",
+        "Deterministic for a seed. --format nnunet writes an nnU-Net v2 raw dataset instead (OUT/dataset.json, "
+        "labelled subjects in imagesTr/labelsTr, Test_Set subjects in imagesTs), where --channels 2 adds a "
+        "FLAIR-like second contrast and --labels 5 a lesion class (value 10, bright blobs in the WM).",
     )
     parser.add_argument("--out", type=Path, required=True, help="output dataset root (new, empty or earlier synth)")
     parser.add_argument("--subjects", type=int, default=len(SUBJECT_ORDER), help="N in 1..18 (default: %(default)s)")
@@ -40,16 +44,32 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="spacing = IBSR spacing × this; e.g. --shape 48 32 48 --spacing-scale 4.5 for a tiny cohort "
         "(default: %(default)s)",
     )
+    parser.add_argument("--format", choices=("ibsr", "nnunet"), default="ibsr",
+                        help="ibsr: the IBSR course layout; nnunet: an nnU-Net v2 raw dataset (default: %(default)s)")
+    parser.add_argument("--channels", type=int, choices=(1, 2), default=1,
+                        help="input channels (--format nnunet): 1 T1, 2 T1 and FLAIR-like (default: %(default)s)")
+    parser.add_argument("--labels", type=int, choices=(4, 5), default=4,
+                        help="classes (--format nnunet): 4 bg/CSF/GM/WM, 5 adds lesion = 10 (default: %(default)s)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    paths = write_cohort(args.out, args.subjects, args.seed, tuple(args.shape), args.spacing_scale)
-    images = [p for p in paths if not p.name.endswith("_seg.nii.gz")]
+    if args.format == "nnunet":
+        paths = write_nnunet_cohort(args.out, args.subjects, args.seed, tuple(args.shape), args.spacing_scale,
+                                    channels=args.channels, labels=args.labels)
+        n_images = sum(p.name.endswith("_0000.nii.gz") for p in paths)
+        n_labels = sum(p.parent.name == "labelsTr" for p in paths)
+    else:
+        if (args.channels, args.labels) != (1, 4):
+            raise ConfigError("--channels and --labels need --format nnunet (the IBSR layout holds one T1 and "
+                              "4 labels)", fix="add --format nnunet")
+        paths = write_cohort(args.out, args.subjects, args.seed, tuple(args.shape), args.spacing_scale)
+        n_labels = sum(p.name.endswith("_seg.nii.gz") for p in paths)
+        n_images = len(paths) - n_labels
     elapsed = time.perf_counter() - start
     print(
-        f"wrote {len(images)} subjects ({len(paths) - len(images)} labelled) to {args.out} "
-        f"in {elapsed:.1f} s ({elapsed / max(len(images), 1):.1f} s per subject)"
+        f"wrote {n_images} subjects ({n_labels} labelled) to {args.out} "
+        f"in {elapsed:.1f} s ({elapsed / max(n_images, 1):.1f} s per subject)"
     )
     return 0

@@ -1,11 +1,13 @@
 """Dataset discovery: which subjects sit under a dataset root, and where IBSR18's subjects belong.
 
-Two layouts are recognised under a dataset root (``.nii.gz`` or ``.nii`` files):
+Three layouts are recognised under a dataset root (``.nii.gz`` or ``.nii`` files):
 
 * course layout: ``root/{Training_Set,Validation_Set,Test_Set}/<id>/<id>.nii.gz`` (+ ``<id>_seg.nii.gz``
   when labelled). The folder gives the course split: ``Training_Set`` -> ``train``,
   ``Validation_Set`` -> ``test`` (the course's labelled hold-out), ``Test_Set`` -> ``predict``.
 * flat layout: ``root/<id>/<id>.nii.gz`` (+ ``<id>_seg.nii.gz``); no folder split.
+* nnunet layout: a root holding ``dataset.json`` (an nnU-Net v2 raw dataset or a Medical Segmentation
+  Decathlon folder), read by ``bench.data.nnunet``; its labels and input channels come from dataset.json.
 
 :func:`discover` only finds the files (a :class:`Discovery`); ``bench.data.splits`` assigns them to sets
 and ``bench.data.cohort`` reads and checks them. Problems raise a :class:`~bench.errors.DataError` that
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from bench.data.labels import IBSR_LABELS, LabelSet
 from bench.errors import DataError
 from bench.types import Spacing
 
@@ -69,10 +72,11 @@ class SubjectFiles:
     """The files of one subject found on disk.
 
     Attributes:
-        id: Subject id (its folder name).
-        folder: Course folder (``Training_Set``, ...) or ``None`` in the flat layout.
-        image_path: ``<id>.nii[.gz]``.
-        label_path: ``<id>_seg.nii[.gz]`` or ``None`` when unlabelled.
+        id: Subject id (its folder name; nnU-Net: the case id).
+        folder: Course folder (``Training_Set``, ...), ``imagesTr``/``imagesTs`` (nnU-Net), or ``None`` in the
+            flat layout.
+        image_path: ``<id>.nii[.gz]`` (nnU-Net: ``<id>_0000<ending>``; Decathlon: the one 4-D file).
+        label_path: ``<id>_seg.nii[.gz]`` (nnU-Net: ``labelsTr/<id><ending>``) or ``None`` when unlabelled.
         extra_image_paths: Files of input channels 1 .. N-1 (nnU-Net ``<id>_0001``, ...); empty for one channel.
         channels_in_image: ``> 1`` when ``image_path`` is one 4-D file holding every channel (Decathlon).
     """
@@ -85,13 +89,26 @@ class SubjectFiles:
     channels_in_image: int = 1
 
 
+Layout = Literal["course", "flat", "nnunet"]
+
+
 @dataclass(frozen=True)
 class Discovery:
-    """What :func:`discover` found under a dataset root."""
+    """What :func:`discover` found under a dataset root.
+
+    Attributes:
+        root: The dataset root.
+        layout: ``course``, ``flat`` or ``nnunet`` (nnU-Net v2 or Decathlon: a root holding dataset.json).
+        subjects: The subjects' files (nnU-Net: ``imagesTr`` cases sorted by id, then ``imagesTs`` ones).
+        labels: The dataset's label set (IBSR layouts: :data:`~bench.data.labels.IBSR_LABELS`).
+        channel_names: One name per input channel (IBSR layouts: ``("T1",)``).
+    """
 
     root: Path
-    layout: Literal["course", "flat"]
+    layout: Layout
     subjects: tuple[SubjectFiles, ...]
+    labels: LabelSet = IBSR_LABELS
+    channel_names: tuple[str, ...] = ("T1",)
 
     def by_id(self) -> dict[str, SubjectFiles]:
         return {s.id: s for s in self.subjects}
@@ -159,22 +176,27 @@ def _check_unique(subjects: Sequence[SubjectFiles]) -> None:
 
 
 def discover(root: str | Path) -> Discovery:
-    """Find the subjects under a dataset root (course or flat layout, see the module docstring).
+    """Find the subjects under a dataset root (course, flat or nnU-Net layout, see the module docstring).
 
     Raises:
         DataError: The root is missing or not a folder, no subject was found, a subject folder lacks its
-            image (the message lists what is there), or a subject id appears twice.
+            image (the message lists what is there), or a subject id appears twice; for an nnU-Net root,
+            see :func:`bench.data.nnunet.discover_nnunet`.
     """
     root = Path(root)
     if not root.exists():
         raise DataError("dataset root does not exist", path=root, fix="pass the folder that holds the subjects")
     if not root.is_dir():
         raise DataError("dataset root is not a folder", path=root, fix="pass the folder that holds the subjects")
+    from bench.data import nnunet  # imports this module
+
+    if nnunet.is_nnunet_root(root):
+        return nnunet.discover_nnunet(root)
     course = [root / name for name in COURSE_FOLDERS if (root / name).is_dir()]
     subjects: list[SubjectFiles] = []
     _refuse_loose_files(root)
     if course:
-        layout: Literal["course", "flat"] = "course"
+        layout: Layout = "course"
         for sub in _visible(root):
             if sub.is_dir() and sub.name not in COURSE_FOLDERS and _contains_nifti(sub):
                 raise DataError(

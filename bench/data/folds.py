@@ -9,6 +9,12 @@ shuffled and dealt to the folds in turn, so each fold holds about the same mix o
 (``fold + 1`` mod ``folds``) validates (early stopping, plateau), the rest train. Unlabelled subjects
 are not used.
 
+On an nnU-Net dataset (``bench.data.nnunet``) the folds are made over the labelled ``imagesTr`` cases and
+the ``imagesTs`` cases are predicted (split ``predict``). If a ``splits_final.json`` lies beside dataset.json,
+its folds are used instead (``folds`` must equal their number, ``seed`` plays no part): fold ``fold``'s
+``val`` cases are the test set; with three folds or more, fold ``fold + 1``'s ``val`` cases that are among
+fold ``fold``'s ``train`` cases validate; the rest of fold ``fold``'s ``train`` cases train.
+
 Example:
     >>> assignment = fold_split(discover("data/ibsr18"), FoldSplit(folds=5, fold=0))   # doctest: +SKIP
 """
@@ -20,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.data.discovery import IBSR18, Discovery, SubjectFiles
+from bench.data.nnunet import SPLITS_FINAL, read_splits_final
 from bench.errors import ConfigError
 
 
@@ -51,15 +58,54 @@ def spacing_of(subject: SubjectFiles) -> tuple[float, float, float]:
     """Voxel size in mm: IBSR18's table for its ids, else the image header (rounded to 0.001 mm)."""
     if subject.id in IBSR18:
         return IBSR18[subject.id].spacing_mm
-    import nibabel as nib
+    if not subject.image_path.name.endswith((".nii", ".nii.gz")):
+        import SimpleITK as sitk
 
-    zooms = nib.load(str(subject.image_path)).header.get_zooms()[:3]  # type: ignore[attr-defined]
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(subject.image_path))
+        reader.ReadImageInformation()
+        zooms: tuple[float, ...] = reader.GetSpacing()[:3]
+    else:
+        import nibabel as nib
+
+        zooms = nib.load(str(subject.image_path)).header.get_zooms()[:3]  # type: ignore[attr-defined]
     return (round(float(zooms[0]), 3), round(float(zooms[1]), 3), round(float(zooms[2]), 3))
 
 
+def _labelled(found: Discovery) -> list[SubjectFiles]:
+    """The subjects folds are made of: labelled ones (nnU-Net: the imagesTr cases), sorted by id."""
+    if found.layout == "nnunet":
+        return sorted((s for s in found.subjects if s.folder == "imagesTr"), key=lambda s: s.id)
+    return sorted((s for s in found.subjects if s.label_path is not None), key=lambda s: s.id)
+
+
+def splits_final(found: Discovery, split: FoldSplit) -> list[tuple[tuple[str, ...], tuple[str, ...]]] | None:
+    """The folds of an nnU-Net root's ``splits_final.json`` as (train, val) ids, or ``None`` (none, or not nnU-Net).
+
+    Raises:
+        ConfigError: ``split.folds`` differs from the number of folds in the file.
+        DataError: A malformed file (see :func:`bench.data.nnunet.read_splits_final`).
+    """
+    if found.layout != "nnunet":
+        return None
+    folds = read_splits_final(found.root, [s.id for s in _labelled(found)])
+    if folds is not None and len(folds) != split.folds:
+        raise ConfigError(f"data.folds={split.folds}, but {found.root / SPLITS_FINAL} holds {len(folds)} folds",
+                          fix=f"set data.folds={len(folds)} (bench data --folds {len(folds)}), or remove the file")
+    return folds
+
+
 def fold_of_subject(found: Discovery, split: FoldSplit) -> dict[str, int]:
-    """Labelled subject id -> its fold (``0 .. folds-1``)."""
-    labelled = sorted((s for s in found.subjects if s.label_path is not None), key=lambda s: s.id)
+    """Labelled subject id -> its fold (``0 .. folds-1``; splits_final.json: the fold it is tested in)."""
+    given = splits_final(found, split)
+    if given is not None:
+        tested: dict[str, int] = {}
+        for k, (_, val) in enumerate(given):
+            for subject_id in val:
+                tested.setdefault(subject_id, k)
+        order = [s.id for s in found.subjects]
+        return dict(sorted(tested.items(), key=lambda item: order.index(item[0])))
+    labelled = _labelled(found)
     if len(labelled) < split.folds:
         raise ConfigError(
             f"data.folds={split.folds} needs at least {split.folds} labelled subjects; {found.root} has "
@@ -73,17 +119,35 @@ def fold_of_subject(found: Discovery, split: FoldSplit) -> dict[str, int]:
     return {str(subject_id): index % split.folds for index, subject_id in enumerate(order)}
 
 
+def _given_fold(given: list[tuple[tuple[str, ...], tuple[str, ...]]], split: FoldSplit) -> dict[str, str]:
+    """Subject id -> split for fold ``split.fold`` of splits_final.json (see the module docstring)."""
+    train, test = given[split.fold]
+    validate = set(given[(split.fold + 1) % split.folds][1]) if split.folds >= 3 else set()
+    out = dict.fromkeys(test, "test")
+    out.update({subject_id: "val" if subject_id in validate else "train" for subject_id in train})
+    return out
+
+
 def fold_split(found: Discovery, split: FoldSplit) -> dict[str, str]:
-    """Subject id -> ``train``/``val``/``test`` for this fold (see the module docstring)."""
-    folds = fold_of_subject(found, split)
-    val_fold = (split.fold + 1) % split.folds if split.folds >= 3 else None
-    out = {}
-    for subject_id, fold in folds.items():
-        out[subject_id] = "test" if fold == split.fold else "val" if fold == val_fold else "train"
+    """Subject id -> ``train``/``val``/``test`` (nnU-Net: ``predict`` for imagesTs) for this fold (see the module
+    docstring)."""
+    given = splits_final(found, split)
+    if given is not None:
+        out = _given_fold(given, split)
+        source = f"{found.root / SPLITS_FINAL}'s fold {split.fold}"
+    else:
+        folds = fold_of_subject(found, split)
+        val_fold = (split.fold + 1) % split.folds if split.folds >= 3 else None
+        out = {}
+        for subject_id, fold in folds.items():
+            out[subject_id] = "test" if fold == split.fold else "val" if fold == val_fold else "train"
+        source = f"data.folds={split.folds}"
     if "train" not in out.values():
         raise ConfigError(
-            f"data.folds={split.folds} leaves no training subject among {len(folds)} labelled subjects "
+            f"{source} leaves no training subject among {len(out)} labelled subjects "
             "(one fold tests, one validates)", fix="use fewer folds",
         )
+    if found.layout == "nnunet":
+        out.update({s.id: "predict" for s in found.subjects if s.folder == "imagesTs"})
     order = [s.id for s in found.subjects]
     return dict(sorted(out.items(), key=lambda item: order.index(item[0])))

@@ -3,7 +3,8 @@ validate, test or are only predicted.
 
 Named splits (see :data:`NAMED_SPLITS`) turn the subjects into ``train``/``val``/``test``/``predict``
 sets; an explicit :class:`SplitSpec` lists the ids of each set instead, and a
-:class:`~bench.data.folds.FoldSplit` picks one fold of a k-fold cross-validation.
+:class:`~bench.data.folds.FoldSplit` picks one fold of a k-fold cross-validation. Named splits are IBSR18's:
+an nnU-Net root is split by folds (its ``splits_final.json`` when present) or explicit lists.
 """
 
 from __future__ import annotations
@@ -154,4 +155,10 @@ def assign_split(found: Discovery, split: str | SplitSpec | FoldSplit) -> dict[s
     named = {"course": course_split, "paper": paper_split, "holdout": holdout_split}
     if split not in named:
         raise ConfigError(f"unknown split {split!r}", fix=f"use one of {', '.join(NAMED_SPLITS)} or a SplitSpec")
+    if found.layout == "nnunet":
+        raise ConfigError(
+            f"split {split!r} is one of IBSR18's named splits; {found.root} is an nnU-Net dataset",
+            fix="use data.fold=K: k folds over imagesTr, or its splits_final.json; bench data: --fold K; or explicit "
+            "lists data.split={train:[...],val:[...],test:[...]}",
+        )
     return named[split](found)

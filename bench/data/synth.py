@@ -14,6 +14,10 @@ Subjects carry the 18 IBSR ids with their real course folder and spacing group, 
 (:data:`SUBJECT_ORDER`) so that the first N subjects already cover every split of the ``paper`` split
 (N >= 7). Test_Set subjects are written without a label file, like the real ones.
 
+:func:`write_nnunet_cohort` writes the same subjects as an nnU-Net v2 raw dataset (labelled subjects in
+imagesTr/labelsTr, Test_Set subjects in imagesTs), optionally with a second, FLAIR-like input channel and a
+fifth class ``lesion`` (stored value 10): small bright blobs inside the WM (see :func:`nnunet_subject`).
+
 :func:`phantom_case` is a much smaller in-memory subject (nested ellipsoids) for tests and smoke runs.
 """
 
@@ -22,7 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +35,10 @@ from scipy import ndimage
 
 from bench.data.cohort import Case
 from bench.data.discovery import IBSR18, IbsrSubject
+from bench.data.labels import IBSR_LABELS, LabelSet
+from bench.data.nnunet_write import check_output, replace_folder, write_dataset
 from bench.errors import ConfigError
-from bench.io import Volume, write_volume
+from bench.io import Volume, write_text_atomic, write_volume
 from bench.types import FloatArray, Shape3, Spacing
 
 FULL_SHAPE: Shape3 = (256, 128, 256)
@@ -376,6 +382,140 @@ def write_cohort(
     files = [str(p.relative_to(out)) for p in written]
     _write_manifest(out, {**params, "complete": True, "files": files})
     return written
+
+
+# --------------------------------------------------------------------------------- nnU-Net: more data
+
+LESION_VALUE = 10
+LESION_LABELS = LabelSet(("background", "CSF", "GM", "WM", "lesion"), (0, 1, 2, 3, LESION_VALUE))
+"""The five-class label set of ``bench synth --labels 5`` (the lesion's stored value is not contiguous)."""
+CHANNEL_NAMES: tuple[str, ...] = ("T1", "FLAIR")
+_LESION_RADIUS_MM = 7.0
+_LESION_MIN_RADIUS_VOXELS = 2.0
+
+
+def _lesions(wm: np.ndarray, spacing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """3 to 5 ellipsoidal blobs inside the WM (radius ~7 mm, at least 2 voxels), apart from each other."""
+    radius = np.maximum(_LESION_MIN_RADIUS_VOXELS, _LESION_RADIUS_MM / spacing)
+    depth = ndimage.distance_transform_edt(wm, sampling=1.0 / radius)  # 1 = a whole blob fits
+    candidates = np.argwhere(depth >= min(1.0, float(depth.max())))
+    lesion = np.zeros(wm.shape, dtype=bool)
+    grids = np.ogrid[tuple(slice(0, n) for n in wm.shape)]
+    for _ in range(int(rng.integers(3, 6))):
+        if not len(candidates):
+            break
+        centre = candidates[rng.integers(len(candidates))]
+        size = radius * rng.uniform(0.8, 1.3)
+        lesion |= sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, size, strict=True)) <= 1.0
+        candidates = candidates[(((candidates - centre) / radius) ** 2).sum(axis=1) > 9.0]
+    return lesion & wm
+
+
+def _flair(image: np.ndarray, tissue: np.ndarray, lesion: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A FLAIR-like int16 contrast: inverted T1 (GM brighter than WM), CSF suppressed, lesions brightest,
+    with its own scale, bias field and Rician noise; background exactly 0."""
+    brain = tissue > 0
+    t1 = image.astype(np.float32)
+    t1 = np.clip(t1 / max(float(np.percentile(t1[brain], 99)), 1.0), 0.0, 1.2) if brain.any() else t1
+    is_csf = (tissue == 1).astype(np.float32)
+    csf = 0.5 * is_csf + 0.5 * ndimage.gaussian_filter(is_csf, 0.7)
+    soft = ndimage.gaussian_filter(lesion.astype(np.float32), 0.6)
+    clean = ((1.0 - 0.55 * t1) * (1.0 - 0.9 * csf)) * (1.0 - soft) + 1.15 * soft
+    peak = rng.uniform(300.0, 700.0)
+    positions = [np.arange(n) / max(n - 1, 1) for n in image.shape]
+    bias = np.exp(_smooth_field(rng.normal(0.0, 0.08, (_BIAS_CONTROL_POINTS,) * 3), positions))
+    sigma = rng.uniform(0.02, 0.04) * peak
+    noise = rng.standard_normal((2, *image.shape), dtype=np.float32) * sigma
+    noisy = np.rint(np.sqrt((peak * clean * bias + noise[0]) ** 2 + noise[1] ** 2))
+    out = np.clip(noisy, 0, np.iinfo(np.int16).max).astype(np.int16)
+    out[~brain] = 0
+    return out
+
+
+def _check_options(channels: int, labels: int) -> None:
+    if channels not in (1, 2):
+        raise ConfigError(f"--channels must be 1 or 2, got {channels!r}", fix="1: T1; 2: T1 and a FLAIR-like image")
+    if labels not in (4, 5):
+        raise ConfigError(f"--labels must be 4 or 5, got {labels!r}", fix="4: bg, CSF, GM, WM; 5: and lesion (10)")
+
+
+def nnunet_subject(
+    subject: int | str,
+    seed: int,
+    shape: Sequence[int] = FULL_SHAPE,
+    spacing_scale: float = 1.0,
+    *,
+    channels: int = 1,
+    labels: int = 4,
+) -> tuple[list[Volume], Volume]:
+    """One subject of ``bench synth --format nnunet``: its input channels and its label map (stored values).
+
+    Channel 0 is :func:`generate_subject`'s T1 image; ``channels=2`` adds a FLAIR-like contrast. ``labels=5``
+    adds the class ``lesion`` (value 10): 3-5 blobs of ~7 mm radius (at least 2 voxels) inside the WM, dark
+    in the T1 (×0.7) and the brightest tissue of the FLAIR. With ``channels=1, labels=4`` the arrays are
+    :func:`generate_subject`'s. The extra randomness has its own stream, seeded by ``(seed, index, 36)``.
+    """
+    _check_options(channels, labels)
+    image, label = generate_subject(subject, seed, shape, spacing_scale)
+    index, _ = subject_info(subject)
+    rng = np.random.default_rng([int(seed), index, 36])
+    tissue = label.array
+    lesion = np.zeros(tissue.shape, dtype=bool)
+    if labels == 5:
+        lesion = _lesions(tissue == 3, np.asarray(image.spacing_mm), rng)
+        t1 = image.array.copy()
+        t1[lesion] = np.rint(t1[lesion] * 0.7).astype(np.int16)
+        image = image.with_array(t1)
+        stored = tissue.copy()
+        stored[lesion] = LESION_VALUE
+        label = label.with_array(stored)
+    volumes = [image]
+    if channels == 2:
+        volumes.append(image.with_array(_flair(image.array, tissue, lesion, rng)))
+    return volumes, label
+
+
+def write_nnunet_cohort(
+    out: str | Path,
+    subjects: int | Sequence[str],
+    seed: int,
+    shape: Sequence[int] = FULL_SHAPE,
+    spacing_scale: float = 1.0,
+    *,
+    channels: int = 1,
+    labels: int = 4,
+) -> list[Path]:
+    """Write synthetic subjects as an nnU-Net v2 raw dataset (see :func:`nnunet_subject`).
+
+    Labelled subjects (not Test_Set) go to ``imagesTr/IBSR_xx_000c.nii.gz`` + ``labelsTr/IBSR_xx.nii.gz``,
+    Test_Set subjects to ``imagesTs/``; dataset.json names the channels (T1[, FLAIR]) and labels. The folder is
+    written whole (see :func:`bench.data.nnunet_write.replace_folder`); ``out`` may be new, empty or an
+    earlier ``bench synth`` output. Deterministic for a seed.
+
+    Returns:
+        The files written (images, labels, dataset.json).
+    """
+    out = Path(out)
+    ids = _subject_ids(subjects)
+    grid = _check_params(seed, shape, spacing_scale)
+    _check_options(channels, labels)
+    check_output(out, MANIFEST, option="--out", writer="bench synth")
+
+    def cases() -> Iterator[tuple[str, list[Volume], Volume | None]]:
+        for subject_id in ids:
+            volumes, label = nnunet_subject(subject_id, seed, grid, spacing_scale, channels=channels, labels=labels)
+            yield subject_id, volumes, None if subject_info(subject_id)[1].folder == "Test_Set" else label
+
+    def build(folder: Path) -> list[Path]:
+        written = write_dataset(folder, cases(), name="synthetic", labels=LESION_LABELS if labels == 5 else IBSR_LABELS,
+                                channel_names=CHANNEL_NAMES[:channels])
+        params = {"generator": "bench.synth", "format": "nnunet", "seed": int(seed), "subjects": ids,
+                  "shape": list(grid), "spacing_scale": float(spacing_scale), "channels": channels, "labels": labels,
+                  "complete": True, "files": [str(p.relative_to(folder)) for p in written]}
+        write_text_atomic(folder / MANIFEST, json.dumps(params, indent=2) + "\n")
+        return written
+
+    return replace_folder(out, build)
 
 
 # ------------------------------------------------------------------------------------------- phantom
