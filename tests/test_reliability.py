@@ -219,7 +219,7 @@ def eval_shape_mismatch(tmp: Path, data: Path, ws: Workspace) -> Call:
 def eval_labels_outside(tmp: Path, data: Path, ws: Workspace) -> Call:
     image = data / "Validation_Set/IBSR_11/IBSR_11.nii.gz"  # a T1 image passed as the prediction
     return Call(["evaluate", "--pred", str(image), "--ref", str(data / TEST_LABEL)],
-                (str(image), "outside {0, 1, 2, 3}"))
+                (str(image), "not labels of this dataset; the labels are 0 background, 1 CSF, 2 GM, 3 WM"))
 
 
 def eval_missing_reference(tmp: Path, data: Path, ws: Workspace) -> Call:

@@ -27,12 +27,22 @@ def file_digest(path: Path | None) -> str:
     return digest.hexdigest()
 
 
+def _channels_digest(first: Path | None, extra: tuple[Path, ...]) -> str:
+    """The first channel's file digest; with more channel files, the digest of every channel file's digest (a
+    changed second channel changes it too)."""
+    if not extra:
+        return file_digest(first)
+    return hashlib.sha256(":".join(file_digest(p) for p in (first, *extra)).encode()).hexdigest()
+
+
 def manifest(cohort: Cohort) -> pd.DataFrame:
-    """One row per loaded subject: ``id, split, image, label, image_sha256, label_sha256``."""
+    """One row per loaded subject: ``id, split, image, label, image_sha256, label_sha256`` (``image_sha256`` covers
+    every input channel's file)."""
     rows = [
         {"id": case.id, "split": case.split, "image": str(case.image_path),
          "label": "" if case.label_path is None else str(case.label_path),
-         "image_sha256": file_digest(case.image_path), "label_sha256": file_digest(case.label_path)}
+         "image_sha256": _channels_digest(case.image_path, case.extra_paths),
+         "label_sha256": file_digest(case.label_path)}
         for case in cohort.cases
     ]
     return pd.DataFrame(rows, columns=["id", "split", "image", "label", "image_sha256", "label_sha256"])
