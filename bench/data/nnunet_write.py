@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -101,10 +101,11 @@ def dataset_json(name: str, labels: LabelSet, channel_names: Sequence[str], num_
 
 
 def write_dataset(folder: Path, cases: Iterable[NnunetCase], *, name: str, labels: LabelSet,
-                  channel_names: Sequence[str], **extra: Any) -> list[Path]:
+                  channel_names: Sequence[str], test_ids: Collection[str] = (), **extra: Any) -> list[Path]:
     """Write an nnU-Net v2 raw dataset into ``folder`` (one case at a time, so ``cases`` may be a generator):
-    labelled cases to ``imagesTr/<id>_XXXX.nii.gz`` + ``labelsTr/<id>.nii.gz``, unlabelled ones to
-    ``imagesTs/``, then ``dataset.json`` (``extra`` keys added to it).
+    labelled cases to ``imagesTr/<id>_XXXX.nii.gz`` + ``labelsTr/<id>.nii.gz``, unlabelled ones and those of
+    ``test_ids`` to ``imagesTs/`` (a test case's label to ``labelsTs/``), then ``dataset.json`` (``extra`` keys
+    added to it).
 
     Returns:
         Every file written, dataset.json last.
@@ -114,12 +115,13 @@ def write_dataset(folder: Path, cases: Iterable[NnunetCase], *, name: str, label
     for case_id, channels, label in cases:
         if len(channels) != len(channel_names):
             raise ValueError(f"case {case_id} has {len(channels)} channels; {len(channel_names)} expected")
-        images = "imagesTr" if label is not None else "imagesTs"
+        training = label is not None and case_id not in test_ids
+        images = "imagesTr" if training else "imagesTs"
         for c, volume in enumerate(channels):
             written.append(write_volume(volume, folder / images / f"{case_id}_{c:04d}{FILE_ENDING}"))
         if label is not None:
-            written.append(write_volume(label, folder / "labelsTr" / f"{case_id}{FILE_ENDING}"))
-            num_training += 1
+            written.append(write_volume(label, folder / ("labelsTr" if training else "labelsTs") / f"{case_id}{FILE_ENDING}"))
+            num_training += training
     content = dataset_json(name, labels, channel_names, num_training, **extra)
     written.append(write_text_atomic(folder / DATASET_JSON, json.dumps(content, indent=2) + "\n"))
     return written

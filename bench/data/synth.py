@@ -488,7 +488,8 @@ def write_nnunet_cohort(
     """Write synthetic subjects as an nnU-Net v2 raw dataset (see :func:`nnunet_subject`).
 
     Labelled subjects (not Test_Set) go to ``imagesTr/IBSR_xx_000c.nii.gz`` + ``labelsTr/IBSR_xx.nii.gz``,
-    Test_Set subjects to ``imagesTs/``; dataset.json names the channels (T1[, FLAIR]) and labels. The folder is
+    Test_Set subjects to ``imagesTs/`` with their labels in ``labelsTs/`` (never trained on: what ``bench predict``
+    and ``bench evaluate`` can score); dataset.json names the channels (T1[, FLAIR]) and labels. The folder is
     written whole (see :func:`bench.data.nnunet_write.replace_folder`); ``out`` may be new, empty or an
     earlier ``bench synth`` output. Deterministic for a seed.
 
@@ -504,11 +505,12 @@ def write_nnunet_cohort(
     def cases() -> Iterator[tuple[str, list[Volume], Volume | None]]:
         for subject_id in ids:
             volumes, label = nnunet_subject(subject_id, seed, grid, spacing_scale, channels=channels, labels=labels)
-            yield subject_id, volumes, None if subject_info(subject_id)[1].folder == "Test_Set" else label
+            yield subject_id, volumes, label
 
     def build(folder: Path) -> list[Path]:
         written = write_dataset(folder, cases(), name="synthetic", labels=LESION_LABELS if labels == 5 else IBSR_LABELS,
-                                channel_names=CHANNEL_NAMES[:channels])
+                                channel_names=CHANNEL_NAMES[:channels],
+                                test_ids={i for i in ids if subject_info(i)[1].folder == "Test_Set"})
         params = {"generator": "bench.synth", "format": "nnunet", "seed": int(seed), "subjects": ids,
                   "shape": list(grid), "spacing_scale": float(spacing_scale), "channels": channels, "labels": labels,
                   "complete": True, "files": [str(p.relative_to(folder)) for p in written]}
