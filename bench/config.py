@@ -271,11 +271,15 @@ def _model(model_cfg: Mapping[str, Any], profile: Mapping[str, Any], seed: int,
 
         atlas = build_atlas(**{"seed": seed, **params})
         return AtlasSpec({"kind": atlas.kind, **atlas.params()})
+    entry = registry.lookup(name)
+    fields_of_config = {f.name for f in fields(entry.config)}
     for key, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if key not in fields_of_config:
+            raise ConfigError(f"network {name!r}: its config has no parameter {key!r}, which the harness sets from "
+                              "the data", fix=f"add {key}: int to the model's params (and use it in the builder)")
         if params.setdefault(key, value) != value:
             raise ConfigError(f"model.params.{key}={params[key]!r} but the data give {value}",
                               fix=f"drop model.params.{key}: it is taken from the data")
-    entry = registry.lookup(name)
     try:
         return entry, entry.make_config(params)
     except ConfigError as exc:

@@ -180,7 +180,8 @@ class PatchNetwork:
     def predict(self, case: Case, prepared: PreparedCase, pipeline: Pipeline) -> Prediction:
         """Sliding-window probabilities, background far outside the brain, mapped back to the native grid."""
         return network_probabilities(self._built().predict_patches, prepared, pipeline,
-                                     self.spec.sampling.patch_size, self.spec.inference)
+                                     self.spec.sampling.patch_size, self.spec.inference,
+                                     num_classes=self.spec.config.num_classes)
 
     def save(self, directory: Path) -> None:
         self._built().save(directory)
@@ -196,7 +197,7 @@ FLIPS: tuple[tuple[int, ...], ...] = tuple(
 
 def network_probabilities(
     predict_patches: PredictPatches, prepared: PreparedCase, pipeline: Pipeline, patch_size: Sequence[int],
-    inference: InferenceSpec, *, flips: bool = False,
+    inference: InferenceSpec, *, num_classes: int, flips: bool = False,
 ) -> Prediction:
     """A network's class probabilities for one preprocessed case, on the case's native grid.
 
@@ -204,7 +205,8 @@ def network_probabilities(
     background beyond ``background_margin_voxels`` of the brain mask, then ``pipeline.invert_probabilities``.
     Both a run (``PatchNetwork.predict``) and ``bench predict`` go through here. With ``flips`` the image
     (and its mask) is flipped in each of the 8 ways of ``FLIPS``, predicted, flipped back, and the 8
-    probability maps are averaged (on the preprocessed grid, before inversion).
+    probability maps are averaged (on the preprocessed grid, before inversion). ``num_classes``: the network's
+    output channels (the data's classes).
     """
     total: FloatArray | None = None
     predicted = skipped = 0
@@ -213,7 +215,7 @@ def network_probabilities(
         image = np.flip(volume, tuple(a + volume.ndim - 3 for a in axes)) if axes else volume
         mask = np.flip(prepared.mask, axes) if axes else prepared.mask
         probs, stats = predict_volume_with_stats(
-            predict_patches, np.ascontiguousarray(image), patch_size, overlap=inference.overlap,
+            predict_patches, np.ascontiguousarray(image), patch_size, num_classes=num_classes, overlap=inference.overlap,
             blending=inference.blending,  # type: ignore[arg-type]
             batch_size=inference.batch_size, mask=mask if inference.skip_background else None,
         )

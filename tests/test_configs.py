@@ -229,3 +229,63 @@ def test_runs_that_are_not_table1_rows_have_their_own_experiment() -> None:
     assert zoo.tracking.experiment == "zoo-synthetic-smoke"
     named = run_spec_from_config(compose_cfg(["tracking.experiment=mine", "profile=smoke"]))
     assert (named.tracking.experiment, named.tracking.sweep) == ("mine", "mine")
+
+
+# ------------------------------------------------------------------------------- labels and channels from the data
+@pytest.fixture
+def lesion_root(tmp_path: Path) -> Path:
+    """A dataset.json of 2 channels and 5 labels (values 0, 1, 2, 3, 10); no images are needed to configure."""
+    for folder in ("imagesTr", "labelsTr"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1", "1": "FLAIR"}, "file_ending": ".nii.gz", "numTraining": 0,
+        "labels": {"background": 0, "CSF": 1, "GM": 2, "WM": 3, "lesion": 10}}))
+    return tmp_path
+
+
+def test_sampling_names_classes_by_label(lesion_root: Path) -> None:
+    base = ["data=nnunet", f"data.root={lesion_root}", "+experiment=table1/row8"]
+    spec = run_spec_from_config(compose_cfg(base))
+    assert spec.network.sampling.oversample_class == 1  # row 8's CSF: class index 1
+    spec = run_spec_from_config(compose_cfg([*base, "sampling.oversample_class=lesion"]))
+    assert spec.network.sampling.oversample_class == 4  # value 10 is class index 4
+    spec = run_spec_from_config(compose_cfg([*base, "sampling=foreground"]))
+    assert spec.network.sampling.class_centres == (1, 2, 3, 4)  # null: every class but the background
+    spec = run_spec_from_config(compose_cfg([*base, "sampling=foreground", "sampling.class_centres=[lesion,10]"]))
+    assert spec.network.sampling.class_centres == (4, 4)
+    with pytest.raises(ConfigError, match=r"oversample_class='edema' is not a class.*lesion \(10\)"):
+        run_spec_from_config(compose_cfg([*base, "sampling.oversample_class=edema"]))
+    with pytest.raises(ConfigError, match="oversample_class='background' is the background"):
+        run_spec_from_config(compose_cfg([*base, "sampling.oversample_class=background"]))
+
+
+def test_ibsr_rows_keep_their_class_indices() -> None:
+    row8 = run_spec_from_config(compose_cfg(["+experiment=table1/row8"]))
+    assert row8.network.sampling.oversample_class == 1
+    from bench.spec import data_record
+
+    assert "labels" not in data_record(row8.data) and "channels" not in data_record(row8.data)
+    recipe = run_spec_from_config(compose_cfg(["sampling=foreground"]))
+    assert recipe.network.sampling.class_centres == (1, 2, 3)
+
+
+def test_the_data_give_the_networks_channels_and_classes(lesion_root: Path) -> None:
+    base = ["data=nnunet", f"data.root={lesion_root}"]
+    spec = run_spec_from_config(compose_cfg([*base, "+experiment=table1/row9"]))
+    record = spec.model.params
+    assert (record["in_channels"], record["num_classes"]) == (2, 5)
+    from bench.spec import data_record
+
+    assert data_record(spec.data)["labels"] == {"background": 0, "CSF": 1, "GM": 2, "WM": 3, "lesion": 10}
+    assert data_record(spec.data)["channels"] == ["T1", "FLAIR"]
+    monai = run_spec_from_config(compose_cfg([*base, "model=monai_unet"]))
+    assert monai.model.params["in_channels"] == 2 and monai.model.params["out_channels"] == 5
+    with pytest.raises(ConfigError, match=r"model.params.num_classes=4 but the data give 5"):
+        run_spec_from_config(compose_cfg([*base, "+model.params.num_classes=4"]))
+    with pytest.raises(ConfigError, match="atlas baselines segment one T1"):
+        run_spec_from_config(compose_cfg([*base, "model=atlas"]))
+
+
+def test_nnunet_data_without_dataset_json_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="holds no dataset.json"):
+        run_spec_from_config(compose_cfg(["data=nnunet", f"data.root={tmp_path}"]))

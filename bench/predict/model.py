@@ -79,7 +79,8 @@ class LoadedModel:
                 progress(len(batch))
                 return out
         prediction = network_probabilities(predict, self.pipeline.apply(working), self.pipeline,
-                                           self.info.patch_size, self.info.inference, flips=flips)
+                                           self.info.patch_size, self.info.inference,
+                                           num_classes=self.info.num_classes, flips=flips)
         probs = prediction.probabilities
         return probs if grid is None else geometry.probabilities_back(probs, working.image, case.image)
 
