@@ -5,12 +5,15 @@ and TF, is reported per label name, predicted and scored."""
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from bad_input import assert_fails_cleanly, run_call
 from conftest import TINY_SHAPE, TINY_SPACING_SCALE, Workspace
 
 from bench.cli import main as bench_main
@@ -102,3 +105,45 @@ def test_two_channels_five_labels_train_report_predict_and_score(lesion_dataset:
     assert bench_main(["predict", "--model", str(model), "--input", str(root / "imagesTs" / "IBSR_02_0000.nii.gz"),
                        "--out", "one"]) == 2
     assert "1 input file(s) for a model of 2 input channel(s)" in capsys.readouterr().err
+
+
+def _missing_channel(root: Path) -> tuple[str, str]:
+    (root / "imagesTr" / "IBSR_03_0001.nii.gz").unlink()
+    return "imagesTr/IBSR_03_0001.nii.gz", "case IBSR_03 has no channel 1 (FLAIR)"
+
+
+def _unknown_label_value(root: Path) -> tuple[str, str]:
+    path = root / "labelsTr" / "IBSR_07.nii.gz"
+    image = nib.load(path)
+    array = np.asarray(image.dataobj).copy()
+    array[0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(array, image.affine, image.header), path)
+    return "labelsTr/IBSR_07.nii.gz", "label values 7 are not in"
+
+
+def _region_label(root: Path) -> tuple[str, str]:
+    info = json.loads((root / "dataset.json").read_text())
+    info["labels"]["whole brain"] = [1, 2, 3]
+    (root / "dataset.json").write_text(json.dumps(info))
+    return "dataset.json", "region-based training (nnU-Net regions) is not supported"
+
+
+def _channel_geometry(root: Path) -> tuple[str, str]:
+    path = root / "imagesTr" / "IBSR_11_0001.nii.gz"
+    image = nib.load(path)
+    affine = image.affine.copy()
+    affine[:3, 3] += 5.0
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), affine, image.header), path)
+    return "imagesTr/IBSR_11_0001.nii.gz", "channel 1 origin"
+
+
+@pytest.mark.parametrize("damage", [_missing_channel, _unknown_label_value, _region_label, _channel_geometry],
+                         ids=["missing channel", "unknown label value", "region label", "channel geometry"])
+def test_a_bad_dataset_stops_the_run_before_anything_is_tracked(
+    damage: Callable[[Path], tuple[str, str]], lesion_dataset: Path, workspace: Workspace, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = Path(shutil.copytree(lesion_dataset, tmp_path / "dataset"))
+    file, problem = damage(root)
+    call = run_call(workspace, root, "data=nnunet", "data.folds=3", mentions=(str(root / file), problem))
+    assert_fails_cleanly(call, workspace, tmp_path, capsys, monkeypatch)
