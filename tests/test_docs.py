@@ -6,11 +6,13 @@ a broken link, a stale override and a removed subcommand, so that they cannot pa
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,13 +89,27 @@ def _arguments(command: str) -> list[str]:
     return words
 
 
+STAND_IN_DATASET = {"channel_names": {"0": "T1", "1": "FLAIR"}, "file_ending": ".nii.gz", "numTraining": 0,
+                    "labels": {"background": 0, "CSF": 1, "GM": 2, "WM": 3, "lesion": 10}}
+
+
+def _stand_in_root(word: str) -> str:
+    """``data.root=DIR`` of an nnU-Net dataset the docs only name: a folder whose dataset.json (2 channels, 5
+    labels) the config reads instead (a page's own dataset is not on this machine)."""
+    if not word.startswith("data.root="):
+        return word
+    root = Path(tempfile.mkdtemp(prefix="docs-dataset-"))
+    (root / "dataset.json").write_text(json.dumps(STAND_IN_DATASET))
+    return f"data.root={root}"
+
+
 def command_error(command: str) -> str | None:
     """Why ``python -m bench.run <command>`` would not compose and translate into a run spec, or None."""
     words = _arguments(command)
     if "--config-dir" in words or "--help" in words or "-h" in words:
         return None  # a user's own config folder (tests/test_target_models.py runs that path) / Hydra's help
     multirun = "--multirun" in words or "-m" in words
-    overrides = [w for w in words if w not in HYDRA_FLAGS]
+    overrides = [_stand_in_root(w) if "data=nnunet" in words else w for w in words if w not in HYDRA_FLAGS]
     try:
         if multirun:
             if not sweep_specs(overrides):

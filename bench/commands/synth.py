@@ -23,7 +23,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "are written without a _seg label, like the real ones. The first N of the order "
         f"{', '.join(SUBJECT_ORDER)} are written: N >= 7 covers every split of --split paper. "
         "Deterministic for a seed. --format nnunet writes an nnU-Net v2 raw dataset instead (OUT/dataset.json, "
-        "labelled subjects in imagesTr/labelsTr, Test_Set subjects in imagesTs), where --channels 2 adds a "
+        "labelled subjects in imagesTr/labelsTr, Test_Set subjects in imagesTs with their labels in labelsTs), where --channels 2 adds a "
         "FLAIR-like second contrast and --labels 5 a lesion class (value 10, bright blobs in the WM).",
     )
     parser.add_argument("--out", type=Path, required=True, help="output dataset root (new, empty or earlier synth)")
