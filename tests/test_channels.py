@@ -131,3 +131,17 @@ def test_channels_on_different_grids_are_refused(tmp_path: Path) -> None:
     _write(tmp_path / "a_0001.nii.gz", spacing=(1.0, 2.0, 1.0))
     with pytest.raises(DataError, match="another grid than a_0000"):
         find_scans(tmp_path, channels=2)[0].load()
+
+
+def test_one_4d_image_holding_every_channel_is_a_case(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    data = np.random.default_rng(0).uniform(1, 2, (6, 5, 4, 2)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 1.0, 1.0, 1.0])), tmp_path / "BRATS_001.nii.gz")
+    (scan,) = find_scans(tmp_path / "BRATS_001.nii.gz", channels=2)
+    case = scan.load()
+    assert case.id == "BRATS_001" and case.num_channels == 2
+    np.testing.assert_allclose(case.extra[0].array, data[..., 1])
+    assert case.image.spacing_mm == (2.0, 1.0, 1.0)
+    with pytest.raises(DataError, match="holds 2 channel|2 channel"):
+        find_scans(tmp_path / "BRATS_001.nii.gz", channels=3)[0].load()

@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.data.cohort import Case, check_image
 from bench.errors import DataError
-from bench.io import Volume, read_volume
+from bench.io import Volume, read_channels, read_volume
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 CHANNEL_SUFFIX = re.compile(r"^(?P<id>.+)_(?P<channel>\d{4})$")
@@ -29,14 +29,22 @@ class Scan:
     path: Path
     id: str
     extra: tuple[Path, ...] = ()
+    channels_in_file: int = 1
+    """``> 1``: ``path`` is one 4-D image holding every channel (the Decathlon's multi-modal images)."""
 
     @property
     def num_channels(self) -> int:
-        return 1 + len(self.extra)
+        return max(1 + len(self.extra), self.channels_in_file)
 
     def load(self) -> Case:
-        """The scan as an unlabelled case; DataError for a non-3D, non-finite or constant image, or channels on
-        different grids."""
+        """The scan as an unlabelled case; DataError for a non-3D (or, for ``channels_in_file``, non-4D),
+        non-finite or constant image, or channels on different grids."""
+        if self.channels_in_file > 1:
+            volumes = read_channels(self.path, self.channels_in_file)
+            for volume in volumes:
+                check_image(volume, self.path)
+            return Case(self.id, "predict", volumes[0], None, self.path, None, tuple(volumes[1:]),
+                        (self.path,) * (len(volumes) - 1))
         image = read_volume(self.path)
         check_image(image, self.path)
         extra = []
@@ -112,11 +120,26 @@ def _channel_files(paths: Sequence[Path], channels: int) -> Scan:
         if found is None:
             raise DataError("not a NIfTI file (expected .nii or .nii.gz)", path=path)
         ids.append(found)
+    named = CHANNEL_SUFFIX.match(ids[0])
+    case_id = named["id"] if named else ids[0]
+    if len(paths) == 1 and channels > 1 and _is_4d(paths[0]):  # one Decathlon image holding every channel
+        return Scan(paths[0], case_id, channels_in_file=channels)
     if len(paths) != channels:
         raise DataError(f"{len(paths)} input file(s) for a model of {channels} input channel(s)", path=paths[0],
-                        fix=f"give the {channels} channel files of one case, in order (or a folder in nnU-Net naming)")
-    named = CHANNEL_SUFFIX.match(ids[0])
-    return Scan(paths[0], named["id"] if named else ids[0], tuple(paths[1:]))
+                        fix=f"give the {channels} channel files of one case, in order (or a folder in nnU-Net naming, "
+                        "or one 4-D image holding every channel)")
+    return Scan(paths[0], case_id, tuple(paths[1:]))
+
+
+def _is_4d(path: Path) -> bool:
+    """Whether a NIfTI file's header says it holds a 4-D image of more than one volume (read lazily)."""
+    try:
+        import nibabel as nib
+
+        shape = nib.load(str(path)).shape  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - an unreadable file is reported when it is loaded
+        return False
+    return len(shape) == 4 and shape[3] > 1
 
 
 def _nnunet_scans(folder: Path, files: Sequence[tuple[Path, str]], channels: int) -> list[Scan]:
