@@ -179,9 +179,9 @@ class PatchNetwork:
 
     def predict(self, case: Case, prepared: PreparedCase, pipeline: Pipeline) -> Prediction:
         """Sliding-window probabilities, background far outside the brain, mapped back to the native grid."""
+        classes = int(getattr(self.spec.config, "num_classes"))  # noqa: B009 - every network config has it (bench.config)
         return network_probabilities(self._built().predict_patches, prepared, pipeline,
-                                     self.spec.sampling.patch_size, self.spec.inference,
-                                     num_classes=self.spec.config.num_classes)
+                                     self.spec.sampling.patch_size, self.spec.inference, num_classes=classes)
 
     def save(self, directory: Path) -> None:
         self._built().save(directory)

@@ -61,7 +61,7 @@ def test_each_channel_gets_its_own_steps_and_state() -> None:
 def test_a_case_with_another_channel_count_is_refused() -> None:
     pipeline = Pipeline.from_spec(STEPS)
     pipeline.fit(cohort())
-    with pytest.raises(DataError, match="1 input channel.*fitted on 2"):
+    with pytest.raises(DataError, match=r"1 input channel.*fitted on 2"):
         pipeline.apply(replace(cohort()[2], extra=()))
 
 
@@ -120,9 +120,9 @@ def test_find_scans_reads_nnunet_naming(tmp_path: Path) -> None:
 def test_find_scans_names_a_missing_channel_file(tmp_path: Path) -> None:
     for name in ("a_0000", "a_0001", "b_0000"):
         _write(tmp_path / f"{name}.nii.gz")
-    with pytest.raises(DataError, match="case b lacks channel file.*b_0001"):
+    with pytest.raises(DataError, match=r"case b lacks channel file.*b_0001"):
         find_scans(tmp_path, channels=2)
-    with pytest.raises(DataError, match="1 input file.*2 input channel"):
+    with pytest.raises(DataError, match=r"1 input file.*2 input channel"):
         find_scans(tmp_path / "a_0000.nii.gz", channels=2)
 
 
@@ -143,5 +143,5 @@ def test_one_4d_image_holding_every_channel_is_a_case(tmp_path: Path) -> None:
     assert case.id == "BRATS_001" and case.num_channels == 2
     np.testing.assert_allclose(case.extra[0].array, data[..., 1])
     assert case.image.spacing_mm == (2.0, 1.0, 1.0)
-    with pytest.raises(DataError, match="holds 2 channel|2 channel"):
+    with pytest.raises(DataError, match=r"holds 2 channel|2 channel"):
         find_scans(tmp_path / "BRATS_001.nii.gz", channels=3)[0].load()

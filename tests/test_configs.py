@@ -287,5 +287,5 @@ def test_the_data_give_the_networks_channels_and_classes(lesion_root: Path) -> N
 
 
 def test_nnunet_data_without_dataset_json_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="holds no dataset.json"):
+    with pytest.raises(ConfigError, match=r"holds no dataset.json"):
         run_spec_from_config(compose_cfg(["data=nnunet", f"data.root={tmp_path}"]))

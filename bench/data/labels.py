@@ -137,9 +137,9 @@ class LabelSet:
             folded = [n.lower() for n in self.names]
             if name_or_value.lower() in folded:
                 return folded.index(name_or_value.lower())
-        elif not isinstance(name_or_value, bool) and isinstance(name_or_value, (int, np.integer)):
-            if int(name_or_value) in self.values:
-                return self.values.index(int(name_or_value))
+        elif (not isinstance(name_or_value, bool) and isinstance(name_or_value, (int, np.integer))
+              and int(name_or_value) in self.values):
+            return self.values.index(int(name_or_value))
         raise ConfigError(f"{setting}={name_or_value!r} is not a class of this dataset",
                           fix=f"use one of {', '.join(self.describe_classes())}")
 

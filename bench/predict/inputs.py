@@ -137,7 +137,7 @@ def _is_4d(path: Path) -> bool:
         import nibabel as nib
 
         shape = nib.load(str(path)).shape  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - an unreadable file is reported when it is loaded
+    except Exception:  # an unreadable file is reported when it is loaded
         return False
     return len(shape) == 4 and shape[3] > 1
 
