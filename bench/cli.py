@@ -33,7 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench",
-        description="brainbench: benchmark patch-based brain MRI segmentation (CSF/GM/WM).",
+        description="brainbench: benchmark patch-based brain MRI segmentation (IBSR18's CSF/GM/WM, or any nnU-Net dataset).",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

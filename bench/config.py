@@ -144,6 +144,19 @@ def _classes(value: Any, setting: str, labels: LabelSet) -> tuple[int, ...]:
     return tuple(_class_index(c, setting, labels) for c in items)
 
 
+NNUNET = "nnunet"
+"""``data.name`` of ``conf/data/nnunet.yaml``: name the data after its folder (``Dataset001_Mine``)."""
+
+
+def data_name(data: Mapping[str, Any]) -> str:
+    """The data's name in records and experiment names: ``data.name``, or for ``data=nnunet`` (whose name is
+    ``nnunet``) the dataset folder's name, so that two datasets never share an experiment."""
+    name = str(data.get("name"))
+    if name == NNUNET and data.get("root"):
+        return Path(str(data["root"])).resolve().name or NNUNET
+    return name
+
+
 def _dataset_labels(data: Mapping[str, Any]) -> tuple[LabelSet, tuple[str, ...]]:
     """The label set and input channels the data bring: ``dataset.json`` of an nnU-Net or Decathlon root,
     else the paper's (IBSR18 and the synthetic cohort)."""
@@ -153,7 +166,7 @@ def _dataset_labels(data: Mapping[str, Any]) -> tuple[LabelSet, tuple[str, ...]]
 
         info = read_dataset_json(root)
         return info.labels, info.channel_names
-    if data.get("name") == "nnunet":
+    if data.get("name") == NNUNET:
         raise ConfigError(f"data.root={str(root)!r} holds no dataset.json",
                           fix="point data.root at the nnU-Net dataset folder (the one with dataset.json, imagesTr/, "
                           "labelsTr/)")
@@ -330,7 +343,7 @@ def tracking_names(cfg: Mapping[str, Any]) -> tuple[str, str]:
     tracking = section(cfg, "tracking")
     experiment = tracking.get("experiment")
     if experiment is None:
-        data, profile = section(cfg, "data").get("name"), section(cfg, "profile").get("name")
+        data, profile = data_name(section(cfg, "data")), section(cfg, "profile").get("name")
         model = section(cfg, "model").get("architecture")
         experiment = f"{'table1' if cfg.get('row') is not None else model}-{data}-{profile}"
     sweep = tracking.get("sweep")
@@ -415,7 +428,7 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     if isinstance(segmenter, NetworkSpec):
         segmenter.config.check_patch_size(sampling.patch_size)
     return RunSpec(
-        data=DataSpec(name=str(data.get("name")), root=str(data["root"]), split=_split(data),
+        data=DataSpec(name=data_name(data), root=str(data["root"]), split=_split(data),
                       train_on_val=check_flag("data.train_on_val", data.get("train_on_val", False)),
                       labels=labels, channels=channels),
         preprocess=PreprocessSpec(name=str(section(cfg, "preprocess").get("name")), steps=preprocess_steps),

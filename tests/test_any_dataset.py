@@ -69,7 +69,7 @@ def test_two_channels_five_labels_train_report_predict_and_score(lesion_dataset:
     done = workspace.bench_run(args, multirun=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    outputs = sorted((workspace.runs / "outputs" / "table1-nnunet-smoke").iterdir())
+    outputs = sorted((workspace.runs / "outputs" / "table1-Dataset001_Lesion-smoke").iterdir())
     assert [o.name.split("-")[2] for o in outputs] == ["tf", "torch"]
     for out in outputs:
         summary = json.loads((out / "summary.json").read_text())

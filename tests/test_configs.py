@@ -289,3 +289,11 @@ def test_the_data_give_the_networks_channels_and_classes(lesion_root: Path) -> N
 def test_nnunet_data_without_dataset_json_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"holds no dataset.json"):
         run_spec_from_config(compose_cfg(["data=nnunet", f"data.root={tmp_path}"]))
+
+
+def test_nnunet_data_are_named_after_their_folder(lesion_root: Path) -> None:
+    spec = run_spec_from_config(compose_cfg(["data=nnunet", f"data.root={lesion_root}", "+experiment=table1/row9"]))
+    assert spec.data.name == lesion_root.name
+    assert spec.tracking.experiment == f"table1-{lesion_root.name}-quick"
+    named = run_spec_from_config(compose_cfg(["data=nnunet", f"data.root={lesion_root}", "data.name=mine"]))
+    assert named.data.name == "mine" and named.tracking.experiment == "unet3d-mine-quick"

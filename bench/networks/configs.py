@@ -136,8 +136,8 @@ class UNet3DConfig(NetConfig):
     (``bench.training.deep_supervision``); validation and prediction use the full-resolution head only.
 
     Args:
-        in_channels: Image channels (1 for T1).
-        num_classes: Output classes (4: background, CSF, GM, WM).
+        in_channels: Input channels: the data's (IBSR18: 1, the T1).
+        num_classes: Output classes: the data's label set (IBSR18: 4, background, CSF, GM, WM).
         base_filters: Feature maps at level 0 (paper: 32, or 64 to reach 512 at depth 4).
         depth: Number of levels; patch sizes must be multiples of ``2**(depth-1)``.
         convs_per_level: 3³ convolutions per block (paper: 1; the original U-Net: 2).
