@@ -14,9 +14,7 @@ import contextlib
 import json
 import logging
 import os
-import resource
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from bench.evaluation.plots import history_plot
 from bench.io import link_tree, write_volume
 from bench.predict.package import PACKAGE_FILE, write_package
 from bench.preprocess.pipeline import Pipeline, PreparedCase, PreprocessCache
+from bench.processes import PeakMemory
 from bench.segmenters import Method, PatchNetwork, TrainingData, build_method
 from bench.spec import NetworkSpec, RunSpec, effective_settings, spec_summary
 from bench.tracking.models import log_model
@@ -90,11 +89,6 @@ def _prepare(spec: RunSpec, cohort: Cohort) -> tuple[Pipeline, dict[str, Prepare
     return pipeline, prepared
 
 
-def _peak_memory_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024.0 if sys.platform != "darwin" else rss / 2**20
-
-
 def _history_frame(history: TrainHistory) -> pd.DataFrame:
     rows = []
     for r in history.epochs:
@@ -108,7 +102,14 @@ def _history_frame(history: TrainHistory) -> pd.DataFrame:
 def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None, method: Method | None = None
             ) -> dict[str, Any]:
     """Train, predict and evaluate one configuration (``method``: built from the spec unless given); write
-    outputs under ``out``; return the summary."""
+    outputs under ``out``; return the summary. Its ``peak_memory_mb`` is this run's own peak (see
+    ``bench.processes.PeakMemory``), whatever ran before it in the same worker process."""
+    with PeakMemory() as memory:
+        return _execute(spec, cohort, out, child, method, memory)
+
+
+def _execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None, method: Method | None,
+             memory: PeakMemory) -> dict[str, Any]:
     logger = EpochLog(child if child is not None else NullLogger())
     t0 = time.perf_counter()
     pipeline, prepared = _prepare(spec, cohort)
@@ -180,7 +181,7 @@ def execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None, me
         "convergence": history.convergence, "unlearned_classes": list(history.unlearned),
         "skipped_steps": history.skipped_steps,
         "patches_seen": history.epochs[-1].patches_seen if history.epochs else 0,
-        "peak_memory_mb": _peak_memory_mb(), "segmenter": segmenter.describe(),
+        "peak_memory_mb": memory.peak_mb, "peak_memory_method": memory.method, "segmenter": segmenter.describe(),
         "split": cohort.split_name,
         "folds": fold_of_subject(discover(spec.data.root), spec.data.split)
         if isinstance(spec.data.split, FoldSplit) else None,

@@ -104,3 +104,36 @@ def test_bench_command_stopped_by_sigterm_says_so_in_one_line(
     assert bench_main(["models"]) == 128 + signal.SIGTERM
     assert capsys.readouterr().err == "error: stopped by SIGTERM\n"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_peak_memory_is_the_blocks_own_peak_not_the_processes() -> None:
+    import numpy as np
+
+    from bench.processes import PeakMemory
+
+    with PeakMemory() as big:
+        block = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+        del block
+    with PeakMemory() as small:
+        block = np.ones(60 * 2**20 // 8)
+        del block
+    assert big.method == small.method and big.method
+    assert big.peak_mb - small.peak_mb > 150, (big.peak_mb, small.peak_mb)  # ru_maxrss would say >= 300 MiB twice
+    assert small.peak_mb > 50
+
+
+def test_peak_memory_is_sampled_where_the_kernel_mark_cannot_be_reset(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import numpy as np
+
+    from bench import processes
+
+    monkeypatch.setattr(processes, "_reset_high_water_mark", lambda: False)
+    with processes.PeakMemory() as memory:
+        before = memory.peak_mb
+        block = np.ones(200 * 2**20 // 8)
+        time.sleep(0.3)  # a few samples while the block is held
+        del block
+    assert memory.method.startswith("sampled")
+    assert memory.peak_mb - before > 150
