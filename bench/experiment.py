@@ -252,6 +252,22 @@ def _source_tags() -> dict[str, str]:
             "mlflow.user": os.environ.get("USER", "") or "unknown"}
 
 
+ENVIRONMENT_PREFIX = "env."
+"""Params that say where a run ran (library versions, host, CPU): not settings, so not in its hash; a report
+flags a configuration whose runs differ in them."""
+
+
+def _environment_params() -> dict[str, str]:
+    """``env.version.<library>``, ``env.host`` and ``env.cpu`` of this process."""
+    import socket
+
+    from bench.hardware import cpu_model
+
+    params = {f"{ENVIRONMENT_PREFIX}{key}": value for key, value in _version_tags().items() if key.startswith("version.")}
+    params.update({f"{ENVIRONMENT_PREFIX}host": socket.gethostname(), f"{ENVIRONMENT_PREFIX}cpu": cpu_model()})
+    return params
+
+
 def _version_tags() -> dict[str, str]:
     import importlib.metadata as md
     import subprocess
@@ -357,7 +373,7 @@ def run(spec: RunSpec) -> RunResult:
         "fold": "" if fold is None else str(fold), "split": cohort.split_name, "label": spec.label,
         "data": spec.data.name, DESCRIPTION_TAG: spec.label or spec.name, **_source_tags(), **_version_tags(),
     }
-    params = flatten(effective_settings(spec))
+    params = {**flatten(effective_settings(spec)), **_environment_params()}
     child = tracker.start_child(parent_id, spec.name, spec.config_hash, params, tags, rerun_finished=spec.force)
     if child is None:
         log.info("skipping %s: another process is running or has finished it", spec.name)

@@ -87,6 +87,25 @@ def _read_flags(path: str) -> frozenset[str]:
     return frozenset()
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s ``model name``; else ``platform.processor()``), with whether it
+    computes in bf16 natively: ``Intel(R) Xeon(R) Processor (bf16)``."""
+    name = ""
+    try:
+        for line in Path(CPUINFO).read_text(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() in ("model name", "Model"):
+                name = value.strip()
+                break
+    except OSError:
+        pass
+    import platform
+
+    name = name or platform.processor() or platform.machine() or "unknown"
+    return f"{name} (bf16)" if cpu_has_native_bf16() else name
+
+
 def cpu_has_native_bf16(flags: Collection[str] | None = None) -> bool:
     """True when the CPU computes in bfloat16 natively (``avx512_bf16`` or ``amx_bf16``)."""
     found = cpu_flags() if flags is None else flags
