@@ -43,6 +43,8 @@ class FakeRun:
     predictions: dict[str, Path] = field(default_factory=dict)  # subject -> a NIfTI to serve
     tags: dict[str, str] = field(default_factory=dict)  # more tags (convergence, unlearned classes)
     status: str = "FINISHED"
+    params: dict[str, str] = field(default_factory=dict)  # the run's record (effective settings, env.*)
+    metrics: dict[str, float] = field(default_factory=dict)  # its MLflow metrics (fit_seconds, ...)
 
     def metrics_frame(self) -> pd.DataFrame:
         return pd.DataFrame([{"case": case, "class": tissue, "dice": dice, "avd": 100 * (1 - dice),
@@ -73,6 +75,8 @@ class FakeTracker:
             if run.fold is not None:  # an old run has no fold tag: the column is NaN, or absent altogether
                 row["tags.fold"] = run.fold
             row.update({f"tags.{k}": v for k, v in run.tags.items()})
+            row.update({f"params.{k}": v for k, v in run.params.items()})
+            row.update({f"metrics.{k}": v for k, v in run.metrics.items()})
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -121,15 +125,36 @@ def subjects(n: int, start: int = 1) -> list[str]:
     return [f"IBSR_{i:02d}" for i in range(start, start + n)]
 
 
-def test_a_rerun_with_changed_settings_replaces_the_older_numbers(tmp_path: Path) -> None:
-    # same row and seed, two config hashes (e.g. more epochs the second time): only the newest counts
-    tracker = FakeTracker([FakeRun("old", 1, {("IBSR_04", "CSF"): 0.2, ("IBSR_09", "CSF"): 0.2}),
-                           FakeRun("new", 2, {("IBSR_04", "CSF"): 0.8, ("IBSR_09", "CSF"): 0.8})])
+def test_a_rerun_of_the_same_settings_replaces_the_older_numbers(tmp_path: Path) -> None:
+    # same row, seed and settings run twice (e.g. force=true): only the newest counts
+    same = {"train.epochs": "100", "seed": "0"}
+    tracker = FakeTracker([FakeRun("old", 1, {("IBSR_04", "CSF"): 0.2, ("IBSR_09", "CSF"): 0.2}, params=same),
+                           FakeRun("new", 2, {("IBSR_04", "CSF"): 0.8, ("IBSR_09", "CSF"): 0.8}, params=same)])
     (result,) = collect(tracker, tmp_path)
     assert result.run_ids == ["new"]
     assert cell_stats(result, "dice", "CSF") == (0.8, 0.0, 2)
     assert set(result.key) == set(CONFIG_KEYS)
     assert result.folds == [""]  # no fold tag: one fold
+
+
+def test_configurations_that_differ_in_any_setting_are_separate_rows_named_by_it(tmp_path: Path) -> None:
+    # two row-9 configurations that differ only in sampling.region (and their seeds, which pool): both are shown
+    def params(region: str, seed: str) -> dict[str, str]:
+        return {"sampling.region": region, "train.epochs": "200", "seed": seed, "train.seed": seed,
+                "env.host": f"host-{seed}"}
+
+    dice = {("IBSR_04", "CSF"): 0.5}
+    tracker = FakeTracker([FakeRun("a0", 1, dice, row="9", params=params("centre_in_brain", "0")),
+                           FakeRun("a1", 2, dice, row="9", seed="1", params=params("centre_in_brain", "1")),
+                           FakeRun("b0", 3, dice, row="9", params=params("overlaps_brain", "0"))])
+    results = collect(tracker, tmp_path)
+    assert [(r.variant, sorted(r.run_ids)) for r in results] == [
+        ("sampling.region=centre_in_brain", ["a0", "a1"]), ("sampling.region=overlaps_brain", ["b0"])]
+    assert "env.host" not in results[0].params and "seed" not in results[0].params
+    frame = table_frame(results, ["dice"])
+    table = markdown_table(frame, ["dice"], "t")
+    assert "unet3d · sampling.region=overlaps_brain" in table and "unet3d · sampling.region=centre_in_brain" in table
+    assert "≠" in table and "env.host: host-0, host-1" in table  # a0 and a1 ran on different hosts
 
 
 def test_variants_with_the_same_tags_but_different_labels_are_separate_rows(tmp_path: Path) -> None:

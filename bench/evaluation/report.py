@@ -27,13 +27,14 @@ from bench.evaluation import paper as paper_numbers
 from bench.evaluation import plots, stats
 from bench.evaluation.evaluate import summary_labels
 from bench.evaluation.paper import TABLE1_ROWS, paper_value
-from bench.evaluation.runs import ConfigResult, load, row_numbers, select_runs
+from bench.evaluation.runs import ConfigResult, load, mixed_environment, row_numbers, select_runs
 from bench.io import write_text_atomic
 
 TABLE1_METRICS = ("dice",)
 TABLE2_METRICS = ("avd", "hd")
 DEFAULT_REFERENCE = 9  # the paper's best row
 NOT_CONVERGED = "†"  # beside the row number: a run's epochs ran out while it still improved
+MIXED = "≠"  # after N: the row's runs differ in precision, library versions, host or CPU
 NOT_LEARNED = "∅"  # on a cell: the class's validation Dice was still 0 at the end of training
 DIGITS = {"dice": 3, "avd": 2, "hd": 2, "hd95": 2, "assd": 3}
 
@@ -148,7 +149,8 @@ def table_frame(results: Sequence[ConfigResult], metrics: Sequence[str],
             "sampling": result.key["sampling"], "profile": result.key["profile"],
             "seeds": len(set(result.seeds)), "folds": len(set(result.folds)) or 1,
             "subjects": int(result.per_subject["case"].nunique()), "runs": len(result.run_ids),
-            "not_converged": result.not_converged,
+            "not_converged": result.not_converged, "variant": result.variant,
+            "mixed": "; ".join(mixed_environment(result)),
         }
         if not with_paper:
             del row["paper_model"]
@@ -199,10 +201,13 @@ def _fmt_cell(frame_row: pd.Series, metric: str, tissue: str) -> str:
 
 
 def _model_cell(r: pd.Series) -> str:
-    """The model, and for a row outside Table 1 its label: variants of one model (an ablation) differ in it."""
+    """The model, for a row outside Table 1 its label (variants of one model, an ablation, differ in it), and the
+    settings that tell it from another configuration of the same row (``· sampling.region=overlaps_brain``)."""
     model, label = str(r["model"]), str(r.get("label") or "")
     numbered = r["row"] is not None and not pd.isna(r["row"])
-    return model if numbered or not label or label in model else f"{model}: {label}"
+    cell = model if numbered or not label or label in model else f"{model}: {label}"
+    variant = r.get("variant")
+    return f"{cell} · {variant}" if isinstance(variant, str) and variant else cell
 
 
 def frame_classes(frame: pd.DataFrame, metric: str) -> list[str]:
@@ -228,6 +233,8 @@ def markdown_table(frame: pd.DataFrame, metrics: Sequence[str], title: str, note
         number = str(int(r["row"]) if r["row"] is not None and not pd.isna(r["row"]) else "-")
         if r.get("not_converged"):
             number += f" {NOT_CONVERGED}"
+        if isinstance(r.get("mixed"), str) and r.get("mixed"):
+            number += f" {MIXED}"
         cells = [number, _model_cell(r),
                  str(r["data"]), str(r["optimizer"]), str(r["loss"]), str(r["framework"]), str(r["seeds"])]
         cells += [_fmt_cell(r, m, t) for m in metrics for t in classes]
@@ -241,6 +248,11 @@ def markdown_table(frame: pd.DataFrame, metrics: Sequence[str], title: str, note
            for m in metrics for t in classes):
         flags.append(f"`{NOT_LEARNED}`: the class's validation Dice was still 0 at the end of training (`{NOT_LEARNED}k/n`: "
                      "in k of the row's n runs): the network does not predict it.")
+    mixed = [f"row {r['row'] if r['row'] is not None and not pd.isna(r['row']) else '-'} ({_model_cell(r)}, "
+             f"{r['framework']}): {r['mixed']}" for _, r in frame.iterrows() if isinstance(r.get("mixed"), str) and r["mixed"]]
+    if mixed:
+        flags.append(f"`{MIXED}` after N: the row's runs did not all run alike (a resumed sweep can mix hosts, library "
+                     "versions or precisions): " + "; ".join(mixed) + ".")
     if flags:
         text += "\n" + "\n\n".join(flags) + "\n"
     return text + ("\n" + notes if notes else "")

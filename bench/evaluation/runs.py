@@ -1,14 +1,16 @@
-"""Which MLflow runs make each Table 1 row: one split family per report, per (seed, fold) the newest
+"""Which MLflow runs make each report row: one split family per report, per (seed, fold) the newest
 FINISHED run of a configuration, and the per-subject metrics they logged.
 
-A configuration is the tag tuple ``CONFIG_KEYS`` (row, model, data, optimizer, loss, framework, sampling,
-profile, label: variants that differ only in a setting outside these tags, like the recipe's ablation rows,
-are told apart by their labels); a configuration re-run with changed settings (say more epochs) replaces its older numbers instead
-of being averaged with them; runs without a ``fold`` tag are one fold.
+A configuration is what ran: its effective settings (the run's params, which are its record) without the seed
+and the test fold, which pool (``identity_params``), together with the tag tuple ``CONFIG_KEYS`` (row, model,
+data, optimizer, loss, framework, sampling, profile, label). Two configurations of one row that differ in any
+other setting (``sampling.region``, ``train.precision``, a width) are two rows, each named by the settings that
+tell it apart (``ConfigResult.variant``); nothing replaces anything. Runs without a ``fold`` tag are one fold.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -23,6 +25,11 @@ from bench.errors import BenchError, ConfigError
 
 FAILED_STATUSES = ("FAILED", "KILLED")
 CONFIG_KEYS = ("row", "architecture", "preprocess", "optimizer", "loss", "framework", "sampling", "profile", "label")
+POOLED_PARAMS = ("seed", "train.seed", "data.split.fold")
+"""Params that differ between the runs of one configuration: its seeds and test folds pool."""
+ENVIRONMENT_PARAMS = "env."
+"""Params that say where a run ran (``env.version.torch``, ``env.host``, ``env.cpu``): not settings."""
+COST_METRICS = ("fit_seconds", "seconds_per_volume", "peak_memory_mb", "preprocess_seconds")
 
 
 @dataclass
@@ -39,6 +46,9 @@ class ConfigResult:
     folds: list[str] = field(default_factory=list)
     not_converged: int = 0  # runs whose epochs ran out while still improving (tag brainbench.convergence)
     unlearned: dict[str, int] = field(default_factory=dict)  # class -> runs whose validation Dice ended at 0
+    params: dict[str, str] = field(default_factory=dict)  # the configuration's settings (identity_params)
+    variant: str = ""  # the settings that tell it from another configuration of the same row ("" if none)
+    runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per run: costs and where it ran
 
     @property
     def name(self) -> str:
@@ -98,8 +108,29 @@ def select_runs(tracker: Any, split: str | None = None) -> tuple[dict[tuple[str,
     return {key: [by_run[k] for k in sorted(by_run)] for key, by_run in groups.items()}, note
 
 
+def identity_params(run: pd.Series, pooled: Sequence[str] = POOLED_PARAMS) -> dict[str, str]:
+    """A run's settings as its params record them, without what pools across its configuration's runs
+    (``pooled``: the seed and the test fold) and without where it ran (``env.*``)."""
+    out = {}
+    for column, value in run.items():
+        name = str(column)
+        if not name.startswith("params.") or value is None or (isinstance(value, float) and np.isnan(value)):
+            continue
+        name = name.removeprefix("params.")
+        if name not in pooled and not name.startswith(ENVIRONMENT_PARAMS):
+            out[name] = str(value)
+    return dict(sorted(out.items()))
+
+
 def _config_key(run: pd.Series) -> tuple[str, ...]:
-    return tuple(_tag(run, k if k != "row" else "table_row") for k in CONFIG_KEYS)
+    """The configuration of a run: its tag tuple and its settings (a hash of ``identity_params``)."""
+    tags = tuple(_tag(run, k if k != "row" else "table_row") for k in CONFIG_KEYS)
+    settings = json.dumps(identity_params(run), sort_keys=True)
+    return (*tags, hashlib.sha256(settings.encode()).hexdigest()[:16])
+
+
+def _tag_key(key: tuple[str, ...]) -> dict[str, str]:
+    return dict(zip(CONFIG_KEYS, key[: len(CONFIG_KEYS)], strict=True))
 
 
 def _seed_fold(run: pd.Series) -> tuple[str, str]:
@@ -155,13 +186,62 @@ def load(groups: dict[tuple[str, ...], list[pd.Series]], tracker: Any, cache_dir
                     tracker.download_artifact(run["run_id"], "summary.json", local)
                 summary = json.loads(summary_path.read_text())
         results.append(ConfigResult(
-            dict(zip(CONFIG_KEYS, key, strict=True)), _tag(runs[0], "label"), [r["run_id"] for r in runs],
+            _tag_key(key), _tag(runs[0], "label"), [r["run_id"] for r in runs],
             [_tag(r, "seed", "0") for r in runs], pd.concat(tables, ignore_index=True),
             {r["run_id"]: cache_dir / r["run_id"] / "predictions" for r in runs}, summary,
             sorted({_tag(r, "fold") for r in runs}),
             sum(_tag(r, "brainbench.convergence") == "still_improving" for r in runs),
-            _count_unlearned(runs)))
-    return sorted(results, key=lambda r: (int(r.key["row"]) if r.key["row"].isdigit() else 99, r.key["framework"]))
+            _count_unlearned(runs), identity_params(runs[0]), runs=run_costs(runs)))
+    name_variants(results)
+    return sorted(results, key=lambda r: (int(r.key["row"]) if r.key["row"].isdigit() else 99, r.key["framework"],
+                                          r.variant))
+
+
+def run_costs(runs: Sequence[pd.Series]) -> pd.DataFrame:
+    """One row per run: ``run_id, seed, fold``, the cost metrics (``COST_METRICS``, training ``patches_per_s``
+    of its last epoch), ``precision`` and where it ran (``env.*`` params: library versions, host, CPU)."""
+    rows = []
+    for run in runs:
+        row: dict[str, Any] = {"run_id": run["run_id"], "seed": _tag(run, "seed", "0"), "fold": _tag(run, "fold")}
+        for metric in (*COST_METRICS, "patches_per_s"):
+            value = run.get(f"metrics.{metric}")
+            row[metric] = float(value) if value is not None and not pd.isna(value) else np.nan
+        row["precision"] = str(run.get("params.train.precision") or "")
+        for column, value in run.items():
+            if str(column).startswith(f"params.{ENVIRONMENT_PARAMS}") and value is not None and not pd.isna(value):
+                row[str(column).removeprefix("params.")] = str(value)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mixed_environment(result: ConfigResult) -> list[str]:
+    """What differs between the runs of one configuration that should not: the precision, library versions, the
+    host or its CPU (a resumed sweep can mix them). ``["env.version.torch: 2.5.1, 2.6.0", ...]``; empty when
+    nothing does."""
+    if result.runs.empty:
+        return []
+    out = []
+    for column in result.runs.columns:
+        if column == "precision" or column.startswith(ENVIRONMENT_PARAMS):
+            values = sorted({str(v) for v in result.runs[column] if isinstance(v, str) and v})
+            if len(values) > 1:
+                out.append(f"{column}: {', '.join(values)}")
+    return out
+
+
+def name_variants(results: Sequence[ConfigResult]) -> None:
+    """Give every configuration that shares its row's tags with another one the settings that differ:
+    ``sampling.region=overlaps_brain`` (keys whose values are not the same in all of them)."""
+    by_row: dict[tuple[str, ...], list[ConfigResult]] = {}
+    for result in results:
+        by_row.setdefault(tuple(result.key.values()), []).append(result)
+    for group in by_row.values():
+        if len(group) < 2:
+            continue
+        keys = sorted({k for r in group for k in r.params})
+        differing = [k for k in keys if len({r.params.get(k, "∅") for r in group}) > 1]
+        for result in group:
+            result.variant = " · ".join(f"{k}={result.params.get(k, '∅')}" for k in differing)
 
 
 def _count_unlearned(runs: Sequence[pd.Series]) -> dict[str, int]:
