@@ -73,12 +73,14 @@ def split_family(run: pd.Series) -> str:
     return f"{found.group(1)}-fold (fold_seed {found.group(2)})" if found else split
 
 
-def select_runs(tracker: Any, split: str | None = None) -> tuple[dict[tuple[str, ...], list[pd.Series]], str]:
+def select_runs(tracker: Any, split: str | None = None, pooled: Sequence[str] = POOLED_PARAMS
+                ) -> tuple[dict[tuple[str, ...], list[pd.Series]], str]:
     """The runs that make each configuration: per (seed, fold) the newest FINISHED one, all of one split.
 
     Rows are only comparable on the same subjects, so a report covers one split family: ``split``, or that
     of the newest run. Returns the groups and a note naming the runs of other splits it leaves out (``""``
-    when none). Queries only.
+    when none). ``pooled``: the params whose values differ between the runs of one configuration (default the
+    seed and the test fold; without the seed, each seed is its own configuration). Queries only.
     """
     every_run = tracker.runs_frame(status=None)  # one query: the finished runs make the table, failed ones a note
     status = every_run["status"] if "status" in every_run else pd.Series(dtype=str)
@@ -102,7 +104,7 @@ def select_runs(tracker: Any, split: str | None = None) -> tuple[dict[tuple[str,
     frame = frame[keep]
     groups: dict[tuple[str, ...], dict[tuple[str, str], pd.Series]] = {}
     for _, run in frame.iterrows():  # newest first: the first run seen per (configuration, seed, fold) is kept
-        groups.setdefault(_config_key(run), {}).setdefault(_seed_fold(run), run)
+        groups.setdefault(_config_key(run, pooled), {}).setdefault(_seed_fold(run), run)
     failed = failed_note(every_run[status.isin(FAILED_STATUSES)], chosen, groups)
     note = "\n\n".join(filter(None, (note, failed)))
     return {key: [by_run[k] for k in sorted(by_run)] for key, by_run in groups.items()}, note
@@ -122,10 +124,10 @@ def identity_params(run: pd.Series, pooled: Sequence[str] = POOLED_PARAMS) -> di
     return dict(sorted(out.items()))
 
 
-def _config_key(run: pd.Series) -> tuple[str, ...]:
+def _config_key(run: pd.Series, pooled: Sequence[str] = POOLED_PARAMS) -> tuple[str, ...]:
     """The configuration of a run: its tag tuple and its settings (a hash of ``identity_params``)."""
     tags = tuple(_tag(run, k if k != "row" else "table_row") for k in CONFIG_KEYS)
-    settings = json.dumps(identity_params(run), sort_keys=True)
+    settings = json.dumps(identity_params(run, pooled), sort_keys=True)
     return (*tags, hashlib.sha256(settings.encode()).hexdigest()[:16])
 
 
@@ -164,7 +166,8 @@ def row_numbers(groups: dict[tuple[str, ...], list[pd.Series]]) -> list[int]:
     return sorted({int(key[position]) for key in groups if key[position].isdigit()})
 
 
-def load(groups: dict[tuple[str, ...], list[pd.Series]], tracker: Any, cache_dir: Path) -> list[ConfigResult]:
+def load(groups: dict[tuple[str, ...], list[pd.Series]], tracker: Any, cache_dir: Path,
+         pooled: Sequence[str] = POOLED_PARAMS) -> list[ConfigResult]:
     """Download each selected run's metrics.csv (and the first run's summary.json) into ``cache_dir``."""
     results = []
     for key, runs in groups.items():
@@ -191,7 +194,7 @@ def load(groups: dict[tuple[str, ...], list[pd.Series]], tracker: Any, cache_dir
             {r["run_id"]: cache_dir / r["run_id"] / "predictions" for r in runs}, summary,
             sorted({_tag(r, "fold") for r in runs}),
             sum(_tag(r, "brainbench.convergence") == "still_improving" for r in runs),
-            _count_unlearned(runs), identity_params(runs[0]), runs=run_costs(runs)))
+            _count_unlearned(runs), identity_params(runs[0], pooled), runs=run_costs(runs)))
     name_variants(results)
     return sorted(results, key=lambda r: (int(r.key["row"]) if r.key["row"].isdigit() else 99, r.key["framework"],
                                           r.variant))
@@ -252,6 +255,8 @@ def _count_unlearned(runs: Sequence[pd.Series]) -> dict[str, int]:
     return counts
 
 
-def collect(tracker: Any, cache_dir: Path, split: str | None = None) -> list[ConfigResult]:
-    """Read the experiment's FINISHED child runs (of one split) and group them by configuration."""
-    return load(select_runs(tracker, split)[0], tracker, cache_dir)
+def collect(tracker: Any, cache_dir: Path, split: str | None = None,
+            pooled: Sequence[str] = POOLED_PARAMS) -> list[ConfigResult]:
+    """Read the experiment's FINISHED child runs (of one split) and group them by configuration (``pooled``: see
+    ``select_runs``)."""
+    return load(select_runs(tracker, split, pooled)[0], tracker, cache_dir, pooled)
