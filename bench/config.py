@@ -359,8 +359,9 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed={seed!r} must be an integer")
     data = section(cfg, "data")
-    if not data.get("root"):
-        raise ConfigError("data.root is empty", fix="set data.root=/path/to/dataset")
+    if not data.get("root") or data.get("root") == "???":  # ???: Hydra's mandatory value, left unset
+        raise ConfigError("data.root is not set", fix="set data.root=/path/to/dataset (for data=nnunet: the folder "
+                          "holding dataset.json)")
     labels, channels = _dataset_labels(data)
     method = _model(section(cfg, "model"), profile, seed, framework, labels.num_classes, len(channels))
     architecture = ATLAS if isinstance(method, AtlasSpec) else method[0].name

@@ -297,3 +297,8 @@ def test_nnunet_data_are_named_after_their_folder(lesion_root: Path) -> None:
     assert spec.tracking.experiment == f"table1-{lesion_root.name}-quick"
     named = run_spec_from_config(compose_cfg(["data=nnunet", f"data.root={lesion_root}", "data.name=mine"]))
     assert named.data.name == "mine" and named.tracking.experiment == "unet3d-mine-quick"
+
+
+def test_nnunet_data_without_a_root_say_so() -> None:
+    with pytest.raises(ConfigError, match="data.root is not set"):
+        run_spec_from_config(compose_cfg(["data=nnunet"]))
