@@ -300,5 +300,5 @@ def test_nnunet_data_are_named_after_their_folder(lesion_root: Path) -> None:
 
 
 def test_nnunet_data_without_a_root_say_so() -> None:
-    with pytest.raises(ConfigError, match="data.root is not set"):
+    with pytest.raises(ConfigError, match=r"data\.root is not set"):
         run_spec_from_config(compose_cfg(["data=nnunet"]))

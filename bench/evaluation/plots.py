@@ -1,5 +1,5 @@
-"""The report's figures: Dice box plots (the paper's Figure 6), mean ranks, and tri-planar overlays with error
-maps (its Figure 8).
+"""The report's figures: Dice box plots (the paper's Figure 6), mean ranks, ranking stability (challengeR's blob
+plot and significance map), and tri-planar overlays with error maps (the paper's Figure 8).
 
 Overlays are cropped to the brain (the ground truth's bounding box plus a margin), drawn in millimetres (so
 anisotropic voxels keep their shape) in radiological orientation from the image's direction cosines (LPS
@@ -30,6 +30,8 @@ from bench.io import write_atomic
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from bench.evaluation.ranking import RankingStability
+
 Color = tuple[float, float, float]
 TISSUE_COLORS: dict[str, Color] = {"CSF": (1.0, 0.55, 0.0), "GM": (0.2, 0.4, 1.0), "WM": (0.1, 0.8, 0.2)}
 """IBSR's classes: CSF orange, GM blue, WM green (in any label set that names them)."""
@@ -47,6 +49,9 @@ CROP_MARGIN = 4  # voxels around the brain
 PANEL_INCHES = 3.6
 LEGEND_COLUMNS = 9
 DPI = 130
+BLOB_AREA = 700.0  # points² of the circle for a rank held in every resample
+SIGNIFICANCE_COLORS = ("#f4f4f4", "#c8c8c8", "#d62728")  # not significant, the diagonal, row better than column
+MAX_ANNOTATED = 8  # configurations up to which the significance map writes each cell's Holm p
 
 
 def _pyplot() -> Any:
@@ -148,6 +153,87 @@ def ranking(tables: Sequence[pd.DataFrame], labels: Sequence[str], path: Path, m
     _save(fig, path)
     frame = pd.concat(frames, ignore_index=True)
     return frame[["tissue", "label", *(c for c in frame.columns if c not in ("tissue", "label"))]]
+
+
+def _ranked(items: RankingStability | Sequence[RankingStability]) -> list[RankingStability]:
+    return list(items) if isinstance(items, Sequence) else [items]
+
+
+def rank_blobs(stabilities: RankingStability | Sequence[RankingStability], path: Path) -> None:
+    """challengeR's blob plot, one panel per class (and the all-classes mean): x the configurations by full
+    rank, y the rank 1..K; a circle's area is the share of bootstrap resamples at that rank, × the median rank,
+    the vertical line the 95 % rank interval, the dotted line the full-data ranks."""
+    plt = _pyplot()
+    items = _ranked(stabilities)
+    k = max(len(s.names) for s in items)
+    fig, axes = _panels(plt, len(items), PANELS_PER_ROW * (1.8 + 0.55 * k), 1.8 + 0.45 * k)
+    for ax, s in zip(axes, items, strict=True):
+        colours = {n: _hex(PALETTE[i % len(PALETTE)]) for i, n in enumerate(s.names)}
+        order = s.order
+        x = np.arange(1, len(order) + 1)
+        ax.plot(x, s.full_rank[order].to_numpy(), color="0.55", linestyle=":", linewidth=1, zorder=1)
+        for position, name in zip(x, order, strict=True):
+            share = s.frequency.loc[name]
+            share = share[share > 0]
+            ax.scatter(np.full(len(share), position), share.index, s=BLOB_AREA * share.to_numpy(),
+                       color=colours[name], alpha=0.75, edgecolors="none", zorder=2)
+            ax.vlines(position, s.rank_low[name], s.rank_high[name], color="black", linewidth=1.2, zorder=3)
+            ax.scatter([position], [s.median_rank[name]], marker="x", color="black", s=36, zorder=4)
+        ax.set_xticks(x, _names(order), rotation=90, fontsize=7)
+        ax.set_xlim(0.4, len(order) + 0.6)
+        ax.set_title(f"{s.metric.upper()} {s.tissue}: τ {s.tau_summary()['tau_mean']:.2f}, {len(s.subjects)} "
+                     "subjects", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(k + 0.6, 0.4)  # shared: rank 1 on top
+    axes[0].set_yticks(range(1, k + 1))
+    for ax in axes[::PANELS_PER_ROW]:
+        ax.set_ylabel("rank (1 = best)")
+    fig.suptitle(f"Rank over {items[0].resamples:,} bootstrap resamples of the subjects: circle area = share of "
+                 "resamples, × median rank, line 95 % interval, dotted full-data rank", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def significance_map(stabilities: RankingStability | Sequence[RankingStability], path: Path) -> None:
+    """The pairwise significance map, one panel per ranking: cell (row i, column j) coloured where i is better
+    than j by a one-sided Wilcoxon signed-rank test, Holm-corrected over all ordered pairs; configurations by
+    rank; each cell's Holm p written up to :data:`MAX_ANNOTATED` configurations."""
+    plt = _pyplot()
+    from matplotlib.colors import ListedColormap
+
+    items = _ranked(stabilities)
+    k = max(len(s.names) for s in items)
+    columns = min(len(items), PANELS_PER_ROW)
+    rows = math.ceil(len(items) / PANELS_PER_ROW)
+    side = 2.2 + 0.5 * k
+    fig, grid = plt.subplots(rows, columns, figsize=(side * columns, side * rows + 0.5), squeeze=False)
+    flat = [ax for row in grid for ax in row]
+    for ax in flat[len(items):]:
+        ax.set_visible(False)
+    for ax, s in zip(flat, items, strict=False):
+        order = s.order
+        n = len(order)
+        significant = s.significant.loc[order, order].to_numpy()
+        codes = np.where(np.eye(n, dtype=bool), 1, np.where(significant, 2, 0))
+        ax.imshow(codes, cmap=ListedColormap(SIGNIFICANCE_COLORS), vmin=-0.5, vmax=2.5)
+        if n <= MAX_ANNOTATED:
+            p = s.p_holm.loc[order, order].to_numpy()
+            for i, j in zip(*np.nonzero(~np.eye(n, dtype=bool)), strict=True):
+                ax.text(j, i, f"{p[i, j]:.2g}", ha="center", va="center", fontsize=6,
+                        color="white" if significant[i, j] else "0.3")
+        ax.set_xticks(range(n), _names(order), rotation=90, fontsize=7)
+        ax.set_yticks(range(n), _names(order), fontsize=7)
+        ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
+        ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
+        ax.grid(which="minor", color="white", linewidth=1.5)
+        ax.tick_params(which="minor", length=0)
+        ax.set_xlabel("than (column)", fontsize=8)
+        ax.set_ylabel("better (row)", fontsize=8)
+        ax.set_title(f"{s.metric.upper()} {s.tissue}: {int(significant.sum())} of {n * (n - 1)} pairs", fontsize=9)
+    fig.suptitle(f"Row better than column: one-sided Wilcoxon signed-rank, Holm over all ordered pairs, coloured "
+                 f"where p < {items[0].alpha} (numbers: Holm p)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
 
 
 def crop_box(mask: np.ndarray, margin: int = CROP_MARGIN) -> tuple[slice, slice, slice]:
