@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench.commands.models",
     "bench.commands.train_speed",
     "bench.commands.report",
+    "bench.commands.compare",
     "bench.commands.stack",
     "bench.commands.predict",
     "bench.commands.register",

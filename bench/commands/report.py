@@ -29,6 +29,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--split", default=None,
                         help="report the runs of this split only, e.g. holdout or '5-fold (fold_seed 0)' (default: the "
                         "newest run's split; runs of other splits are named in the report and left out)")
+    parser.add_argument("--axis", default=None, metavar="SETTING",
+                        help="also compare the configurations that differ only in this setting (as `bench compare "
+                        "--axis`, Dice): writes compare-<setting>.md/.csv/.png and appends the section to table1.md")
+    parser.add_argument("--margin", type=float, default=0.01,
+                        help="Dice equivalence margin of --axis (default: %(default)s)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or runs/mlflow.db)")
     return parser
 
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.evaluation.report import write_report
 
     written = write_report(args.experiment, args.out, args.tracking_uri, args.runs_dir, reference=args.reference,
-                           split=args.split)
+                           split=args.split, axis=args.axis, margin=args.margin)
     for path in written.values():
         print(f"wrote {path}")
     table = written.get("table1.md")

@@ -341,7 +341,7 @@ def overlays(results: Sequence[ConfigResult], path: Path, tracker: Any = None,
 
 def write_report(
     experiment: str | None, out_dir: Path | None, uri: str | None = None, runs_root: Path = Path("runs"),
-    reference: int | None = None, split: str | None = None,
+    reference: int | None = None, split: str | None = None, axis: str | None = None, margin: float = 0.01,
 ) -> dict[str, Path]:
     """Build every report file for an experiment (default: the one with the newest run); log to its parent.
 
@@ -349,8 +349,10 @@ def write_report(
     overwrites another experiment's. ``split`` picks the split family reported (default: the newest run's; see ``select_runs``).
     ``reference`` is the Table 1 row every configuration is tested against (default row
     :data:`DEFAULT_REFERENCE`, untested when absent); a ``reference`` the experiment lacks is an error, raised
-    before anything is downloaded or written.
+    before anything is downloaded or written. ``axis``: also compare the configurations that differ only in that
+    setting (Dice, equivalence ``margin``; ``bench.evaluation.compare``): its files, and a section of table1.md.
     """
+    from bench.evaluation import compare
     from bench.tracking.runs import Tracker, existing_store, experiment_names, latest_experiment
 
     uri = existing_store(uri, runs_root)  # a report never creates a store
@@ -370,6 +372,8 @@ def write_report(
         raise ConfigError(f"--reference {reference}: no Table 1 row {reference} in experiment {name!r}",
                           fix=f"rows here: {', '.join(map(str, rows)) or 'none'}")
     reference_row = DEFAULT_REFERENCE if reference is None else reference
+    compared_along = None if axis is None else compare.along(tracker, axis, split, out_dir / ".artifacts",
+                                                             TABLE1_METRICS, margin, groups)
     results = load(groups, tracker, out_dir / ".artifacts")
     labels = report_labels(results)  # one label set, or an error before any report file is written
     texts: dict[str, str] = {}
@@ -382,7 +386,12 @@ def write_report(
         texts[f"{table_name}.md"] = markdown_table(frame, metrics, f"{title} — experiment {name}", notes)
         texts[f"{table_name}.csv"] = frame.to_csv(index=False)
         texts[f"{table_name}_stats.csv"] = compared.drop(columns="config").to_csv(index=False)
+    if compared_along is not None:
+        along_files, section = compare.write_files(compared_along, out_dir, name)
+        texts["table1.md"] += "\n" + section
     written = {file: write_text_atomic(out_dir / file, text) for file, text in texts.items()}
+    if compared_along is not None:
+        written.update(along_files)
     tables, names = [r.per_subject for r in results], [r.name for r in results]
     plots.boxplots(tables, names, out_dir / "boxplots.png", tissues=labels.scored)
     ranks = plots.ranking(tables, names, out_dir / "ranking.png", tissues=labels.scored)
