@@ -247,7 +247,8 @@ def test_report_tests_every_row_against_the_reference_with_exact_wilcoxon_and_ho
     # Table 2 gets the same treatment (AVD, HD)
     assert set(_stats(out, "table2_stats.csv")["metric"]) == {"avd", "hd"}
     expected_files = {"table1.md", "table1.csv", "table1_stats.csv", "table2.md", "table2.csv", "table2_stats.csv",
-                      "boxplots.png", "ranking.png", "ranking.csv"}
+                      "boxplots.png", "ranking.png", "ranking.csv", "ranking_stability.csv",
+                      "ranking_blobs.png", "ranking_significance.png"}
     assert expected_files <= {p.name for p in out.iterdir()}
     assert (out / "ranking.png").read_bytes()[:8] == PNG_MAGIC
     assert {p.name for p in tracker.logged} == expected_files  # no overlays: the fake runs have no subject files

@@ -27,6 +27,7 @@ from bench.evaluation import paper as paper_numbers
 from bench.evaluation import plots, stats
 from bench.evaluation.evaluate import summary_labels
 from bench.evaluation.paper import TABLE1_ROWS, paper_value
+from bench.evaluation.ranking import write_ranking_stability
 from bench.evaluation.runs import ConfigResult, load, mixed_environment, row_numbers, select_runs
 from bench.io import write_text_atomic
 
@@ -389,10 +390,14 @@ def write_report(
     if compared_along is not None:
         along_files, section = compare.write_files(compared_along, out_dir, name)
         texts["table1.md"] += "\n" + section
+    tables, names = [r.per_subject for r in results], [r.name for r in results]
+    stability_files, stability_text = write_ranking_stability(tables, names, out_dir, metric="dice",
+                                                              classes=labels.scored)
+    texts["table1.md"] += "\n" + stability_text + "\n"
     written = {file: write_text_atomic(out_dir / file, text) for file, text in texts.items()}
+    written.update({path.name: path for path in stability_files})
     if compared_along is not None:
         written.update(along_files)
-    tables, names = [r.per_subject for r in results], [r.name for r in results]
     plots.boxplots(tables, names, out_dir / "boxplots.png", tissues=labels.scored)
     ranks = plots.ranking(tables, names, out_dir / "ranking.png", tissues=labels.scored)
     written["ranking.csv"] = write_text_atomic(out_dir / "ranking.csv", ranks.drop(columns="config").to_csv(index=False))

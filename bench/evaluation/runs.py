@@ -52,8 +52,9 @@ class ConfigResult:
 
     @property
     def name(self) -> str:
-        """``row: architecture framework``, for figures."""
-        return f"{self.key['row'] or '-'}: {self.key['architecture']} {self.key['framework']}"
+        """``row: architecture framework`` (and the variant's settings), for figures."""
+        name = f"{self.key['row'] or '-'}: {self.key['architecture']} {self.key['framework']}"
+        return f"{name} · {self.variant}" if self.variant else name
 
 
 def _tag(run: pd.Series, name: str, default: str = "") -> str:
