@@ -286,10 +286,13 @@ def _model(model_cfg: Mapping[str, Any], profile: Mapping[str, Any], seed: int,
         return AtlasSpec({"kind": atlas.kind, **atlas.params()})
     entry = registry.lookup(name)
     fields_of_config = {f.name for f in fields(entry.config)}
-    for key, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+    for key, value, paper in (("in_channels", in_channels, 1), ("num_classes", num_classes, 4)):
         if key not in fields_of_config:
+            if value == paper:  # a network written for one T1 and the paper's 4 classes, as before label sets
+                continue
             raise ConfigError(f"network {name!r}: its config has no parameter {key!r}, which the harness sets from "
-                              "the data", fix=f"add {key}: int to the model's params (and use it in the builder)")
+                              f"the data ({value} here)", fix=f"add {key}: int to the model's params (and use it in "
+                              "the builder)")
         if params.setdefault(key, value) != value:
             raise ConfigError(f"model.params.{key}={params[key]!r} but the data give {value}",
                               fix=f"drop model.params.{key}: it is taken from the data")

@@ -21,7 +21,7 @@ TINY_SHAPE = (48, 32, 48)
 TINY_SPACING_SCALE = 4.5
 TINY_SUBJECTS = 7  # the first 7 of SUBJECT_ORDER cover every split of the paper split
 TEMP_FILE_ALLOWED = {".tracking.lock"}
-LONGEST_MODULES = ("test_profiles.py", "test_recipe.py", "test_predict.py", "test_sweep_resume.py")
+LONGEST_MODULES = ("test_profiles.py", "test_recipe.py", "test_predict.py", "test_sweep_resume.py", "test_any_dataset.py")
 """Modules whose end-to-end runs take a minute or more (``--durations``): collected first, so that with
 ``make test``'s ``-n 2 --dist loadfile --no-loadscope-reorder`` (keep this order; xdist's default puts the
 modules with the most tests first) none of them is left to run alone at the end."""

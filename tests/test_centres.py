@@ -66,7 +66,9 @@ def test_the_foreground_preset_reaches_the_spec_and_the_record() -> None:
     plain = effective_settings(spec_of())["sampling"]
     assert plain["class_fraction"] == 0.0 and "class_centres" not in plain  # off: only the fraction is recorded
     for override, needle in (("sampling.class_fraction=2", "sampling.class_fraction=2 must be a number in [0, 1]"),
-                             ("sampling.class_centres=[0]", "sampling.class_centres=[0] must be a non-empty list")):
+                             ("sampling.class_centres=[0]", "sampling.class_centres=0 is the background"),
+                             ("sampling.class_centres=[]", "sampling.class_centres=[] must be a non-empty list of label names"),
+                             ("sampling.class_centres=[CSF,tumour]", "sampling.class_centres='tumour' is not a class")):
         with pytest.raises(ConfigError) as info:
             spec_of("sampling=foreground", override)
         assert needle in info.value.message

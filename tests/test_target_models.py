@@ -288,3 +288,20 @@ def test_a_config_class_importing_the_old_module_is_told_the_new_one(
     with pytest.raises(ConfigError, match=r"imports adapters\.configs, which moved") as raised:
         run_spec_from_config(cfg)
     assert raised.value.fix == "import bench.networks.configs instead of adapters.configs"
+
+
+def test_a_registered_network_without_channel_parameters_runs_only_on_the_papers_labels(tmp_path: Path) -> None:
+    from bench.networks import registry
+
+    for folder in ("imagesTr", "labelsTr"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1"}, "file_ending": ".nii.gz", "numTraining": 0,
+        "labels": {"background": 0, "CSF": 1, "GM": 2, "WM": 3, "lesion": 10}}))
+    base = to_container(compose_config(["data=nnunet", f"data.root={tmp_path}", "profile=smoke"]))
+    registry._REGISTRY.pop("idnet", None)
+    cfg = {**base, "model": {"architecture": "idnet", "params": {"width": 2},
+                             "implementation": {"torch": "pkg.a:build", "params": {"width": "int"}}}}
+    with pytest.raises(ConfigError, match=r"config has no parameter 'num_classes'.*\(5 here\)"):
+        run_spec_from_config(cfg)
+    registry._REGISTRY.pop("idnet", None)
