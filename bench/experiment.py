@@ -33,7 +33,7 @@ from bench.data.manifest import content_digest, manifest
 from bench.errors import BenchError, DataError
 from bench.evaluation.evaluate import evaluate_case, mean_test_metrics, summarize, write_summary
 from bench.evaluation.plots import history_plot
-from bench.io import link_tree, write_volume
+from bench.io import is_no_space, link_tree, no_space_error, write_volume
 from bench.predict.package import PACKAGE_FILE, write_package
 from bench.preprocess.pipeline import Pipeline, PreparedCase, PreprocessCache
 from bench.processes import PeakMemory
@@ -389,8 +389,13 @@ def run(spec: RunSpec) -> RunResult:
             with captured_log(partial / RUN_LOG):
                 try:
                     summary = execute(spec, cohort, partial, child, method)
-                finally:  # the log goes with the run, whether it finished or not
-                    _log_file(child, partial / RUN_LOG)
+                except BaseException as exc:  # the log goes with the run whether it finished or not
+                    with contextlib.suppress(Exception):  # (a full disk may refuse it too: the error comes first)
+                        _log_file(child, partial / RUN_LOG)
+                    if isinstance(exc, Exception) and not isinstance(exc, BenchError) and is_no_space(exc, partial):
+                        raise no_space_error(exc, partial.parent) from exc  # one line naming where
+                    raise
+                _log_file(child, partial / RUN_LOG)
             partial.rename(out)
             return RunResult(spec.name, spec.config_hash, "finished", child.run_id, out, summary)
     finally:

@@ -8,6 +8,7 @@ is refused by :func:`read_volume` and split into channels by :func:`read_channel
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import shutil
@@ -199,11 +200,58 @@ def _check_gzip(path: Path) -> None:
         ) from exc
 
 
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+"""A full device, or a user over quota."""
+
+
+LOW_SPACE_BYTES = 1 << 20
+"""A device with less free space than this is full: some writers (``torch.save``) report a full device as an
+error without ``errno`` (``RuntimeError: unexpected pos``)."""
+
+
+def device_full(folder: str | Path | None) -> bool:
+    """Whether the device holding ``folder`` (or its nearest existing parent) has under ``LOW_SPACE_BYTES`` free."""
+    if folder is None:
+        return False
+    path = Path(folder)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free < LOW_SPACE_BYTES
+    except OSError:
+        return False
+
+
+def is_no_space(exc: BaseException, folder: str | Path | None = None) -> bool:
+    """Whether ``exc`` (or what caused it) is a full device or an exhausted quota, or any error while ``folder``'s
+    device is full (:func:`device_full`)."""
+    if device_full(folder):
+        return True
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1  # type: ignore[assignment]
+    return False
+
+
+def no_space_error(exc: BaseException, where: str | Path) -> DataError:
+    """One line for a full device: the file being written (``exc``'s, else ``where``) and what to do."""
+    cause = exc
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno in NO_SPACE_ERRNOS):
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    target = getattr(cause, "filename", None) if cause is not None else None
+    target = target or where
+    return DataError("no space left on the device", path=target,
+                     fix="free space, or point paths.outputs / paths.cache elsewhere, and run the same command again: "
+                     "finished configurations are skipped")
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], object], suffix: str = ".tmp") -> Path:
     """Call ``write(temporary path)`` in ``path``'s folder, then rename it to ``path``.
 
     A reader never sees a half-written file, even if the process is killed while writing; on an error
-    the temporary file is removed. ``suffix`` ends the temporary name (some writers choose the format
+    the temporary file is removed (a full device: a ``DataError`` naming ``path``). ``suffix`` ends the temporary name (some writers choose the format
     from it, e.g. ``.nii.gz`` or Keras' ``.weights.h5``).
     """
     path = Path(path)
@@ -213,8 +261,10 @@ def write_atomic(path: str | Path, write: Callable[[Path], object], suffix: str 
     try:
         write(Path(tmp_name))
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(exc, Exception) and not isinstance(exc, DataError) and is_no_space(exc, path.parent):
+            raise no_space_error(exc, path) from exc
         raise
     return path
 
