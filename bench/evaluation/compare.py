@@ -44,9 +44,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from bench.errors import BenchError, ConfigError
+from bench.errors import ConfigError
 from bench.evaluation import stats
-from bench.evaluation.runs import POOLED_PARAMS, ConfigResult, identity_params, load, select_runs
+from bench.evaluation.runs import (
+    POOLED_PARAMS,
+    ConfigResult,
+    identity_params,
+    load,
+    open_experiment,
+    select_runs,
+)
 from bench.io import write_atomic, write_text_atomic
 
 DEFAULT_MARGINS: dict[str, float] = {"dice": 0.01, "avd": 1.0, "hd": 1.0, "hd95": 1.0, "assd": 0.1}
@@ -578,21 +585,6 @@ def along(tracker: Any, axis: str, split: str | None, cache_dir: Path, metrics: 
         groups, note = select_runs(tracker, split, pooled)
     results = load(groups, tracker, cache_dir, pooled)
     return compare_axis(results, resolved, chosen, note)
-
-
-def open_experiment(experiment: str | None, uri: str | None, runs_root: Path) -> tuple[str, Any]:
-    """The experiment's name (default: the one with the newest run) and its tracker; never creates a store."""
-    from bench.tracking.runs import Tracker, existing_store, experiment_names, latest_experiment
-
-    uri = existing_store(uri, runs_root)
-    if experiment is not None and experiment not in (names := experiment_names(uri)):
-        raise BenchError(f"no MLflow experiment named {experiment!r} in {uri}",
-                         fix=f"use one of: {', '.join(names)}" if names else "run a sweep first")
-    name = experiment or latest_experiment(uri, runs_root)
-    if name is None:
-        raise BenchError("no MLflow experiment with brainbench runs found",
-                         fix="run `make reproduce-table1` first, or pass --experiment")
-    return name, Tracker(name, uri, runs_root)
 
 
 def write_comparison(experiment: str | None, out_dir: Path | None, uri: str | None = None,

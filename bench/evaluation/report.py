@@ -22,13 +22,20 @@ import numpy as np
 import pandas as pd
 
 from bench.data.labels import IBSR_LABELS, LabelSet, same_labels
-from bench.errors import BenchError, ConfigError, DataError
+from bench.errors import ConfigError, DataError
 from bench.evaluation import paper as paper_numbers
 from bench.evaluation import plots, stats
 from bench.evaluation.evaluate import summary_labels
 from bench.evaluation.paper import TABLE1_ROWS, paper_value
 from bench.evaluation.ranking import write_ranking_stability
-from bench.evaluation.runs import ConfigResult, load, mixed_environment, row_numbers, select_runs
+from bench.evaluation.runs import (
+    ConfigResult,
+    load,
+    mixed_environment,
+    open_experiment,
+    row_numbers,
+    select_runs,
+)
 from bench.io import write_text_atomic
 
 TABLE1_METRICS = ("dice",)
@@ -354,19 +361,8 @@ def write_report(
     setting (Dice, equivalence ``margin``; ``bench.evaluation.compare``): its files, and a section of table1.md.
     """
     from bench.evaluation import compare
-    from bench.tracking.runs import Tracker, existing_store, experiment_names, latest_experiment
 
-    uri = existing_store(uri, runs_root)  # a report never creates a store
-    if experiment is not None and experiment not in (names := experiment_names(uri)):
-        raise BenchError(
-            f"no MLflow experiment named {experiment!r} in {uri}",
-            fix=f"use one of: {', '.join(names)}" if names else "run a sweep first",
-        )
-    name = experiment or latest_experiment(uri, runs_root)
-    if name is None:
-        raise BenchError("no MLflow experiment with brainbench runs found",
-                         fix="run `make reproduce-table1` first, or pass --experiment")
-    tracker = Tracker(name, uri, runs_root)
+    name, tracker = open_experiment(experiment, uri, runs_root)  # a report never creates a store
     out_dir = runs_root / "reports" / name if out_dir is None else out_dir
     groups, split_note = select_runs(tracker, split)
     if reference is not None and reference not in (rows := row_numbers(groups)):

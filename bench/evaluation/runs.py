@@ -261,3 +261,18 @@ def collect(tracker: Any, cache_dir: Path, split: str | None = None,
     """Read the experiment's FINISHED child runs (of one split) and group them by configuration (``pooled``: see
     ``select_runs``)."""
     return load(select_runs(tracker, split, pooled)[0], tracker, cache_dir, pooled)
+
+
+def open_experiment(experiment: str | None, uri: str | None, runs_root: Path) -> tuple[str, Any]:
+    """The experiment's name (default: the one with the newest run) and its tracker; never creates a store."""
+    from bench.tracking.runs import Tracker, existing_store, experiment_names, latest_experiment
+
+    uri = existing_store(uri, runs_root)
+    if experiment is not None and experiment not in (names := experiment_names(uri)):
+        raise BenchError(f"no MLflow experiment named {experiment!r} in {uri}",
+                         fix=f"use one of: {', '.join(names)}" if names else "run a sweep first")
+    name = experiment or latest_experiment(uri, runs_root)
+    if name is None:
+        raise BenchError("no MLflow experiment with brainbench runs found",
+                         fix="run `make reproduce-table1` first, or pass --experiment")
+    return name, Tracker(name, uri, runs_root)
