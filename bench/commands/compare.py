@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.evaluation.compare import write_comparison
+    from bench.evaluation.compare_output import write_comparison
 
     written, text = write_comparison(args.experiment, args.out, args.tracking_uri, args.runs_dir, axis=args.axis,
                                      split=args.split, metrics=args.metric or ["dice"], margin=args.margin)

@@ -360,7 +360,7 @@ def write_report(
     before anything is downloaded or written. ``axis``: also compare the configurations that differ only in that
     setting (Dice, equivalence ``margin``; ``bench.evaluation.compare``): its files, and a section of table1.md.
     """
-    from bench.evaluation import compare
+    from bench.evaluation import compare, compare_output
 
     name, tracker = open_experiment(experiment, uri, runs_root)  # a report never creates a store
     out_dir = runs_root / "reports" / name if out_dir is None else out_dir
@@ -384,7 +384,7 @@ def write_report(
         texts[f"{table_name}.csv"] = frame.to_csv(index=False)
         texts[f"{table_name}_stats.csv"] = compared.drop(columns="config").to_csv(index=False)
     if compared_along is not None:
-        along_files, section = compare.write_files(compared_along, out_dir, name)
+        along_files, section = compare_output.write_files(compared_along, out_dir, name)
         texts["table1.md"] += "\n" + section
     tables, names = [r.per_subject for r in results], [r.name for r in results]
     stability_files, stability_text = write_ranking_stability(tables, names, out_dir, metric="dice",
