@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The framework comparison on IBSR18 (issue 37): rows 5, 8, 9 x torch, tf x folds 0-4 at profile=quick, and a
+# same-framework control (row 5 torch, seed 1) per fold; then each network row's training speed and memory per
+# framework from `bench train-speed` (fresh serial processes), then `bench compare --axis framework` and
+# `--axis seed`.
+#
+#   benchmarks/frameworks_ibsr18.sh [sweep|speed|compare|all]   (default: all)
+#
+# Fold by fold, so both frameworks of a fold run on one host: a sweep cut off (or spread over machines) resumes
+# where it stopped, finished runs are skipped by their settings hash. PRECISION (default fp32) is set explicitly
+# so that a resumed sweep stays in one precision whatever CPU it lands on. Environment: IBSR18_ROOT
+# (../shared/data/ibsr18), RUNS (runs/frameworks), PRECISION (fp32), FOLDS ("0 1 2 3 4"), JOBS (2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+BENCH=${BENCH:-.venv/bin/bench}
+IBSR18_ROOT=${IBSR18_ROOT:-../shared/data/ibsr18}
+RUNS=${RUNS:-runs/frameworks}
+PRECISION=${PRECISION:-fp32}
+FOLDS=${FOLDS:-"0 1 2 3 4"}
+JOBS=${JOBS:-2}
+EXPERIMENT=frameworks-ibsr18-quick
+RUNS=$(realpath -m "$RUNS")
+mkdir -p "$RUNS"
+COMMON=(data=ibsr18 "data.root=$IBSR18_ROOT" profile=quick "profile.precision=$PRECISION"
+        "tracking.experiment=$EXPERIMENT" "paths.runs=$RUNS" "paths.cache=$RUNS/cache" "paths.outputs=$RUNS/outputs")
+
+sweep() {
+  for fold in $FOLDS; do
+    echo "== fold $fold: rows 5, 8, 9 x torch, tf  ($(date -u +%H:%M:%S))"
+    "$PY" -m bench.run --multirun +experiment=table1/row5,table1/row8,table1/row9 framework=torch,tf \
+      "data.fold=$fold" "${COMMON[@]}" hydra/launcher=joblib "hydra.launcher.n_jobs=$JOBS"
+    echo "== fold $fold: control, row 5 torch seed 1  ($(date -u +%H:%M:%S))"
+    "$PY" -m bench.run +experiment=table1/row5 framework=torch seed=1 "data.fold=$fold" "${COMMON[@]}"
+  done
+}
+
+speed() {
+  : > "$RUNS/train-speed.jsonl"
+  for framework in torch tf; do
+    for row in 2 3 5 8 9; do
+      "$BENCH" train-speed --row "$row" --profile quick --framework "$framework" --precision "$PRECISION" \
+        --steps 20 --warmup 3 >> "$RUNS/train-speed.jsonl"
+    done
+  done
+}
+
+compare() {
+  "$BENCH" compare --runs-dir "$RUNS" --experiment "$EXPERIMENT" --axis framework --out "$RUNS/compare-framework"
+  "$BENCH" compare --runs-dir "$RUNS" --experiment "$EXPERIMENT" --axis seed --out "$RUNS/compare-seed"
+}
+
+case "${1:-all}" in
+  sweep) sweep ;;
+  speed) speed ;;
+  compare) compare ;;
+  all) sweep; speed; compare ;;
+  *) echo "error: unknown step '$1' (sweep | speed | compare | all)" >&2; exit 2 ;;
+esac
