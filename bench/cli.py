@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench.commands.predict",
     "bench.commands.register",
     "bench.commands.ensemble",
+    "bench.commands.env",
 )
 
 
