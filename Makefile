@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# DEVICE=cpu|cuda: the framework builds `make install` puts in .venv (default: what .venv was installed with, else cpu)
+DEVICE ?= $(shell cat $(VENV)/.device 2>/dev/null || echo cpu)
+STAMP := $(VENV)/.installed$(if $(filter cuda,$(DEVICE)),-cuda,)
 DATA ?= synthetic
 PROFILE ?= quick
 IBSR18_ROOT ?= ../shared/data/ibsr18
@@ -19,16 +21,28 @@ TEST_WORKERS ?= 2
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
-	@echo "  variables: DATA=synthetic|ibsr18  IBSR18_ROOT=path  SPLIT=paper|holdout|course  PROFILE=smoke|quick|long|full  EXTRA='hydra overrides'  EXPERIMENT=name (report)  JOBS=2  TEST_WORKERS=2"
+	@echo "  variables: DEVICE=cpu|cuda (install)  DATA=synthetic|ibsr18  IBSR18_ROOT=path  SPLIT=paper|holdout|course  PROFILE=smoke|quick|long|full  EXTRA='hydra overrides'  EXPERIMENT=name (report)  JOBS=2  TEST_WORKERS=2"
 
-$(STAMP): pyproject.toml
+# cuda: pyproject's pins with requirements/cuda.txt's frameworks in place of torch and tensorflow-cpu (an extra
+# cannot replace a base pin), then the project itself with --no-deps, so tensorflow-cpu never lands.
+$(STAMP): pyproject.toml requirements/cuda.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (brainbench needs Python 3.11)"; exit 2; }
+	@case "$(DEVICE)" in cpu|cuda) ;; *) echo "error: DEVICE=$(DEVICE) is unknown (use DEVICE=cpu or DEVICE=cuda)"; exit 2;; esac
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python requirements/pins.py conflicts $(DEVICE) | xargs -r $(BIN)/python -m pip uninstall --quiet -y
+ifeq ($(DEVICE),cuda)
+	$(BIN)/python requirements/pins.py cuda > $(VENV)/requirements-cuda.txt
+	$(BIN)/python -m pip install --quiet -r $(VENV)/requirements-cuda.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+else
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+endif
+	@rm -f $(VENV)/.installed $(VENV)/.installed-cuda
+	@echo $(DEVICE) > $(VENV)/.device
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv from pyproject.toml (a second call does nothing)
+install: $(STAMP) ## Create .venv from pyproject.toml (DEVICE=cuda: the CUDA builds of torch and TensorFlow; a second call does nothing)
 
 postgres: ## Install PostgreSQL from the system packages if its server binaries are missing (tests need it)
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench.commands.register",
     "bench.commands.ensemble",
     "bench.commands.runs",
+    "bench.commands.env",
 )
 
 

@@ -33,14 +33,13 @@ from bench.data.folds import FoldSplit
 from bench.data.labels import IBSR_LABELS, LabelSet
 from bench.data.splits import SPLITS, SplitSpec
 from bench.errors import ConfigError
-from bench.hardware import check_precision_name, resolve_for_run, worker_cpus
+from bench.hardware import DEVICES, check_device, check_precision_name, resolve_for_run, worker_cpus
 from bench.networks import registry
 from bench.networks.configs import NetConfig
 from bench.networks.target import BUILDER, TargetConfig
 from bench.patching.augment import AugmentSpec
 from bench.spec import (
     ATLAS,
-    DEVICE,
     FRAMEWORKS,
     PATCH_REGIONS,
     SAMPLING_MODES,
@@ -68,7 +67,7 @@ TOP_LEVEL_KEYS = ("data", "preprocess", "model", "framework", "optimizer", "loss
                   "profile", "seed", "row", "label", "force", "inference", "tracking", "paths")
 PROFILE_KEYS = ("name", "patch_size", "patch_step", "batch_size", "epochs", "epochs_by_model", "epochs_by_row",
                 "steps_per_epoch", "patches_per_epoch", "val_batches", "overlap", "early_stopping_patience",
-                "monitor", "keep_weights", "scheduler", "precision", "num_threads", "model_overrides")
+                "monitor", "keep_weights", "scheduler", "precision", "device", "num_threads", "model_overrides")
 MODEL_KEYS = ("architecture", "params", "implementation", "channels", *FRAMEWORKS)
 DATA_KEYS = ("name", "root", "split", "fold", "folds", "fold_seed", "train_on_val")
 SAMPLING_KEYS = ("name", "mode", "oversample_class", "oversample_factor", "region", "class_fraction", "class_centres")
@@ -243,6 +242,15 @@ def _precision(profile: Mapping[str, Any], framework: str, device: str) -> str:
         raise ConfigError(f"profile.{exc.problem}", fix=exc.fix) from None
 
 
+def _device(profile: Mapping[str, Any], trains: bool) -> str:
+    """``profile.device`` (``auto`` when absent, as before the setting): ConfigError for an unknown value, and
+    for ``cuda`` where no GPU is visible when the run trains a network (an atlas runs on the CPU)."""
+    value = profile.get("device", "auto")
+    if not trains:
+        return check_choice("profile.device", value, DEVICES)
+    return check_device(value, "profile.device")
+
+
 NetworkModel = tuple[registry.Architecture, NetConfig]
 
 
@@ -390,6 +398,8 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         class_centres=_classes(sampling_cfg.get("class_centres"), "sampling.class_centres", labels),
         augmentation=AugmentSpec.from_config(cfg.get("augmentation")),
     )
+    trains = not isinstance(method, AtlasSpec)
+    device = _device(profile, trains)
     steps = profile.get("steps_per_epoch")
     if steps is not None:
         check_positive("profile.steps_per_epoch", steps, integer=True)
@@ -402,8 +412,8 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         early_stopping=EarlyStoppingSpec(patience=int(profile.get("early_stopping_patience", 0))),
         seed=seed,
         num_threads=int(profile.get("num_threads", 0)) or worker_cpus(),  # 0: what this worker was given
-        device=DEVICE,
-        precision=_precision(profile, framework, DEVICE) if not isinstance(method, AtlasSpec) else "fp32",  # type: ignore[arg-type]
+        device=device,  # type: ignore[arg-type]
+        precision=_precision(profile, framework, device) if trains else "fp32",  # type: ignore[arg-type]
         monitor=check_choice("profile.monitor", profile.get("monitor", "val_loss"), MONITORS),  # type: ignore[arg-type]
         keep_weights=check_choice("profile.keep_weights", profile.get("keep_weights", "best"),  # type: ignore[arg-type]
                                   KEEP_WEIGHTS),

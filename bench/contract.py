@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol, Self, runtime_checkable
 import numpy as np
 
 from bench.errors import ConfigError
-from bench.hardware import Precision, check_precision_name
+from bench.hardware import DEVICES, Precision, check_precision_name
 from bench.types import FloatArray
 from bench.validation import check_choice, check_keys, check_number, check_positive
 
@@ -30,7 +30,6 @@ Monitor = Literal["val_loss", "val_dice"]
 MONITORS: tuple[str, ...] = ("val_loss", "val_dice")
 KeepWeights = Literal["best", "last"]
 KEEP_WEIGHTS: tuple[str, ...] = ("best", "last")
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)

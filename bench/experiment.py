@@ -205,7 +205,8 @@ def _execute(spec: RunSpec, cohort: Cohort, out: Path, child: ChildRun | None, m
             "skipped_steps": float(history.skipped_steps),
         }
         child.log_metrics({**metrics, **mean_test_metrics(summary, labels)})
-        child.set_tags({TAG_CONVERGENCE: history.convergence, TAG_UNLEARNED: ",".join(history.unlearned)})
+        child.set_tags({TAG_CONVERGENCE: history.convergence, TAG_UNLEARNED: ",".join(history.unlearned),
+                        TAG_DEVICE: str(summary["run"]["segmenter"].get("device", "cpu"))})
         child.log_table(table, "per_subject_metrics.json")
         for name in ("summary.json", "metrics.csv", "history.csv", "history.png"):
             if (out / name).exists():
@@ -252,19 +253,25 @@ def _source_tags() -> dict[str, str]:
             "mlflow.user": os.environ.get("USER", "") or "unknown"}
 
 
+TAG_DEVICE = "brainbench.device"
+"""The device the framework trained on, as it names it (``cuda:0``, ``/GPU:0``, ``cpu``, ``/CPU:0``), set after the
+fit: the ``env.device.*`` params say what bench saw before it (a CPU-only framework build would train on the CPU)."""
 ENVIRONMENT_PREFIX = "env."
 """Params that say where a run ran (library versions, host, CPU): not settings, so not in its hash; a report
 flags a configuration whose runs differ in them."""
 
 
-def _environment_params() -> dict[str, str]:
-    """``env.version.<library>``, ``env.host`` and ``env.cpu`` of this process."""
+def _environment_params(spec: RunSpec) -> dict[str, str]:
+    """``env.version.<library>``, ``env.host``, ``env.cpu`` of this process and ``env.device.*``, the device the
+    run trains on (``bench.hardware.device_record``: kind, name, GPU memory and driver; an atlas: the CPU)."""
     import socket
 
-    from bench.hardware import cpu_model
+    from bench.hardware import cpu_model, device_kind, device_record
 
     params = {f"{ENVIRONMENT_PREFIX}{key}": value for key, value in _version_tags().items() if key.startswith("version.")}
     params.update({f"{ENVIRONMENT_PREFIX}host": socket.gethostname(), f"{ENVIRONMENT_PREFIX}cpu": cpu_model()})
+    kind = device_kind(spec.segmenter.train.device) if isinstance(spec.segmenter, NetworkSpec) else "cpu"
+    params.update({f"{ENVIRONMENT_PREFIX}device.{key}": value for key, value in device_record(kind).items()})
     return params
 
 
@@ -273,7 +280,7 @@ def _version_tags() -> dict[str, str]:
     import subprocess
 
     tags = {}
-    for pkg in ("numpy", "SimpleITK", "torch", "tensorflow-cpu", "keras", "mlflow", "brainbench"):
+    for pkg in ("numpy", "SimpleITK", "torch", "tensorflow-cpu", "tensorflow", "keras", "mlflow", "brainbench"):
         try:
             tags[f"version.{pkg}"] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -373,7 +380,7 @@ def run(spec: RunSpec) -> RunResult:
         "fold": "" if fold is None else str(fold), "split": cohort.split_name, "label": spec.label,
         "data": spec.data.name, DESCRIPTION_TAG: spec.label or spec.name, **_source_tags(), **_version_tags(),
     }
-    params = {**flatten(effective_settings(spec)), **_environment_params()}
+    params = {**flatten(effective_settings(spec)), **_environment_params(spec)}
     child = tracker.start_child(parent_id, spec.name, spec.config_hash, params, tags, rerun_finished=spec.force)
     if child is None:
         log.info("skipping %s: another process is running or has finished it", spec.name)

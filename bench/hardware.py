@@ -35,7 +35,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -46,6 +46,8 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 """Every value of ``profile.precision`` / ``TrainSpec.precision``."""
 DeviceKind = Literal["cpu", "cuda"]
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+"""Every value of ``profile.device`` / ``TrainSpec.device``: ``auto`` (CUDA when a GPU is visible, else CPU)."""
 CPUINFO = Path("/proc/cpuinfo")
 """Where the CPU's flags are read (tests point it at a fake file)."""
 CPU_BF16_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
@@ -62,10 +64,18 @@ SMI_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True)
 class Gpu:
-    """An NVIDIA GPU as ``nvidia-smi`` reports it."""
+    """An NVIDIA GPU as ``nvidia-smi`` reports it (``memory_mb``: total memory in MiB)."""
 
     name: str
     compute_capability: tuple[int, int]
+    index: str = "0"
+    uuid: str = ""
+    memory_mb: int = 0
+    driver: str = ""
+
+
+SMI_QUERY = "index,uuid,name,memory.total,driver_version,compute_cap"
+"""The ``nvidia-smi --query-gpu`` fields ``parse_smi`` reads, in this order."""
 
 
 def cpu_flags(path: Path | None = None) -> frozenset[str]:
@@ -127,23 +137,64 @@ def cuda_native_precisions(compute_capability: tuple[int, int]) -> tuple[str, ..
     return tuple(native)
 
 
+def parse_smi(text: str) -> tuple[Gpu, ...]:
+    """The GPUs of ``nvidia-smi --query-gpu=SMI_QUERY --format=csv,noheader,nounits`` output (bad lines skipped)."""
+    gpus = []
+    for line in text.splitlines():
+        parts = [part.strip() for part in line.split(",")]
+        if len(parts) != 6:
+            continue
+        index, uuid, name, memory, driver, capability = parts
+        major, _, minor = capability.partition(".")
+        if index.isdigit() and major.isdigit() and minor.isdigit():
+            gpus.append(Gpu(name, (int(major), int(minor)), index, uuid,
+                            int(memory) if memory.isdigit() else 0, driver))
+    return tuple(gpus)
+
+
+def visible_gpus(gpus: Sequence[Gpu], cuda_visible_devices: str | None) -> tuple[Gpu, ...]:
+    """The GPUs a process sees under ``CUDA_VISIBLE_DEVICES`` (None: unset, all of them), in its order.
+
+    Entries are indices or UUIDs (``GPU-…``, a prefix is enough); as in CUDA, the list ends at the first entry
+    that names no GPU, so ``""`` and ``-1`` hide every GPU.
+    """
+    if cuda_visible_devices is None:
+        return tuple(gpus)
+    seen: list[Gpu] = []
+    for entry in (part.strip() for part in cuda_visible_devices.split(",")):
+        match = next((gpu for gpu in gpus if entry and (entry == gpu.index or (
+            entry.startswith("GPU-") and gpu.uuid.startswith(entry)))), None)
+        if match is None:
+            break
+        if match not in seen:
+            seen.append(match)
+    return tuple(seen)
+
+
 @functools.lru_cache(maxsize=1)
-def nvidia_gpu() -> Gpu | None:
-    """The first GPU ``nvidia-smi`` lists (name and compute capability), or None (no driver, no GPU)."""
+def _smi_gpus() -> tuple[Gpu, ...]:
+    """Every GPU ``nvidia-smi`` lists (it ignores ``CUDA_VISIBLE_DEVICES``); empty without a driver or GPU."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return None
+        return ()
     try:
-        done = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True,
-                              text=True, timeout=SMI_TIMEOUT_S, check=False)
+        done = subprocess.run([smi, f"--query-gpu={SMI_QUERY}", "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True, timeout=SMI_TIMEOUT_S, check=False)
     except (OSError, subprocess.SubprocessError):
-        return None
-    for line in done.stdout.splitlines():
-        name, _, capability = line.rpartition(",")
-        major, _, minor = capability.strip().partition(".")
-        if done.returncode == 0 and major.isdigit() and minor.isdigit():
-            return Gpu(name.strip(), (int(major), int(minor)))
-    return None
+        return ()
+    return parse_smi(done.stdout) if done.returncode == 0 else ()
+
+
+def nvidia_gpus() -> tuple[Gpu, ...]:
+    """The NVIDIA GPUs this process may use: those ``nvidia-smi`` lists, as ``CUDA_VISIBLE_DEVICES`` narrows them
+    (a launcher sets it per run: Ray, SLURM, ``bench.placement`` under joblib)."""
+    return visible_gpus(_smi_gpus(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def nvidia_gpu() -> Gpu | None:
+    """The GPU a framework uses first here (``nvidia_gpus()[0]``), or None (no driver, no GPU, none visible)."""
+    gpus = nvidia_gpus()
+    return gpus[0] if gpus else None
 
 
 def device_kind(device: str) -> DeviceKind:
@@ -151,6 +202,30 @@ def device_kind(device: str) -> DeviceKind:
     if device == "cpu":
         return "cpu"
     return "cuda" if nvidia_gpu() is not None else "cpu"
+
+
+def check_device(device: object, setting: str = "profile.device") -> str:
+    """``device`` if it is one of ``DEVICES`` and this machine can honour it: ConfigError naming ``setting`` for
+    an unknown value, and for ``cuda`` where no NVIDIA GPU is visible (before anything trains)."""
+    if device not in DEVICES:
+        raise ConfigError(f"{setting}={device!r} is unknown", fix=f"use one of {', '.join(DEVICES)}")
+    if device == "cuda" and nvidia_gpu() is None:
+        hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+        why = (f"CUDA_VISIBLE_DEVICES={hidden!r} hides every GPU" if hidden is not None and _smi_gpus()
+               else "nvidia-smi lists no GPU")
+        raise ConfigError(f"{setting}=cuda but this machine has no usable NVIDIA GPU ({why})",
+                          fix=f"use {setting}=auto or cpu, or run on a GPU machine with its driver installed")
+    return str(device)
+
+
+def device_record(kind: DeviceKind) -> dict[str, str]:
+    """The device a run trains on, for its record: ``kind``, ``name``, and for a GPU ``memory_mb`` (total, MiB)
+    and ``driver``; a CPU's name is its model (``cpu_model``). Not which of identical GPUs (runs of one
+    configuration on GPU 0 and GPU 1 ran in the same environment)."""
+    gpu = nvidia_gpu() if kind == "cuda" else None
+    if gpu is None:
+        return {"kind": "cpu", "name": cpu_model()}
+    return {"kind": "cuda", "name": gpu.name, "memory_mb": str(gpu.memory_mb), "driver": gpu.driver}
 
 
 def native_precisions(kind: DeviceKind) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
@@ -37,6 +38,7 @@ log = logging.getLogger("bench.run")
 def run_config(cfg: DictConfig) -> RunResult:
     """Compose → plain dataclasses → run."""
     spec = run_spec_from_config(to_container(cfg))  # config errors first, before mlflow/torch are imported
+    _pin_joblib_gpu(spec)
     from bench.experiment import run
 
     result = run(spec)
@@ -55,6 +57,28 @@ def _how_it_trained(spec: RunSpec, run: dict[str, Any]) -> str:
         return ""
     minutes = float(run.get("fit_seconds") or 0.0) / 60.0
     return f" ({spec.segmenter.train.precision}, {run.get('epochs_run', 0)} epochs, fit {minutes:.1f} min)"
+
+
+def _pin_joblib_gpu(spec: RunSpec) -> None:
+    """A joblib sweep's worker keeps one GPU of this machine for its life (``bench.placement``); Ray and SLURM
+    give each run its GPU themselves (conf/hydra/launcher/), and a single run uses the first visible GPU."""
+    if not isinstance(spec.segmenter, NetworkSpec) or not _multirun():
+        return
+    hydra_cfg = HydraConfig.get()
+    launcher = hydra_cfg.launcher
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return
+    from bench import hardware, placement
+
+    try:
+        n_jobs = int(launcher.get("n_jobs", -1))
+    except (TypeError, ValueError):
+        n_jobs = -1
+    devices = [gpu.index for gpu in hardware.nvidia_gpus()]
+    gpu = placement.pin_joblib_worker(devices, spec.segmenter.train.device, n_jobs,
+                                      Path(str(hydra_cfg.sweep.dir)) / ".gpu-slots")
+    if gpu is not None:
+        log.info("%s: this joblib worker trains on GPU %s (CUDA_VISIBLE_DEVICES)", spec.name, gpu)
 
 
 class JobFailed(Exception):

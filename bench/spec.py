@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
 from bench.contract import TrainSpec
 from bench.data.folds import FoldSplit
@@ -30,8 +30,6 @@ ATLAS = "atlas"
 FRAMEWORKS = registry.FRAMEWORKS
 SAMPLING_MODES = ("grid", "random_subset", "random")
 PATCH_REGIONS = ("centre_in_brain", "overlaps_brain")
-DEVICE: Literal["auto"] = "auto"
-"""``train.device`` of every run (CUDA when the framework sees one, else CPU); not a config value yet."""
 RECORD_VERSION = 4
 """Version of what ``effective_settings`` records (1: the raw config, before profile overrides; 2: before
 ``train.precision``, when every network trained in float32; 3: before the training options of the recipe:

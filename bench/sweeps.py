@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bench import hardware, placement
 from bench.config import run_spec_from_config, tracking_names
 from bench.errors import ConfigError
 from bench.spec import RunSpec
@@ -32,6 +33,22 @@ if TYPE_CHECKING:
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("bench.sweeps")
+
+
+def _joblib_jobs(device: str) -> int:
+    return placement.joblib_jobs([gpu.index for gpu in hardware.nvidia_gpus()], device)
+
+
+def register_resolvers() -> None:
+    """The resolvers conf/hydra/launcher/*.yaml use to follow ``profile.device``: ``bench.gpus_per_run`` (Ray's
+    ``num_gpus``, SLURM's ``gpus_per_task``) and ``bench.joblib_jobs`` (joblib's ``n_jobs``); see
+    ``bench.placement``."""
+    for name, resolver in (("bench.gpus_per_run", placement.gpus_per_run), ("bench.joblib_jobs", _joblib_jobs)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
+
+
+register_resolvers()
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

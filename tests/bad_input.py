@@ -37,7 +37,7 @@ class Call:
         absent: Outputs that must not exist afterwards.
         untouched: Files that must still exist afterwards with the same bytes.
         started: Whether the failure happens after the MLflow child run started (so it must be FAILED).
-        env: Environment changes for an in-process call (``None`` unsets the variable).
+        env: Environment changes for the call (``None`` unsets the variable).
         deny_read: A file ``os.access`` must report unreadable (when chmod cannot, e.g. as root).
     """
 
@@ -86,7 +86,10 @@ Builder = Callable[[Path, Path, Workspace], Call]
 def _invoke(call: Call, ws: Workspace, capsys: pytest.CaptureFixture[str],
             monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
     if call.kind == "run":
-        done = ws.bench_run(call.argv, timeout=300)
+        env = {**ws.env, **{key: value for key, value in call.env.items() if value is not None}}
+        for key in (key for key, value in call.env.items() if value is None):
+            env.pop(key, None)
+        done = ws.bench_run(call.argv, timeout=300, env=env)
         return done.returncode, done.stderr
     for key, value in call.env.items():
         if value is None:

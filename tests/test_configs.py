@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from bench import hardware
 from bench.config import run_spec_from_config
 from bench.errors import ConfigError
+from bench.spec import effective_settings
 from bench.sweeps import CONF_DIR, to_container
 
 CONF = Path(CONF_DIR)
@@ -135,12 +137,28 @@ def test_hash_ignores_paths_and_tracking_but_not_seed() -> None:
         ("+profile.epochs_by_model={unet3d: 0}", "profile.epochs_by_model.unet3d=0"),
         ("+profile.epochs_by_model={resnet: 3}", "unknown model 'resnet'"),
         ("sampling.region=edge", "sampling.region='edge' is unknown"),
+        ("profile.device=gpu", "profile.device='gpu' is unknown (use one of auto, cpu, cuda)"),
     ],
 )
 def test_bad_config_values_name_the_setting(override: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=None) as info:
         run_spec_from_config(compose_cfg([override]))
     assert needle in info.value.message
+
+
+def test_profile_device_is_recorded_and_hashed_only_when_not_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hardware, "_smi_gpus", lambda: ())  # no GPU, whatever machine runs the test
+    auto = run_spec_from_config(compose_cfg([]))
+    absent = compose_cfg([])
+    del absent["profile"]["device"]  # a profile written before the setting: auto, the same run
+    cpu = run_spec_from_config(compose_cfg(["profile.device=cpu"]))
+    assert auto.network.train.device == "auto" and cpu.network.train.device == "cpu"
+    assert run_spec_from_config(absent).config_hash == auto.config_hash != cpu.config_hash
+    assert effective_settings(cpu)["train"]["device"] == "cpu"
+    with pytest.raises(ConfigError, match=r"profile\.device=cuda but this machine has no usable NVIDIA GPU"):
+        run_spec_from_config(compose_cfg(["profile.device=cuda"]))
+    atlas = run_spec_from_config(compose_cfg(["model=atlas", "profile.device=cuda"]))  # trains nothing: no GPU needed
+    assert "train" not in effective_settings(atlas)
 
 
 def test_unknown_framework_is_a_config_error() -> None:

@@ -6,6 +6,7 @@ a broken link, a stale override and a removed subcommand, so that they cannot pa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from bench import hardware
 from bench.cli import build_parser
 from bench.config import run_spec_from_config
 from bench.errors import BenchError
@@ -103,6 +105,26 @@ def _stand_in_root(word: str) -> str:
     return f"data.root={root}"
 
 
+STAND_IN_GPU = "0, GPU-docs, NVIDIA H200, 143771, 570.124.06, 9.0"
+"""The GPU a ``profile.device=cuda`` command of the docs is checked with (``nvidia-smi``'s line for it)."""
+
+
+@contextlib.contextmanager
+def stand_in_gpu(words: list[str]) -> Iterator[None]:
+    """For a command with ``profile.device=cuda``: this machine lists ``STAND_IN_GPU`` (the docs' GPU machine)."""
+    if "profile.device=cuda" not in words:
+        yield
+        return
+    listed, visible = hardware._smi_gpus, os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    hardware._smi_gpus = lambda: hardware.parse_smi(STAND_IN_GPU)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        hardware._smi_gpus = listed  # type: ignore[assignment]
+        if visible is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
+
+
 def command_error(command: str) -> str | None:
     """Why ``python -m bench.run <command>`` would not compose and translate into a run spec, or None."""
     words = _arguments(command)
@@ -111,15 +133,19 @@ def command_error(command: str) -> str | None:
     multirun = "--multirun" in words or "-m" in words
     overrides = [_stand_in_root(w) if "data=nnunet" in words else w for w in words if w not in HYDRA_FLAGS]
     try:
-        if multirun:
-            if not sweep_specs(overrides):
-                return "the sweep has no jobs"
-        else:
-            run_spec_from_config(to_container(compose_config(overrides)))
+        with stand_in_gpu(words):
+            return _translate(overrides, multirun)
     except BenchError as exc:
         return exc.message
     except Exception as exc:  # Hydra's own errors: an unknown group option, a key its config lacks
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+
+def _translate(overrides: list[str], multirun: bool) -> str | None:
+    """Compose and translate ``overrides`` (each job of a sweep): None, or why a sweep has no jobs."""
+    if multirun:
+        return None if sweep_specs(overrides) else "the sweep has no jobs"
+    run_spec_from_config(to_container(compose_config(overrides)))
     return None
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from conftest import Workspace, temp_files
 
+from bench import hardware
 from bench.cli import main as bench_main
 from bench.evaluation.evaluate import evaluate_case
 from bench.evaluation.paper import paper_value
@@ -48,6 +49,13 @@ def test_smoke_run_end_to_end(tiny_cohort: Path, workspace: Workspace, capsys: p
     assert tags["git_commit"] and tags["mlflow.parentRunId"]
     assert params["model.architecture"] == "unet3d" and params["train.optimizer.name"] == "adadelta"
     assert params["data.root"] == str(tiny_cohort)
+    # where it ran: the device (env.* params, outside the run's identity) and what the framework trained on
+    assert params["train.device"] == "auto"
+    kind = hardware.device_kind("auto")
+    assert {k: v for k, v in params.items() if k.startswith("env.device.")} == {
+        f"env.device.{key}": value for key, value in hardware.device_record(kind).items()}
+    assert params["env.device.kind"] != "cpu" or params["env.device.name"] == params["env.cpu"]
+    assert tags["brainbench.device"] == ("cuda:0" if kind == "cuda" else "cpu")
 
     # Outputs on disk
     out_dirs = list((workspace.runs / "outputs").glob("*/row5-unet3d-torch-raw-seed0-*"))

@@ -132,6 +132,12 @@ def run_patch_too_large(tmp: Path, data: Path, ws: Workspace) -> Call:
                     mentions=("profile.patch_size=[64, 64, 64]", "larger than the preprocessed volume"))
 
 
+def run_cuda_without_gpu(tmp: Path, data: Path, ws: Workspace) -> Call:
+    call = run_call(ws, data, "profile.device=cuda", mentions=("profile.device=cuda", "no usable NVIDIA GPU"))
+    call.env["CUDA_VISIBLE_DEVICES"] = ""  # no GPU, on any machine
+    return call
+
+
 def run_sweep_unknown_row(tmp: Path, data: Path, ws: Workspace) -> Call:
     argv = ["--multirun", *ws.overrides(data, "+experiment=table1/row5,table1/row99")]
     return Call(argv, ("experiment/table1/row99",), kind="run", absent=(ws.runs / "outputs",))
@@ -150,6 +156,7 @@ BAD_SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "run-unknown-loss-option": ("loss=focal", ("loss/focal", "dice_ce")),
     "run-unknown-loss-name": ("loss.name=focal", ("loss.name='focal'", "unknown")),
     "run-unknown-key": ("learning_rate=0.1", ("learning_rate", "+learning_rate=0.1")),
+    "run-unknown-device": ("profile.device=gpu", ("profile.device='gpu'", "auto, cpu, cuda")),
 }
 
 
@@ -177,6 +184,7 @@ CASES: dict[str, Builder] = {
     "run-missing-root": run_missing_root,
     "run-bad-label": run_bad_label,
     "run-patch-too-large": run_patch_too_large,
+    "run-cuda-without-gpu": run_cuda_without_gpu,
     **{name: bad_setting(*case) for name, case in BAD_SETTINGS.items()},
     "run-sweep-unknown-row": run_sweep_unknown_row,
 }

@@ -1,10 +1,12 @@
 """TensorFlow / Keras 3 adapter: the three networks behind bench's ``Segmenter`` protocol.
 
-Importing this package (which every module of the adapter does first) sets three environment variables
+Importing this package (which every module of the adapter does first) sets four environment variables
 unless the user has already set them; they only work if TensorFlow and Keras are not imported yet:
-``KERAS_BACKEND=tensorflow``, ``TF_CPP_MIN_LOG_LEVEL=2`` (quiet C++ logs) and ``TF_ENABLE_ONEDNN_OPTS=1``
+``KERAS_BACKEND=tensorflow``, ``TF_CPP_MIN_LOG_LEVEL=2`` (quiet C++ logs), ``TF_ENABLE_ONEDNN_OPTS=1``
 (oneDNN CPU kernels: this TF 2.21 CPU wheel leaves them off, and 3D convolutions train about 10x slower
-without them).
+without them) and ``TF_FORCE_GPU_ALLOW_GROWTH=true`` (TensorFlow takes GPU memory as it needs it instead of
+all of it at start-up, so that runs can share a GPU: ``hydra.launcher.n_jobs`` above the GPU count, Ray's
+``num_gpus: 0.5``).
 
 Networks run channels-last internally (``[B, X, Y, Z, C]``); arrays cross the adapter boundary
 channels-first (``[B, C, X, Y, Z]``) as everywhere in brainbench. The two helpers below are the only place
@@ -31,6 +33,7 @@ if "tensorflow" in sys.modules and "TF_ENABLE_ONEDNN_OPTS" not in os.environ:
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # GPU memory on demand: runs can share a GPU
 
 _SEVERITY = "IWEF"  # absl/glog line prefixes, in TF_CPP_MIN_LOG_LEVEL order (0 INFO ... 3 FATAL)
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"

@@ -54,6 +54,7 @@ from adapters.tf import to_channels_last
 from adapters.tf.losses import LossFn, deep_supervised, make_loss
 from bench import hardware
 from bench.contract import OptimizerSpec, PatchBatch, TrainSpec
+from bench.errors import ConfigError
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 """The Keras dtype policy a model is built under, per precision."""
@@ -115,13 +116,15 @@ def configure_threads(num_threads: int) -> None:
 
 
 def select_device(spec: TrainSpec) -> str:
-    """``/GPU:0`` when a GPU is visible and ``spec.device`` allows it, else ``/CPU:0`` (with a warning if
-    ``device='cuda'`` was asked for, as the torch adapter does)."""
+    """``/GPU:0`` when a GPU is visible and ``spec.device`` allows it, else ``/CPU:0``; ConfigError for
+    ``device='cuda'`` where TensorFlow sees no GPU (as the torch adapter does)."""
     gpus = tf.config.list_physical_devices("GPU")
     if gpus and spec.device != "cpu":
         return "/GPU:0"
     if spec.device == "cuda":
-        warnings.warn("train.device=cuda but TensorFlow sees no GPU: training on CPU", stacklevel=2)
+        raise ConfigError(f"train.device=cuda but TensorFlow {tf.__version__} sees no GPU",
+                          fix="install tensorflow[and-cuda] (make install DEVICE=cuda), or use profile.device=auto "
+                          "or cpu")
     return "/CPU:0"
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +26,7 @@ from torch import nn
 from adapters.torch.losses import LossFn, deep_supervised, make_loss
 from bench import hardware
 from bench.contract import OptimizerSpec, PatchBatch, TrainSpec
+from bench.errors import ConfigError
 
 MEMORY_FORMAT = torch.channels_last_3d
 """Layout of 5-D tensors (weights and activations): channels-last (NDHWC). oneDNN's 3D convolutions run
@@ -90,7 +90,8 @@ def configure_runtime(spec: TrainSpec) -> torch.device:
     if spec.device != "cpu" and torch.cuda.is_available():
         return torch.device("cuda")
     if spec.device == "cuda":
-        warnings.warn("train.device=cuda but no CUDA device is available: training on CPU", stacklevel=2)
+        raise ConfigError(f"train.device=cuda but torch {torch.__version__} sees no CUDA device",
+                          fix="install its CUDA build (make install DEVICE=cuda), or use profile.device=auto or cpu")
     return torch.device("cpu")
 
 

@@ -24,8 +24,8 @@ from bench.training.segmenter import META_FILE, read_meta
 
 ARCHITECTURES: tuple[str, ...] = tuple(entry.name for entry in registry.BUILT_IN)
 """The built-in architectures (``registry.names()`` also lists those registered since)."""
-__all__ = ["ARCHITECTURES", "FRAMEWORKS", "META_FILE", "build", "build_network", "configure_threads", "load",
-           "segmenter_class"]
+__all__ = ["ARCHITECTURES", "FRAMEWORKS", "META_FILE", "build", "build_network", "configure_threads", "environment",
+           "load", "segmenter_class"]
 
 
 def _check_framework(framework: str) -> None:
@@ -48,6 +48,19 @@ def configure_threads(framework: str, num_threads: int) -> None:
     """
     _check_framework(framework)
     importlib.import_module(f"adapters.{framework}.steps").configure_threads(num_threads)
+
+
+def environment(framework: str) -> dict[str, Any]:
+    """What ``framework`` sees here (``adapters.<framework>.environment.describe()``: version, build, devices
+    with their native precisions, threads), or ``{"error": ...}`` naming what is missing when it cannot be
+    imported (a machine with one framework only)."""
+    _check_framework(framework)
+    try:
+        module = importlib.import_module(f"adapters.{framework}.environment")
+    except ImportError as exc:
+        return {"error": f"cannot be imported ({type(exc).__name__}: {exc})"}
+    info: dict[str, Any] = module.describe()
+    return info
 
 
 def build(architecture: str, framework: str, **params: Any) -> Segmenter:
