@@ -42,6 +42,7 @@ from bench.contract import EpochRecord
 from bench.errors import BenchError, DataError
 from bench.io import link_tree
 from bench.processes import interruption, is_live_child, pid_alive
+from bench.redact import hide_password
 from bench.tracking.server import TrackingServerError, is_server
 from bench.tracking.store import check_store_uri, local_artifacts
 
@@ -357,7 +358,7 @@ class ChildRun:
             elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or bench.processes.Terminated
                 message = interruption(exc)[0]
             else:
-                message = f"{type(exc).__name__}: {exc}"
+                message = hide_password(f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(Exception):
                 _retry(lambda: self.client.set_tag(self.run_id, TAG_ERROR, message[:5000]))
             self.end(status)
