@@ -118,16 +118,21 @@ def test_an_auth_stack_over_tls_refuses_strangers_runs_a_sweep_and_records_no_se
             assert [r.info.status for r in runs] == ["FINISHED"]
 
             stranger = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_PASSWORD"}
-            refused = workspace.bench_run([*args[:-3], "tracking.experiment=stranger", *CHEAP], env=stranger)
-            assert refused.returncode != 0
+            plain = workspace.overrides(tiny_cohort, "+experiment=table1/row7", f"tracking.uri={uri}",
+                                        "tracking.experiment=stranger", *CHEAP)
+            refused = workspace.bench_run(plain, env=stranger)
+            errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+            assert refused.returncode == 2 and len(errors) == 1, refused.stderr[-3000:]
+            assert "HTTP 401" in errors[0] and "MLFLOW_TRACKING_PASSWORD" in errors[0], errors
 
             for text in (done.stdout, done.stderr, refused.stdout, refused.stderr):
-                assert not any(s in text for s in secrets)
+                assert [s for s in secrets if s in text] == [], text[-3000:]
             assert (workspace.runs / "hydra" / "run" / ".hydra" / "overrides.yaml").is_file()
+            assert any((root / "artifacts").rglob("summary.json")), "the grep below would search no artifacts"
         finally:
             stack.down(root)
         assert_stack_gone(root, pids)
         for secret in secrets:  # the store (pg/, WAL included), the served artifacts and the stack's logs
-            assert _files_containing(root / "stack", secret.encode()) == []
+            assert _files_containing(root, secret.encode()) == []
             assert _files_containing(workspace.root, secret.encode()) == [], "a secret in outputs, Hydra or logs"
 

@@ -84,6 +84,13 @@ def _retry(call: Callable[[], T], attempts: int = 8) -> T:
             return call()
         except MlflowException as exc:
             text = str(exc)
+            refused = re.search(r"API request to (?:endpoint )?(\S+) failed with error code (401|403)", text)
+            if refused:
+                raise TrackingServerError(
+                    f"tracking server refused {refused.group(1)} (HTTP {refused.group(2)}: "
+                    f"{'no or wrong credentials' if refused.group(2) == '401' else 'no permission'})",
+                    fix="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment "
+                    "(`bench stack env` prints them for the stack)") from exc
             if text.startswith("API request to") and "failed with exception" in text:
                 url = text.removeprefix("API request to ").split(" ", 1)[0]
                 raise TrackingServerError(f"tracking server did not answer {url} "
@@ -138,6 +145,8 @@ class Tracker:
         self.root = Path(root)
         self.uri = uri or default_uri(self.root)
         self.server = is_server(self.uri)
+        if hide_password(self.uri) != self.uri:  # MLflow prints "View run at <uri>/#/..." when a run ends
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         check_store_uri(self.uri)
         artifacts = (self.root / "artifacts").resolve()
         with self._lock():
