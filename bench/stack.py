@@ -253,9 +253,10 @@ def start_postgres(root: Path, ports: StackPorts) -> int:
         import psycopg
 
         try:
-            passfile = {"passfile": str(secrets_of(root).pgpass)} if ports.auth else {}
-            with psycopg.connect(f"postgresql://{DB_NAME}@{HOST}:{ports.postgres}/postgres", connect_timeout=2,
-                                 autocommit=True, **passfile) as conn:
+            conninfo = f"postgresql://{DB_NAME}@{HOST}:{ports.postgres}/postgres"
+            if ports.auth:
+                conninfo += f"?passfile={secrets_of(root).pgpass}"
+            with psycopg.connect(conninfo, connect_timeout=2, autocommit=True) as conn:
                 for name in (DB_NAME, AUTH_DB_NAME) if ports.auth else (DB_NAME,):
                     if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
                         conn.execute(f"CREATE DATABASE {name}")
