@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.redact import hide_password
+
 
 class BenchError(Exception):
     """A problem with the user's input, data or configuration.
 
     The CLI prints ``error: <message>`` on one line and exits with code 2 (a traceback only with ``--debug``).
+    A URI's password in the message is shown as ``***`` (:func:`bench.redact.hide_password`).
 
     Args:
         problem: What is wrong, naming the bad value.
@@ -25,7 +28,7 @@ class BenchError(Exception):
     @property
     def message(self) -> str:
         text = f"{self.path}: {self.problem}" if self.path is not None else self.problem
-        return f"{text} ({self.fix})" if self.fix else text
+        return hide_password(f"{text} ({self.fix})" if self.fix else text)
 
 
 class ConfigError(BenchError):

@@ -25,6 +25,7 @@ from bench.networks import registry
 from bench.networks.configs import NetConfig
 from bench.networks.target import TargetConfig
 from bench.patching.augment import AugmentSpec
+from bench.redact import hide_password
 
 ATLAS = "atlas"
 FRAMEWORKS = registry.FRAMEWORKS
@@ -276,10 +277,12 @@ def effective_settings(spec: RunSpec) -> dict[str, Any]:
 
 
 def spec_summary(spec: RunSpec) -> dict[str, Any]:
-    """A JSON-able view of the spec (for summary.json)."""
+    """A JSON-able view of the spec (for summary.json; a tracking URI's password shown as ``***``)."""
     out: dict[str, Any] = {f.name: asdict(getattr(spec, f.name)) if f.name in ("data", "preprocess", "tracking")
                            else getattr(spec, f.name) for f in fields(spec) if f.name not in ("config", "segmenter")}
     out.update(model=spec.segmenter.model_record(), framework=spec.framework)
+    if out["tracking"].get("uri"):
+        out["tracking"]["uri"] = hide_password(out["tracking"]["uri"])
     if isinstance(spec.segmenter, NetworkSpec):
         out.update(train=asdict(spec.segmenter.train), sampling=asdict(spec.segmenter.sampling),
                    inference=asdict(spec.segmenter.inference))

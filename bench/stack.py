@@ -1,4 +1,4 @@
-"""A local scale-out stack on 127.0.0.1 for trying Ray + an MLflow server, and for tests.
+"""A scale-out stack for trying Ray + an MLflow server (127.0.0.1), sharing them on a lab network, and for tests.
 
 ``up`` starts, in order: a PostgreSQL cluster in ``<root>/pg`` (``initdb`` once, then the ``postgres``
 server; run as the unprivileged user ``postgres`` when we are root, since PostgreSQL refuses root), an
@@ -6,6 +6,13 @@ server; run as the unprivileged user ``postgres`` when we are root, since Postgr
 from ``<root>/artifacts`` (``--artifacts-destination``: workers need no shared disk), and a Ray head node
 (``ray start --head --block``, dashboard off). Each service's pid is written to ``<root>/<name>.pid``; ``down``
 stops each by its own pid (then its own process group, which it leads), in reverse order.
+
+By default everything listens on 127.0.0.1 with no authentication (PostgreSQL ``trust``). ``host`` (the
+address of the MLflow server and the Ray head; PostgreSQL stays on 127.0.0.1) may leave loopback only with
+``auth``: then PostgreSQL's role has a scram password, the MLflow server runs MLflow's ``basic-auth`` app
+(default permission none) over TLS, and Ray uses token authentication (``RAY_AUTH_MODE=token``); the secrets are
+generated once under ``<root>/secrets`` (:mod:`bench.stack_auth`) and reach the services through their
+environment, never their command lines.
 
 Example:
     >>> ports = StackPorts(postgres=5433, mlflow=5001, ray=6380)           # doctest: +SKIP
@@ -30,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench import stack_auth
 from bench.errors import BenchError, ConfigError
 from bench.processes import pid_alive
 from bench.tracking.server import check_server
@@ -40,6 +48,8 @@ PG_BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/
 PG_USER = "postgres"
 """The unprivileged system user that runs PostgreSQL when we are root."""
 DB_NAME = "mlflow"
+AUTH_DB_NAME = "mlflow_auth"
+"""The database of MLflow's basic-auth users and permissions (with ``auth``)."""
 SERVICES = ("postgres", "mlflow", "ray")
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
@@ -51,26 +61,68 @@ class StackError(BenchError):
 
 @dataclass(frozen=True)
 class StackPorts:
-    """TCP ports on 127.0.0.1: PostgreSQL, the MLflow server, and Ray's head (GCS; ``ray+1`` is Ray's client
-    server and ``ray+2`` its dashboard agent). ``ray_cpus``: CPUs the Ray head offers (None: every core)."""
+    """Where the stack listens. TCP ports: PostgreSQL (always on 127.0.0.1), the MLflow server, and Ray's head
+    (GCS; ``ray+1`` is Ray's client server and ``ray+2`` its dashboard agent). ``ray_cpus``: CPUs the Ray head
+    offers (None: every core). ``host``: the address of the MLflow server and the Ray head. ``auth``: passwords,
+    TLS and Ray's token (required off loopback); ``tls_cert``/``tls_key``: a certificate to serve instead of a
+    generated self-signed one."""
 
     postgres: int = 5433
     mlflow: int = 5001
     ray: int = 6380
     ray_cpus: int | None = None
+    host: str = HOST
+    auth: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @property
     def tracking_uri(self) -> str:
-        return f"http://{HOST}:{self.mlflow}"
+        """The URI clients use (``https://`` with ``auth``; credentials come from their environment)."""
+        return f"{'https' if self.auth else 'http'}://{stack_auth.client_host(self.host)}:{self.mlflow}"
+
+    @property
+    def local_tracking_uri(self) -> str:
+        """The server as this machine reaches it (its readiness check)."""
+        near = HOST if self.host in stack_auth.WILDCARD else self.host
+        return f"{'https' if self.auth else 'http'}://{near}:{self.mlflow}"
 
     @property
     def database_uri(self) -> str:
-        """The MLflow store in the stack's PostgreSQL, as a SQLAlchemy URI (the server's backend store)."""
+        """The MLflow store in the stack's PostgreSQL, as a SQLAlchemy URI (the server's backend store; with
+        ``auth`` its password comes from ``PGPASSFILE``, never the URI)."""
         return f"postgresql+psycopg://{DB_NAME}@{HOST}:{self.postgres}/{DB_NAME}"
 
     @property
+    def auth_database_uri(self) -> str:
+        return f"postgresql+psycopg://{DB_NAME}@{HOST}:{self.postgres}/{AUTH_DB_NAME}"
+
+    @property
     def ray_address(self) -> str:
-        return f"{HOST}:{self.ray}"
+        return f"{self.host}:{self.ray}"
+
+
+def secrets_of(root: Path) -> stack_auth.StackSecrets:
+    """The stack's secrets folder, ``<root>/secrets``."""
+    return stack_auth.StackSecrets(root / "secrets")
+
+
+def check_access(ports: StackPorts, services: tuple[str, ...]) -> None:
+    """Refuse (``ConfigError``, before anything starts) a stack that would leave loopback without ``auth``, half
+    a certificate, a certificate that is not there, or a Ray head on a wildcard address."""
+    if not stack_auth.is_loopback(ports.host) and not ports.auth:
+        raise ConfigError(f"--host {ports.host} would let anyone on that network read, change or delete every "
+                          "experiment", fix="add --auth (passwords, TLS, Ray's token), or keep --host 127.0.0.1")
+    if (ports.tls_cert is None) != (ports.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together", fix="give both, or neither for a generated one")
+    if (ports.tls_cert or ports.tls_key) and not ports.auth:
+        raise ConfigError("--tls-cert/--tls-key need --auth", fix="add --auth")
+    for given in (ports.tls_cert, ports.tls_key):
+        if given is not None and not Path(given).is_file():
+            raise ConfigError(f"TLS file {given} does not exist", fix="give an existing PEM certificate and key")
+    if "ray" in services and ports.host in stack_auth.WILDCARD:
+        raise ConfigError(f"Ray's head needs this machine's own address, not {ports.host!r}",
+                          fix="pass --host <this machine's IP or name>, or --no-ray")
 
 
 def pg_bin(name: str) -> Path:
@@ -143,18 +195,53 @@ def _check_port_free(port: int, what: str) -> None:
                          fix="choose other ports (bench stack up --help)")
 
 
+def _pg_auth_method(data: Path) -> str | None:
+    """How the cluster in ``data`` authenticates (``trust``, ``scram-sha-256``; the last field of the first rule
+    of its ``pg_hba.conf``), or None when it was never made."""
+    hba = data / "pg_hba.conf"
+    if not hba.is_file():
+        return None
+    rules = [line.split() for line in hba.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return rules[0][-1] if rules else None
+
+
+def _initdb(data: Path, ports: StackPorts, user: str | None) -> subprocess.CompletedProcess[str]:
+    """``initdb`` with ``trust``, or with ``auth`` a scram password read from a file PostgreSQL's user can read
+    (``--pwfile``, a 0600 copy removed at once)."""
+    argv = [str(pg_bin("initdb")), "-D", str(data), "-U", DB_NAME, "--no-locale", "-E", "UTF8"]
+    if not ports.auth:
+        return subprocess.run([*argv, "--auth=trust"], capture_output=True, text=True, check=False,
+                              user=user, group=user)
+    folder = Path(tempfile.mkdtemp(prefix="bench-initdb-"))
+    pwfile = folder / "pw"
+    try:
+        pwfile.write_text(secrets_of(data.parent).read(secrets_of(data.parent).pg_password) + "\n")
+        pwfile.chmod(0o600)
+        if user:
+            shutil.chown(folder, user, user)
+            shutil.chown(pwfile, user, user)
+        return subprocess.run([*argv, "--auth=scram-sha-256", f"--pwfile={pwfile}"], capture_output=True,
+                              text=True, check=False, user=user, group=user)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def start_postgres(root: Path, ports: StackPorts) -> int:
-    """``initdb`` (first time) and start PostgreSQL on 127.0.0.1; create the ``mlflow`` database; its pid."""
+    """``initdb`` (first time) and start PostgreSQL on 127.0.0.1; create the ``mlflow`` database (and with
+    ``auth`` ``mlflow_auth``); its pid."""
     data = root / "pg"
     user = _pg_user()
+    method = _pg_auth_method(data)
+    if method is not None and (method == "trust") == ports.auth:
+        made = "without --auth (trust)" if method == "trust" else "with --auth (a password)"
+        raise StackError(f"the stack's PostgreSQL was made {made}", path=data,
+                         fix=f"{'drop' if method == 'trust' else 'add'} --auth, or use another --dir")
     if not (data / "PG_VERSION").is_file():
         data.mkdir(parents=True, exist_ok=True)
         if user:
             shutil.chown(data, PG_USER, PG_USER)
         data.chmod(0o700)
-        done = subprocess.run([str(pg_bin("initdb")), "-D", str(data), "-U", DB_NAME, "--auth=trust",
-                               "--no-locale", "-E", "UTF8"], capture_output=True, text=True, check=False,
-                              user=user, group=user)
+        done = _initdb(data, ports, user)
         if done.returncode != 0:
             raise StackError(f"initdb failed: {(done.stderr or done.stdout).strip()[-800:]}", path=data,
                              fix=f"the folder and its parents must be reachable by {PG_USER!r}" if user else None)
@@ -166,10 +253,13 @@ def start_postgres(root: Path, ports: StackPorts) -> int:
         import psycopg
 
         try:
-            with psycopg.connect(f"postgresql://{DB_NAME}@{HOST}:{ports.postgres}/postgres", connect_timeout=2,
-                                 autocommit=True) as conn:
-                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone() is None:
-                    conn.execute(f"CREATE DATABASE {DB_NAME}")
+            conninfo = f"postgresql://{DB_NAME}@{HOST}:{ports.postgres}/postgres"
+            if ports.auth:
+                conninfo += f"?passfile={secrets_of(root).pgpass}"
+            with psycopg.connect(conninfo, connect_timeout=2, autocommit=True) as conn:
+                for name in (DB_NAME, AUTH_DB_NAME) if ports.auth else (DB_NAME,):
+                    if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                        conn.execute(f"CREATE DATABASE {name}")
             return True
         except psycopg.OperationalError:
             return False
@@ -178,21 +268,56 @@ def start_postgres(root: Path, ports: StackPorts) -> int:
     return process.pid
 
 
+def tls_files(root: Path, ports: StackPorts) -> tuple[Path, Path]:
+    """The certificate and key the MLflow server serves: the given ones, else the generated pair."""
+    if ports.tls_cert and ports.tls_key:
+        return Path(ports.tls_cert).resolve(), Path(ports.tls_key).resolve()
+    return secrets_of(root).tls_cert, secrets_of(root).tls_key
+
+
+def client_env(root: Path, ports: StackPorts) -> dict[str, str]:
+    """What a client of an ``auth`` stack needs in its environment (secrets included: never put it on a
+    command line): the tracking URI, the admin's credentials, the certificate to verify the server with,
+    PostgreSQL's ``PGPASSFILE`` and Ray's token; empty without ``auth``."""
+    if not ports.auth:
+        return {}
+    keys = secrets_of(root)
+    return {"MLFLOW_TRACKING_URI": ports.tracking_uri, "MLFLOW_TRACKING_USERNAME": stack_auth.ADMIN_USER,
+            "MLFLOW_TRACKING_PASSWORD": keys.read(keys.admin_password),
+            "MLFLOW_TRACKING_SERVER_CERT_PATH": str(tls_files(root, ports)[0]), "PGPASSFILE": str(keys.pgpass),
+            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(keys.ray_token)}
+
+
 def start_mlflow(root: Path, ports: StackPorts) -> int:
-    """Start ``mlflow server`` on the PostgreSQL store, serving artifacts from ``<root>/artifacts``; its pid."""
+    """Start ``mlflow server`` on the PostgreSQL store, serving artifacts from ``<root>/artifacts``; its pid.
+
+    With ``auth``: MLflow's ``basic-auth`` app (users in PostgreSQL, its secrets in the environment), TLS
+    (uvicorn's ``--ssl-*``), ``--allowed-hosts`` for the names clients use. The store's URI is given as
+    ``MLFLOW_BACKEND_STORE_URI`` (environment), its password as ``PGPASSFILE``."""
     _check_port_free(ports.mlflow, "the MLflow server")
     artifacts = (root / "artifacts").resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
     mlflow = Path(sys.executable).parent / "mlflow"
-    process = _start(root, "mlflow", [
-        str(mlflow), "server", "--host", HOST, "--port", str(ports.mlflow), "--workers", "2",
-        "--backend-store-uri", ports.database_uri,
-        "--artifacts-destination", artifacts.as_uri(),
-    ])
+    argv = [str(mlflow), "server", "--host", ports.host, "--port", str(ports.mlflow), "--workers", "2",
+            "--artifacts-destination", artifacts.as_uri()]
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": ports.database_uri}
+    cafile = None
+    if ports.auth:
+        keys = secrets_of(root)
+        stack_auth.write_auth_config(keys.auth_config, ports.auth_database_uri)
+        cert, key = tls_files(root, ports)
+        cafile = str(cert)
+        allowed = [f"{name}{port}" for name in stack_auth.host_names(ports.host) for port in ("", f":{ports.mlflow}")]
+        argv += ["--app-name", "basic-auth", "--allowed-hosts", ",".join(allowed),
+                 "--uvicorn-opts", f"--ssl-certfile {cert} --ssl-keyfile {key}"]
+        env.update(MLFLOW_AUTH_CONFIG_PATH=str(keys.auth_config), PGPASSFILE=str(keys.pgpass),
+                   MLFLOW_AUTH_ADMIN_PASSWORD=keys.read(keys.admin_password),
+                   MLFLOW_FLASK_SERVER_SECRET_KEY=keys.read(keys.flask_secret_key))
+    process = _start(root, "mlflow", argv, env=env)
 
     def ready() -> bool:
         try:
-            check_server(ports.tracking_uri, timeout_s=2, attempts=1)
+            check_server(ports.local_tracking_uri, timeout_s=2, attempts=1, cafile=cafile)
             return True
         except BenchError:
             return False
@@ -211,15 +336,18 @@ def _ray_temp_dir(root: Path) -> Path:
 
 
 def start_ray(root: Path, ports: StackPorts) -> int:
-    """Start a Ray head node (``ray start --head --block``, dashboard off) on 127.0.0.1; its pid."""
+    """Start a Ray head node (``ray start --head --block``, dashboard off) on ``host``; its pid. With ``auth``
+    it requires Ray's token (``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN_PATH``), and its environment carries the
+    MLflow client's (:func:`client_env`), which the workers it starts inherit."""
     _check_port_free(ports.ray, "Ray's head")
     ray = Path(sys.executable).parent / "ray"
-    argv = [str(ray), "start", "--head", "--block", "--node-ip-address", HOST, "--port", str(ports.ray),
+    env = {**os.environ, **client_env(root, ports)}
+    argv = [str(ray), "start", "--head", "--block", "--node-ip-address", ports.host, "--port", str(ports.ray),
             "--ray-client-server-port", str(ports.ray + 1), "--dashboard-agent-listen-port", str(ports.ray + 2),
             "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(_ray_temp_dir(root))]
     if ports.ray_cpus:
         argv += ["--num-cpus", str(ports.ray_cpus)]
-    process = _start(root, "ray", argv)
+    process = _start(root, "ray", argv, env=env)
     log = root / "ray.log"
     _wait(lambda: "Ray runtime started" in log.read_text(errors="replace"), "Ray's head", process, log)
     return process.pid
@@ -236,8 +364,11 @@ def up(root: Path, ports: StackPorts, services: tuple[str, ...] = SERVICES) -> d
     unknown = set(services) - set(SERVICES)
     if unknown:
         raise ConfigError(f"unknown stack services {sorted(unknown)}", fix=f"use {', '.join(SERVICES)}")
+    check_access(ports, services)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)  # PostgreSQL's user must reach <root>/pg
+    if ports.auth:
+        secrets_of(root).ensure(ports.host, (root / "pg" / "PG_VERSION").is_file(), ports.tls_cert is not None)
     (root / "ports.json").write_text(json.dumps(asdict(ports)) + "\n")
     seconds: dict[str, float] = {}
     try:
@@ -295,6 +426,12 @@ def _group_members(pgid: int) -> list[int]:
 def down(root: Path) -> list[str]:
     """Stop every running service, Ray first and PostgreSQL last; the names of those that were running."""
     return [name for name in reversed(SERVICES) if stop(root, name)]
+
+
+def read_ports(root: Path) -> StackPorts | None:
+    """How the stack in ``root`` was last started (``ports.json``), or None."""
+    path = root / "ports.json"
+    return StackPorts(**json.loads(path.read_text())) if path.is_file() else None
 
 
 def status(root: Path) -> dict[str, int | None]:

@@ -19,12 +19,14 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bench import hardware, placement
 from bench.config import run_spec_from_config, tracking_names
 from bench.errors import ConfigError
+from bench.redact import hide_password
 from bench.spec import RunSpec
 from bench.validation import section
 
@@ -158,13 +160,15 @@ def mark_stopped_jobs() -> None:
                 _, partial = run_outputs(Path(store.outputs), store.experiment, name, config_hash)
                 shutil.rmtree(partial, ignore_errors=True)
         except Exception as exc:  # the stop is being reported already; the next start reaps these runs
-            log.warning("could not mark the stopped sweep's runs KILLED in %s: %s", tracker.uri, exc)
+            log.warning("could not mark the stopped sweep's runs KILLED in %s: %s", hide_password(tracker.uri),
+                        hide_password(str(exc)))
 
 
 class SweepTracking(Callback):
     """Hydra callback (``hydra.callbacks.tracking`` in conf/config.yaml): before a sweep fans out, the driver
     checks the tracking store (an unreachable server is one ``error:`` line) and creates the sweep's experiment
-    and parent run once, so that workers, possibly on other machines, only find them."""
+    and parent run once, so that workers, possibly on other machines, only find them. Each job then hides any
+    URI password in the configs Hydra saved for it (see :func:`hide_passwords_in`)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
@@ -174,7 +178,32 @@ class SweepTracking(Callback):
             tracker = Tracker(store.experiment, store.uri, Path(store.runs))
             parent = tracker.parent_run(store.sweep)
             SWEEP_STORES.append((tracker, store))
-            log.info("tracking %s: experiment %s, parent run %s", tracker.uri, tracker.experiment, parent)
+            log.info("tracking %s: experiment %s, parent run %s", hide_password(tracker.uri), tracker.experiment,
+                     parent)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra has just saved the job's configs (``.hydra/``): hide any URI password in them (and in the
+        sweep's ``multirun.yaml`` when it is on this machine)."""
+        subdir = OmegaConf.select(config, "hydra.output_subdir")
+        output = OmegaConf.select(config, "hydra.runtime.output_dir")
+        if subdir is not None and output:
+            for path in (Path(str(output)) / str(subdir)).glob("*.yaml"):
+                hide_passwords_in(path)
+        if OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN:
+            hide_passwords_in(Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / "multirun.yaml")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        hide_passwords_in(Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / "multirun.yaml")
+
+
+def hide_passwords_in(path: Path) -> None:
+    """Rewrite a saved config with every ``://user:password@`` shown as ``://user:***@`` (missing: nothing)."""
+    if not path.is_file():
+        return
+    text = path.read_text()
+    hidden = hide_password(text)
+    if hidden != text:
+        path.write_text(hidden)
 
 
 def hydra_error_line(exc: BaseException) -> str:

@@ -42,6 +42,7 @@ from bench.contract import EpochRecord
 from bench.errors import BenchError, DataError
 from bench.io import link_tree
 from bench.processes import interruption, is_live_child, pid_alive
+from bench.redact import hide_password
 from bench.tracking.server import TrackingServerError, is_server
 from bench.tracking.store import check_store_uri, local_artifacts
 
@@ -83,6 +84,13 @@ def _retry(call: Callable[[], T], attempts: int = 8) -> T:
             return call()
         except MlflowException as exc:
             text = str(exc)
+            refused = re.search(r"API request to (?:endpoint )?(\S+) failed with error code (401|403)", text)
+            if refused:
+                raise TrackingServerError(
+                    f"tracking server refused {refused.group(1)} (HTTP {refused.group(2)}: "
+                    f"{'no or wrong credentials' if refused.group(2) == '401' else 'no permission'})",
+                    fix="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment "
+                    "(`bench stack env` prints them for the stack)") from exc
             if text.startswith("API request to") and "failed with exception" in text:
                 url = text.removeprefix("API request to ").split(" ", 1)[0]
                 raise TrackingServerError(f"tracking server did not answer {url} "
@@ -137,6 +145,8 @@ class Tracker:
         self.root = Path(root)
         self.uri = uri or default_uri(self.root)
         self.server = is_server(self.uri)
+        if hide_password(self.uri) != self.uri:  # MLflow prints "View run at <uri>/#/..." when a run ends
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         check_store_uri(self.uri)
         artifacts = (self.root / "artifacts").resolve()
         with self._lock():
@@ -357,7 +367,7 @@ class ChildRun:
             elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or bench.processes.Terminated
                 message = interruption(exc)[0]
             else:
-                message = f"{type(exc).__name__}: {exc}"
+                message = hide_password(f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(Exception):
                 _retry(lambda: self.client.set_tag(self.run_id, TAG_ERROR, message[:5000]))
             self.end(status)

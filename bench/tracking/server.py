@@ -6,11 +6,13 @@ Importing it (``bench.tracking`` does) sets ``HTTP_RETRY_DEFAULTS``, which MLflo
 from __future__ import annotations
 
 import os
+import ssl
 import time
 import urllib.error
 import urllib.request
 
 from bench.errors import BenchError
+from bench.redact import hide_password, without_userinfo
 
 HTTP_RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6",  # waits 0, 2, 4, 8, 16, 32 s (+ jitter): about a minute in all
@@ -39,13 +41,26 @@ class TrackingServerError(BenchError):
     """The tracking server did not answer (after MLflow's bounded retries)."""
 
 
-def check_server(uri: str, timeout_s: float = 5.0, attempts: int = 3) -> None:
-    """Ask a tracking server's ``/health`` endpoint; raise :class:`TrackingServerError` naming ``uri`` if it
-    does not answer ``OK`` within ``attempts`` tries of ``timeout_s`` seconds each (1 s apart)."""
+def tls_context(cafile: str | None = None) -> ssl.SSLContext:
+    """How an ``https://`` server is verified, as MLflow's client does it: against ``cafile``, else
+    ``$MLFLOW_TRACKING_SERVER_CERT_PATH`` (a self-signed stack's certificate), else the system's CAs; not at all
+    when ``$MLFLOW_TRACKING_INSECURE_TLS`` is ``true``."""
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()  # the user asked for it (as for MLflow)
+    return ssl.create_default_context(cafile=cafile or os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+
+
+def check_server(uri: str, timeout_s: float = 5.0, attempts: int = 3, cafile: str | None = None) -> None:
+    """Ask a tracking server's ``/health`` endpoint (unauthenticated, also under MLflow's basic-auth app; an
+    ``https://`` one verified by :func:`tls_context`); raise :class:`TrackingServerError` naming ``uri``
+    (password hidden) if it does not answer ``OK`` within ``attempts`` tries of ``timeout_s`` seconds each (1 s
+    apart)."""
     problem = ""
+    context = tls_context(cafile) if uri.startswith("https://") else None
+    health = f"{without_userinfo(uri).rstrip('/')}/health"
     for attempt in range(attempts):
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as answer:
+            with urllib.request.urlopen(health, timeout=timeout_s, context=context) as answer:
                 if answer.status == 200:
                     return
                 problem = f"HTTP {answer.status}"
@@ -53,5 +68,5 @@ def check_server(uri: str, timeout_s: float = 5.0, attempts: int = 3) -> None:
             problem = str(getattr(exc, "reason", exc))
         if attempt < attempts - 1:
             time.sleep(1.0)
-    raise TrackingServerError(f"tracking server {uri} is unreachable ({problem})",
+    raise TrackingServerError(f"tracking server {hide_password(uri)} is unreachable ({hide_password(problem)})",
                               fix="start it (`bench stack up`) or set tracking.uri / --tracking-uri")

@@ -3,11 +3,11 @@ hidden, and the fix, before any run starts) and where a local artifact location 
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from pathlib import Path
 
 from bench.errors import ConfigError
+from bench.redact import hide_password
 from bench.tracking.server import TrackingServerError, check_server, is_server
 
 DATABASE_DIALECTS = ("sqlite", "postgresql", "mysql", "mssql")
@@ -25,7 +25,7 @@ def check_store_uri(uri: str, timeout_s: int = 5) -> None:
     if is_server(uri):
         check_server(uri)
         return
-    shown = _hide_password(uri)
+    shown = hide_password(uri)
     if "://" not in uri:
         raise ConfigError(f"tracking URI {shown!r} is not a URI", fix=STORE_FIX)
     scheme = uri.split("://", 1)[0].lower()
@@ -40,11 +40,6 @@ def check_store_uri(uri: str, timeout_s: int = 5) -> None:
     _check_database(uri, timeout_s)
 
 
-def _hide_password(uri: str) -> str:
-    """``uri`` with the password of its ``user:password@`` part replaced by ``***``."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", uri)
-
-
 def _check_database(uri: str, timeout_s: int) -> None:
     """Connect once to the SQLAlchemy database ``uri`` names (see :func:`check_store_uri`)."""
     import importlib.util
@@ -55,7 +50,7 @@ def _check_database(uri: str, timeout_s: int) -> None:
     try:
         url = sqlalchemy.engine.make_url(uri)
     except (ArgumentError, ValueError) as exc:
-        raise ConfigError(f"tracking URI {_hide_password(uri)!r} cannot be parsed", fix=STORE_FIX) from exc
+        raise ConfigError(f"tracking URI {hide_password(uri)!r} cannot be parsed", fix=STORE_FIX) from exc
     shown = url.render_as_string(hide_password=True)
     dialect = url.get_backend_name()
     try:
