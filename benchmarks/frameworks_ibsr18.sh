@@ -21,6 +21,7 @@ FOLDS=${FOLDS:-"0 1 2 3 4"}
 JOBS=${JOBS:-2}
 EXPERIMENT=frameworks-ibsr18-quick
 RUNS=$(realpath -m "$RUNS")
+IBSR18_ROOT=$(realpath -m "$IBSR18_ROOT")   # the data root is part of a run's settings: one spelling, absolute
 mkdir -p "$RUNS"
 COMMON=(data=ibsr18 "data.root=$IBSR18_ROOT" profile=quick "profile.precision=$PRECISION"
         "tracking.experiment=$EXPERIMENT" "paths.runs=$RUNS" "paths.cache=$RUNS/cache" "paths.outputs=$RUNS/outputs")
