@@ -207,7 +207,36 @@ def test_profile_settings_reach_the_train_spec_and_only_deterministic_false_ente
     assert on.config_hash == default.config_hash != off.config_hash
     none = _spec("profile.prefetch_batches=0")
     assert none.network.train.prefetch_batches == 0 and none.config_hash == default.config_hash
-    with pytest.raises(ConfigError, match="profile.prefetch_batches=-1 must be an integer >= 0"):
+    with pytest.raises(ConfigError, match=r"profile\.prefetch_batches=-1 must be an integer >= 0"):
         _spec("profile.prefetch_batches=-1")
-    with pytest.raises(ConfigError, match="profile.deterministic='yes'"):
+    with pytest.raises(ConfigError, match=r"profile\.deterministic='yes'"):
         _spec("profile.deterministic=yes")
+
+
+def test_torch_honours_deterministic_both_ways_and_stages_cpu_batches_as_they_are() -> None:
+    torch = pytest.importorskip("torch")
+    from adapters.torch.steps import configure_runtime
+
+    try:
+        assert configure_runtime(quick_spec(deterministic=False)).type == "cpu"
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+        configure_runtime(quick_spec(deterministic=True))
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+    finally:
+        configure_runtime(quick_spec())
+    from bench.training import frameworks
+
+    seg: Any = frameworks.build("unet3d", "torch", base_filters=2, depth=2)
+    seg._configure(quick_spec())
+    batch = next(sampler(0).batches(0))
+    assert seg._steps(quick_spec()).stage(batch) is batch  # pinned copies only for a CUDA device
+
+
+def test_tf_warns_that_determinism_stays_on_in_its_process() -> None:
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("tensorflow is not installed")
+    from adapters.tf.steps import configure_runtime
+
+    configure_runtime(quick_spec("tf", deterministic=True))
+    with pytest.warns(RuntimeWarning, match="cannot switch it off"):
+        configure_runtime(quick_spec("tf", deterministic=False))
