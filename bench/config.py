@@ -58,6 +58,7 @@ from bench.validation import (
     check_choice,
     check_flag,
     check_fraction,
+    check_int,
     check_keys,
     check_positive,
     section,
@@ -67,7 +68,8 @@ TOP_LEVEL_KEYS = ("data", "preprocess", "model", "framework", "optimizer", "loss
                   "profile", "seed", "row", "label", "force", "inference", "tracking", "paths")
 PROFILE_KEYS = ("name", "patch_size", "patch_step", "batch_size", "epochs", "epochs_by_model", "epochs_by_row",
                 "steps_per_epoch", "patches_per_epoch", "val_batches", "overlap", "early_stopping_patience",
-                "monitor", "keep_weights", "scheduler", "precision", "device", "num_threads", "model_overrides")
+                "monitor", "keep_weights", "scheduler", "precision", "device", "num_threads", "model_overrides",
+                "deterministic", "prefetch_batches")
 MODEL_KEYS = ("architecture", "params", "implementation", "channels", *FRAMEWORKS)
 DATA_KEYS = ("name", "root", "split", "fold", "folds", "fold_seed", "train_on_val")
 SAMPLING_KEYS = ("name", "mode", "oversample_class", "oversample_factor", "region", "class_fraction", "class_centres")
@@ -417,6 +419,8 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
         monitor=check_choice("profile.monitor", profile.get("monitor", "val_loss"), MONITORS),  # type: ignore[arg-type]
         keep_weights=check_choice("profile.keep_weights", profile.get("keep_weights", "best"),  # type: ignore[arg-type]
                                   KEEP_WEIGHTS),
+        deterministic=check_flag("profile.deterministic", profile.get("deterministic", True)),
+        prefetch_batches=check_int("profile.prefetch_batches", profile.get("prefetch_batches", 2), minimum=0),
     )
     inf = cfg.get("inference") or {}
     overlap = float(inf.get("overlap", 0.5))

@@ -251,7 +251,12 @@ class TrainSpec:
         device: ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``.
         num_threads: CPU threads for the framework; ``0`` uses all cores (``bench.config`` resolves a
             configured 0 to the CPUs the worker was given, ``bench.hardware.worker_cpus``).
-        deterministic: Ask the framework for deterministic kernels where it has them.
+        deterministic: Ask the framework for deterministic kernels where it has them (``profile.deterministic``;
+            torch: ``use_deterministic_algorithms`` and no cuDNN autotuning; TF: op determinism, which stays on
+            for the rest of the process once a fit has asked for it).
+        prefetch_batches: Batches made ahead in a background thread while a step runs
+            (``bench.training.prefetch``; 0: none). The batches and their order do not change, so it is not
+            part of a run's identity.
         progress: Show a progress bar per epoch (it stays quiet when output is not a terminal).
         monitor: What picks the best epoch (whose weights are restored) and drives early stopping and the
             plateau lr: ``val_loss`` (the validation loss), or ``val_dice`` (1 - the mean validation Dice of
@@ -278,6 +283,7 @@ class TrainSpec:
     num_threads: int = 0
     deterministic: bool = True
     progress: bool = True
+    prefetch_batches: int = 2
     precision: Precision = "fp32"
     monitor: Monitor = "val_loss"
     keep_weights: KeepWeights = "best"
@@ -292,6 +298,8 @@ class TrainSpec:
         check_choice("train.device", self.device, DEVICES)
         if self.num_threads < 0:
             raise ConfigError(f"train.num_threads={self.num_threads} must be >= 0")
+        if self.prefetch_batches < 0:
+            raise ConfigError(f"train.prefetch_batches={self.prefetch_batches} must be >= 0", fix="0 turns it off")
         check_precision_name(self.precision, "train.precision")
 
 

@@ -255,7 +255,8 @@ def effective_settings(spec: RunSpec) -> dict[str, Any]:
     }
     method = spec.segmenter
     if isinstance(method, NetworkSpec):
-        train = {k: v for k, v in asdict(method.train).items() if k != "progress"}  # progress: display only
+        # progress: display only; prefetch_batches: the same batches in the same order with or without it
+        train = {k: v for k, v in asdict(method.train).items() if k not in ("progress", "prefetch_batches")}
         train["scheduler"] = method.train.scheduler.record()  # only what applies to its kind
         if train["monitor"] == "val_loss":  # the default, and what every run before the setting monitored
             train.pop("monitor")

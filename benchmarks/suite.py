@@ -3,7 +3,8 @@
 Sections (each timed in this one process, after warm-up, as medians of interleaved repetitions):
 ``metrics`` (vs medpy), ``inference`` (vs MONAI), ``sampler`` (vs torchio, and the grid sampler alone),
 ``training`` (adapter overhead, fp32 vs bf16, GFLOP/s against per-dtype peaks with a ``sanity`` check, settings,
-TF XLA, optional torch.compile) and ``train_speed``
+TF XLA, optional torch.compile), ``data_wait`` (the share of a training step spent waiting for its batch,
+with and without prefetch, at GPU speed and on this CPU) and ``train_speed``
 (``bench train-speed`` for the 6 architecture × framework pairs, in subprocesses with a timeout).
 
 Data: synthetic subjects from ``bench.data.synth.generate_subject`` (IBSR grid 256×128×256); IBSR18 training
@@ -35,7 +36,7 @@ import numpy as np
 
 from bench.io import Volume, write_volume
 from benchmarks import BenchSubject, load_subjects
-from benchmarks.suite_report import PRECISION_KEYS, REQUIRED_KEYS, SECTIONS, render_report
+from benchmarks.suite_report import DATA_WAIT_KEYS, PRECISION_KEYS, REQUIRED_KEYS, SECTIONS, render_report
 
 DEFAULT_OUT = Path("runs/bench")
 
@@ -93,6 +94,16 @@ def run_training(subjects: list[BenchSubject], quick: bool, threads: int, tensor
                               compile_timeout_s=compile_timeout_s)
 
 
+def run_data_wait(subjects: list[BenchSubject], quick: bool, threads: int) -> dict[str, Any]:
+    from benchmarks import training_prefetch
+
+    if quick:
+        return training_prefetch.data_wait(subjects, patch=16, batch_size=4, steps=4, epochs=2, rounds=1,
+                                           cpu_base_filters=4, cpu_depth=2, cpu_batch_size=2, cpu_steps=2,
+                                           threads=threads or 1)
+    return training_prefetch.data_wait(subjects, threads=threads or 1)
+
+
 def run_train_speed(timeout_s: float, threads: int, deadline: float) -> dict[str, Any]:
     from benchmarks import training_settings
 
@@ -113,6 +124,8 @@ def headline(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
             if key in section:
                 out[key] = section[key]
     training = sections.get("training", {})
+    for key in DATA_WAIT_KEYS:
+        out[key] = sections.get("data_wait", {}).get(key)
     for key in ("achieved_gflops_tf", "achieved_gflops_torch_bare", "train_step_overhead_fraction_tf",
                 "unet3d_train_gflop_per_patch"):
         if key in training:
@@ -156,7 +169,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
     skip = set(args.skip) | ({"train_speed"} if args.quick else set())
     wanted = [s for s in SECTIONS if s not in skip]
     subjects: list[BenchSubject] = []
-    if set(wanted) & {"metrics", "inference", "sampler", "training"}:
+    if set(wanted) & {"metrics", "inference", "sampler", "training", "data_wait"}:
         t0 = time.perf_counter()
         subjects = load_subjects(2, quick=args.quick)
         machine["subjects_s"] = round(time.perf_counter() - t0, 1)
@@ -166,6 +179,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
         "inference": lambda: run_inference(subjects, args.quick, args.full_volume),
         "sampler": lambda: run_sampler(subjects, args.quick),
         "training": lambda: run_training(subjects, args.quick, args.threads, not args.no_tf, args.compile_timeout),
+        "data_wait": lambda: run_data_wait(subjects, args.quick, args.threads),
         "train_speed": lambda: run_train_speed(args.train_speed_timeout, args.threads,
                                                started + 60.0 * args.budget_min - 30.0),
     }

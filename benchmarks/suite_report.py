@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SECTIONS: tuple[str, ...] = ("metrics", "inference", "sampler", "training", "train_speed")
+SECTIONS: tuple[str, ...] = ("metrics", "inference", "sampler", "training", "data_wait", "train_speed")
 REQUIRED_KEYS: tuple[str, ...] = (
     "metrics_s_per_case", "metrics_speedup_vs_medpy", "metrics_max_abs_diff_vs_medpy",
     "inference_s_per_volume", "inference_ratio_vs_monai", "inference_max_abs_diff_vs_monai",
@@ -21,6 +21,11 @@ PRECISION_KEYS: tuple[str, ...] = (
 )
 """Top-level figures of the precision comparison and the GFLOP/s sanity check (``None``: not measured, e.g.
 bf16 on a CPU without it, or ``--no-tf``)."""
+DATA_WAIT_KEYS: tuple[str, ...] = (
+    "train_data_wait_fraction_gpu_speed_no_prefetch", "train_data_wait_fraction_gpu_speed_prefetch",
+    "train_data_wait_fraction_cpu_no_prefetch", "train_data_wait_fraction_cpu_prefetch",
+)
+"""Top-level figures of the data-wait section: the share of a training step spent waiting for its batch."""
 TARGETS: dict[str, tuple[str, float, str]] = {
     "metrics_s_per_case": ("<=", 1.0, "≤ 1 s per case (5 metrics × 3 classes)"),
     "metrics_speedup_vs_medpy": (">=", 20.0, "≥ 20× medpy"),
@@ -84,7 +89,7 @@ def render_report(results: dict[str, Any]) -> str:
             lines += [f"**{name} failed**: `{s[name]['error']}`", ""]
     lines += _metrics_section(s.get("metrics", {})) + _inference_section(s.get("inference", {}))
     lines += _sampler_section(s.get("sampler", {})) + _training_section(s.get("training", {}))
-    lines += _train_speed_section(s.get("train_speed", {}))
+    lines += _data_wait_section(s.get("data_wait", {})) + _train_speed_section(s.get("train_speed", {}))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -298,6 +303,24 @@ def _recommendations(rows: list[list[Any]]) -> list[str]:
              if isinstance(ratio, float) and ratio <= 0.90]
     return ["**Measured here**: faster than the baseline by ≥ 10 %: " + ("; ".join(better) or "none") + ". Slower "
             "by ≥ 10 %: " + ("; ".join(worse) or "none") + ".", ""]
+
+
+def _data_wait_section(r: dict[str, Any]) -> list[str]:
+    if not r or "error" in r:
+        return []
+    st = r.get("settings", {})
+    gpu, cpu = st.get("gpu_speed", {}), st.get("cpu", {})
+    lines = ["## Waiting for data (benchmarks/training_prefetch.py)", "",
+             f"Share of a training epoch spent outside the step (waiting for the next batch), `bench.training.loop."
+             f"fit` with a grid sampler, without prefetch and with {st.get('prefetch_batches')} batches prefetched; "
+             f"median over epochs after the first and over {st.get('rounds')} alternated rounds. GPU-speed step: a "
+             f"stand-in that sleeps {_fmt(gpu.get('stand_in_step_s'))} s per batch of {gpu.get('batch_size')} "
+             f"{gpu.get('patch')}³ patches ({_fmt(gpu.get('patches_per_s'))} patches/s, no CPU used). CPU step: "
+             f"{cpu.get('model')}, batch {cpu.get('batch_size')}, {cpu.get('threads')} thread(s). The sampler alone "
+             f"made {_fmt(r.get('sampler_patches_per_s'))} patches/s here (one thread).", ""]
+    rows = [[kind, r.get(f"train_data_wait_fraction_{kind}_no_prefetch"),
+             r.get(f"train_data_wait_fraction_{kind}_prefetch")] for kind in ("gpu_speed", "cpu")]
+    return [*lines, *_table(["step", "wait, no prefetch", "wait, prefetch"], rows)]
 
 
 def _train_speed_section(r: dict[str, Any]) -> list[str]:

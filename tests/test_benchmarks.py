@@ -6,13 +6,17 @@ import json
 import math
 import os
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from bench.contract import PatchBatch
 from bench.patching.inference import predict_volume
 from bench.patching.sampler import PatchSampler, PatchSubject
 
@@ -23,8 +27,10 @@ if str(REPO) not in sys.path:  # benchmarks/ is not an installed package: import
 from benchmarks import brain_box, load_subjects, normalise, suite, suite_report, time_interleaved  # noqa: E402
 from benchmarks.bench_inference import Float64GaussianAggregator, aggregator, torch_predictor  # noqa: E402
 from benchmarks.bench_training import sanity  # noqa: E402
+from benchmarks.training_common import train_spec  # noqa: E402
 from benchmarks.training_flops import conv_flops_per_patch, training_flops_per_patch  # noqa: E402
 from benchmarks.training_overhead import TimedSource  # noqa: E402
+from benchmarks.training_prefetch import SleepSteps, measure  # noqa: E402
 
 
 def test_conv_flops_counts_convolutions_and_transposed_convolutions() -> None:
@@ -199,9 +205,38 @@ def test_quick_suite_writes_results_and_report(tmp_path: Path) -> None:
     for key in suite.REQUIRED_KEYS + suite.PRECISION_KEYS:
         assert f"`{key}`" in report
     assert "torch.compile: not run" in report
+    for key in suite_report.DATA_WAIT_KEYS:  # the share of a step spent waiting for data
+        assert 0 <= results[key] < 1, key
+    assert "## Waiting for data" in report
 
 
 @pytest.mark.parametrize("bad", [["--skip", "nonsense"], ["--threads", "x"]])
+class SlowSource:
+    """A patch source whose every batch takes ``seconds`` to make (a sleep: no CPU, so load does not matter)."""
+
+    patch_size = (4, 4, 4)
+    batch_size = 1
+
+    def __init__(self, seconds: float, count: int) -> None:
+        self.seconds, self.count = seconds, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def batches(self, epoch: int) -> Any:
+        for _ in range(self.count):
+            time.sleep(self.seconds)
+            yield PatchBatch(np.zeros((1, 1, 4, 4, 4), np.float32), np.zeros((1, 4, 4, 4), np.int64))
+
+
+def test_data_wait_is_half_the_epoch_when_making_a_batch_takes_as_long_as_a_step() -> None:
+    spec = train_spec(8, 3, 1)
+    without = measure(SleepSteps(0.02), SlowSource(0.02, 8), replace(spec, prefetch_batches=0))  # type: ignore[arg-type]
+    ahead = measure(SleepSteps(0.02), SlowSource(0.02, 8), replace(spec, prefetch_batches=2))  # type: ignore[arg-type]
+    assert 0.4 < without < 0.6  # 20 ms of waiting per 40 ms
+    assert ahead < 0.25  # only the epoch's first batch waits (1 of 8), and the thread's hand-over
+
+
 def test_suite_rejects_bad_arguments(bad: list[str]) -> None:
     with pytest.raises(SystemExit):
         suite.parse_args(bad)

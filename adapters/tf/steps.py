@@ -23,7 +23,10 @@ Differences from torch that cannot be removed (all small):
   refuses a batch with non-finite intensities up front, for both frameworks.
 - Determinism: with ``spec.deterministic`` ``tf.config.experimental.enable_op_determinism()`` is switched
   on for the whole process (TF has no public switch to turn it off again, so ``deterministic=False``
-  leaves the process setting as it is). On CPU the same seed then gives bit-identical fits for a fixed
+  after a deterministic fit in the same process warns and runs deterministic kernels: measure the two in
+  separate processes). Prefetch (``bench.training.prefetch``) makes the numpy batches in a background
+  thread; TF copies them to the GPU inside the step (outside ``tf.data`` it has no public asynchronous
+  host-to-device copy), so on TF only the sampling overlaps the step. On CPU the same seed then gives bit-identical fits for a fixed
   thread count; results may differ across thread counts, CPUs and TF builds (oneDNN kernels).
 - Threads: TF fixes its thread pools when its runtime first starts (in practice when the model is built),
   so ``spec.num_threads`` only takes effect if nothing has run yet; otherwise a warning says so.
@@ -58,6 +61,8 @@ from bench.errors import ConfigError
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 """The Keras dtype policy a model is built under, per precision."""
+_OP_DETERMINISM = False
+"""Whether a fit in this process has switched TF's op determinism on (it stays on for the process)."""
 
 
 # ----------------------------------------------------------------------------------------------- runtime
@@ -87,8 +92,14 @@ def configure_runtime(spec: TrainSpec) -> None:
     random.seed(spec.seed)
     np.random.seed(spec.seed)
     keras.utils.set_random_seed(spec.seed)
+    global _OP_DETERMINISM
     if spec.deterministic:
         tf.config.experimental.enable_op_determinism()
+        _OP_DETERMINISM = True
+    elif _OP_DETERMINISM:
+        warnings.warn("profile.deterministic=false, but an earlier fit in this process switched TensorFlow's op "
+                      "determinism on and TF cannot switch it off: this fit runs deterministic kernels (run it in "
+                      "a process of its own to measure the difference)", RuntimeWarning, stacklevel=2)
     configure_threads(spec.num_threads)
 
 

@@ -64,8 +64,18 @@ def image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.contiguous(memory_format=MEMORY_FORMAT)
 
 
+def pinned(array: np.ndarray, dtype: type[np.generic]) -> np.ndarray:
+    """A copy of ``array`` as ``dtype`` in pinned (page-locked) host memory (CUDA only): a copy from it to the
+    GPU with ``non_blocking=True`` returns at once and runs while the host goes on queueing work."""
+    tensor = torch.empty(array.shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True)
+    out = tensor.numpy()  # a view that keeps the pinned tensor alive
+    out[...] = array
+    return out
+
+
 def to_tensors(batch: PatchBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A numpy batch as (float32 image in ``MEMORY_FORMAT``, int64 label) tensors on ``device``."""
+    """A numpy batch as (float32 image in ``MEMORY_FORMAT``, int64 label) tensors on ``device`` (asynchronous
+    from pinned memory, see ``TorchSteps.stage``)."""
     label = torch.from_numpy(np.ascontiguousarray(batch.label, dtype=np.int64))
     return image_tensor(batch.image, device), label.to(device, non_blocking=True)
 
@@ -80,10 +90,13 @@ def seed_everything(seed: int) -> None:
 def configure_runtime(spec: TrainSpec) -> torch.device:
     """Apply seeds, determinism and thread count from ``spec``; return the device to train on.
 
-    Determinism (``torch.use_deterministic_algorithms(..., warn_only=True)``) and the thread count are
-    process-wide settings in torch. The device is CUDA when present and ``spec.device != "cpu"``, else CPU.
+    Determinism (``torch.use_deterministic_algorithms(..., warn_only=True)``, cuDNN autotuning off, and
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set) and the thread count are process-wide settings in torch;
+    unlike TF's, torch's determinism can be switched off again in the same process. The device is CUDA when present and ``spec.device != "cpu"``, else CPU.
     """
     seed_everything(spec.seed)
+    if spec.deterministic:  # cuBLAS is deterministic only with this workspace (read when its handle is made)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(spec.deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = not spec.deterministic
     configure_threads(spec.num_threads)
@@ -162,6 +175,13 @@ class TorchSteps:
         with autocast(self.device, self.precision):
             heads = self.net.forward_heads(image)  # type: ignore[operator]
         return [logits.float() for logits in heads]
+
+    def stage(self, batch: PatchBatch) -> PatchBatch:
+        """On CUDA the batch copied into pinned host memory (run in the prefetch thread, so that the step's
+        copy to the GPU is asynchronous and the host copy is off the step's path); on the CPU the batch itself."""
+        if self.device.type != "cuda":
+            return batch
+        return PatchBatch(image=pinned(batch.image, np.float32), label=pinned(batch.label, np.int64))
 
     def train_step(self, batch: PatchBatch) -> float:
         self.net.train()

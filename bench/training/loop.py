@@ -12,6 +12,9 @@ or every step. ``EpochRecord.lr`` is the learning rate of the epoch's first step
 A framework supplies only its ``TrainSteps``: one train step, one eval step, the learning rate, and a
 snapshot/restore of the weights. The torch and TF adapters therefore cannot drift in these rules.
 
+Batches (training and validation) are made ``spec.prefetch_batches`` ahead in a background thread while the
+steps run (``bench.training.prefetch``): the same batches in the same order as without it.
+
 Example:
     >>> history = fit(steps, train_source, val_source, TrainSpec(epochs=5), NullLogger())  # doctest: +SKIP
 """
@@ -42,6 +45,7 @@ from bench.contract import (
 )
 from bench.data.labels import IBSR_LABELS
 from bench.errors import BenchError
+from bench.training.prefetch import prefetched
 from bench.training.schedules import LrSchedule
 
 PLATEAU_EPS = 1e-8
@@ -54,7 +58,11 @@ StepCallback = Callable[[int, float], None]
 
 
 class TrainSteps(Protocol):
-    """What a framework supplies to ``fit``: steps on channels-first numpy batches, lr and weights."""
+    """What a framework supplies to ``fit``: steps on channels-first numpy batches, lr and weights.
+
+    Optional: ``stage(batch) -> PatchBatch``, run on every batch in the prefetch thread before its step (the
+    same values, made ready for the device); ``skipped_steps`` (see ``train_step``).
+    """
 
     def train_step(self, batch: PatchBatch) -> float:
         """Forward, loss, backward, optimizer update; the batch's loss (no update if it is not finite).
@@ -78,6 +86,13 @@ class TrainSteps(Protocol):
         ...
 
     def restore(self, state: Any) -> None: ...
+
+
+def staged(steps: TrainSteps, batches: Iterable[PatchBatch]) -> Iterator[PatchBatch]:
+    """``batches`` passed through the steps' optional ``stage(batch) -> PatchBatch`` (the same values, made ready
+    for the device: torch on CUDA copies them into pinned memory), which then runs in the prefetch thread."""
+    stage: Callable[[PatchBatch], PatchBatch] | None = getattr(steps, "stage", None)
+    return iter(batches) if stage is None else map(stage, batches)
 
 
 @dataclass
@@ -240,13 +255,15 @@ def fit(
                 steps.set_lr(schedule.lr(epoch))
             lr = steps.get_lr()
             epoch_start = time.perf_counter()
-            batches = islice(train.batches(epoch), per_epoch)
             lr_of_step = (lambda i, e=epoch: schedule.lr(e, i)) if scheduled and schedule.per_step else None
-            train_loss, patches, skipped = train_epoch(steps, batches, epoch, progress(epoch), lr_of_step)
+            with prefetched(staged(steps, islice(train.batches(epoch), per_epoch)), spec.prefetch_batches) as batches:
+                train_loss, patches, skipped = train_epoch(steps, batches, epoch, progress(epoch), lr_of_step)
             train_seconds = time.perf_counter() - epoch_start
             seen += patches
-            val_loss, val_dice = (evaluate(steps, val.batches(epoch), epoch, class_names(val)) if val is not None
-                                  else (None, None))
+            val_loss, val_dice = None, None
+            if val is not None:
+                with prefetched(staged(steps, val.batches(epoch)), spec.prefetch_batches) as batches:
+                    val_loss, val_dice = evaluate(steps, batches, epoch, class_names(val))
             monitored = monitored_value(spec.monitor, train_loss, val_loss, val_dice)
             record = EpochRecord(
                 epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_dice=val_dice, lr=lr,
