@@ -74,7 +74,7 @@ MODEL_KEYS = ("architecture", "params", "implementation", "channels", *FRAMEWORK
 DATA_KEYS = ("name", "root", "split", "fold", "folds", "fold_seed", "train_on_val")
 SAMPLING_KEYS = ("name", "mode", "oversample_class", "oversample_factor", "region", "class_fraction", "class_centres")
 INFERENCE_KEYS = tuple(f.name for f in fields(InferenceSpec))
-TRACKING_KEYS = ("uri", "experiment", "sweep")
+TRACKING_KEYS = ("uri", "experiment", "sweep", "log_images", "log_paths", "hash_subject_ids")
 PATHS_KEYS = ("runs", "cache", "outputs")
 CONF_MODELS = Path(__file__).resolve().parent.parent / "conf" / "model"
 
@@ -450,7 +450,11 @@ def run_spec_from_config(cfg: Mapping[str, Any]) -> RunSpec:
                       train_on_val=check_flag("data.train_on_val", data.get("train_on_val", False)),
                       labels=labels, channels=channels),
         preprocess=PreprocessSpec(name=str(section(cfg, "preprocess").get("name")), steps=preprocess_steps),
-        tracking=TrackingSpec(uri=tracking.get("uri"), experiment=experiment, sweep=sweep),
+        tracking=TrackingSpec(uri=tracking.get("uri"), experiment=experiment, sweep=sweep,
+                              log_images=check_flag("tracking.log_images", tracking.get("log_images", True)),
+                              log_paths=check_flag("tracking.log_paths", tracking.get("log_paths", True)),
+                              hash_subject_ids=check_flag("tracking.hash_subject_ids",
+                                                          tracking.get("hash_subject_ids", False))),
         seed=seed,
         row=cfg.get("row"),
         label=str(cfg.get("label") or ""),

@@ -6,6 +6,8 @@ Outputs of a run go to ``<outputs>/<experiment>/<run name>-<config hash>/``: ``p
 ``run.log``, ``checkpoint/`` and ``model/`` (CNN runs: the model ``bench predict`` applies, also logged as the
 run's MLflow logged model; its network files are hard links to ``checkpoint/``). The same files are logged to the
 run's MLflow child run: on a local store as hard links to this folder (its source), so each is on disk once.
+``tracking.log_images``/``log_paths``/``hash_subject_ids`` filter what goes to the store (``bench.privacy``);
+the outputs folder always holds everything.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from bench.evaluation.plots import history_plot
 from bench.io import is_no_space, link_tree, no_space_error, write_volume
 from bench.predict.package import PACKAGE_FILE, write_package
 from bench.preprocess.pipeline import Pipeline, PreparedCase, PreprocessCache
+from bench.privacy import HIDDEN, Privacy, subject_salt
 from bench.processes import PeakMemory
 from bench.segmenters import Method, PatchNetwork, TrainingData, build_method
 from bench.spec import NetworkSpec, RunSpec, effective_settings, spec_summary
@@ -237,6 +240,30 @@ def _log_model(child: ChildRun, spec: RunSpec, model_dir: Path) -> None:
                       "load": "bench predict --model runs:/<run id>"})
 
 
+def run_privacy(spec: RunSpec, cohort: Cohort) -> Privacy:
+    """The filter for what this run sends to the store (``spec.tracking``'s switches; ids of every subject the
+    data root holds, loaded by this split or not)."""
+    tracking = spec.tracking
+    subjects = {case.id for case in cohort.cases}
+    if tracking.hash_subject_ids:
+        subjects |= {found.id for found in discover(spec.data.root).subjects}
+    folders = {"<data.root>": spec.data.root, "<paths.cache>": spec.cache_dir, "<paths.outputs>": spec.outputs_dir,
+               "<paths.runs>": spec.runs_dir, "~": str(Path.home())}
+    return Privacy.build(log_images=tracking.log_images, log_paths=tracking.log_paths,
+                         hash_ids=tracking.hash_subject_ids, folders=folders, subjects=subjects,
+                         salt=subject_salt(Path(spec.runs_dir)) if tracking.hash_subject_ids else None)
+
+
+def run_params(spec: RunSpec) -> dict[str, str]:
+    """The run's MLflow params: its effective settings, where it ran (``env.*``) and the privacy switches
+    (``tracking.*``); without ``log_paths`` the data root as ``***/<its folder name>``."""
+    params = {**flatten(effective_settings(spec)), **_environment_params(spec),
+              **flatten(spec.tracking.record(), "tracking.")}
+    if not spec.tracking.log_paths:
+        params["data.root"] = f"{HIDDEN}/{Path(spec.data.root).resolve().name}"
+    return params
+
+
 def _log_datasets(child: ChildRun, spec: RunSpec, cohort: Cohort) -> None:
     """One MLflow dataset input per split used (train, val, test): subject ids, files and content digest."""
     frame = manifest(cohort)
@@ -380,8 +407,8 @@ def run(spec: RunSpec) -> RunResult:
         "fold": "" if fold is None else str(fold), "split": cohort.split_name, "label": spec.label,
         "data": spec.data.name, DESCRIPTION_TAG: spec.label or spec.name, **_source_tags(), **_version_tags(),
     }
-    params = {**flatten(effective_settings(spec)), **_environment_params(spec)}
-    child = tracker.start_child(parent_id, spec.name, spec.config_hash, params, tags, rerun_finished=spec.force)
+    child = tracker.start_child(parent_id, spec.name, spec.config_hash, run_params(spec), tags,
+                                rerun_finished=spec.force, privacy=run_privacy(spec, cohort))
     if child is None:
         log.info("skipping %s: another process is running or has finished it", spec.name)
         return RunResult(spec.name, spec.config_hash, "skipped")

@@ -114,9 +114,21 @@ class InferenceSpec:
 
 @dataclass(frozen=True)
 class TrackingSpec:
+    """Where a run is tracked, and what it may send there (``bench.privacy``): not part of its identity."""
+
     uri: str | None
     experiment: str
     sweep: str
+    log_images: bool = True
+    """Predictions, overlays and plots go to the store (false: they stay in the local outputs folder only)."""
+    log_paths: bool = True
+    """Absolute paths go to the store as they are (false: placeholders such as ``<data.root>/...``)."""
+    hash_subject_ids: bool = False
+    """Subject ids go to the store as salted hashes (``sub-<12 hex>``)."""
+
+    def record(self) -> dict[str, bool]:
+        """The privacy switches as the run's params record them (``tracking.log_images``, ...)."""
+        return {"log_images": self.log_images, "log_paths": self.log_paths, "hash_subject_ids": self.hash_subject_ids}
 
 
 @dataclass(frozen=True)

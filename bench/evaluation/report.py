@@ -323,8 +323,8 @@ def overlays(results: Sequence[ConfigResult], path: Path, tracker: Any = None,
     files = first.summary["run"]["subject_files"]
     test_ids = sorted(first.summary["run"].get("test_subjects", []))
     subject = "IBSR_11" if "IBSR_11" in test_ids else (test_ids[0] if test_ids else None)
-    if subject is None or subject not in files:
-        return None
+    if subject is None or subject not in files or not Path(files[subject]["image"]).is_file():
+        return None  # (runs with tracking.log_paths=false record no file the report can open)
     image = read_volume(files[subject]["image"])
     truth = read_volume(files[subject]["label"]).array
     predictions: list[tuple[str, np.ndarray]] = []
@@ -401,6 +401,9 @@ def write_report(
     if overlays(results, out_dir / "overlays.png", tracker, labels):
         written["overlays.png"] = out_dir / "overlays.png"
     parent = tracker.parent_run(name)
+    images_kept_local = any(str(run.get("params.tracking.log_images")) == "False"
+                            for runs in groups.values() for run in runs)
     for path in written.values():
-        tracker.log_artifact(parent, path, "reports")
+        if not (images_kept_local and path.suffix == ".png"):  # tracking.log_images=false: no picture in the store
+            tracker.log_artifact(parent, path, "reports")
     return written

@@ -29,6 +29,8 @@ POOLED_PARAMS = ("seed", "train.seed", "data.split.fold")
 """Params that differ between the runs of one configuration: its seeds and test folds pool."""
 ENVIRONMENT_PARAMS = "env."
 """Params that say where a run ran (``env.version.torch``, ``env.host``, ``env.cpu``): not settings."""
+PRIVACY_PARAMS = "tracking."
+"""What a run sent to the store (``tracking.log_images``, ...): not a setting of the method, so not its identity."""
 COST_METRICS = ("fit_seconds", "seconds_per_volume", "peak_memory_mb", "preprocess_seconds")
 
 
@@ -113,14 +115,14 @@ def select_runs(tracker: Any, split: str | None = None, pooled: Sequence[str] = 
 
 def identity_params(run: pd.Series, pooled: Sequence[str] = POOLED_PARAMS) -> dict[str, str]:
     """A run's settings as its params record them, without what pools across its configuration's runs
-    (``pooled``: the seed and the test fold) and without where it ran (``env.*``)."""
+    (``pooled``: the seed and the test fold), without where it ran (``env.*``) and what it sent (``tracking.*``)."""
     out = {}
     for column, value in run.items():
         name = str(column)
         if not name.startswith("params.") or value is None or (isinstance(value, float) and np.isnan(value)):
             continue
         name = name.removeprefix("params.")
-        if name not in pooled and not name.startswith(ENVIRONMENT_PARAMS):
+        if name not in pooled and not name.startswith((ENVIRONMENT_PARAMS, PRIVACY_PARAMS)):
             out[name] = str(value)
     return dict(sorted(out.items()))
 

@@ -23,6 +23,7 @@ import math
 import os
 import re
 import socket
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -41,6 +42,7 @@ from mlflow.tracking import MlflowClient
 from bench.contract import EpochRecord
 from bench.errors import BenchError, DataError
 from bench.io import link_tree
+from bench.privacy import Privacy
 from bench.processes import interruption, is_live_child, pid_alive
 from bench.redact import hide_password
 from bench.tracking.server import TrackingServerError, is_server
@@ -277,21 +279,22 @@ class Tracker:
 
     def start_child(
         self, parent_id: str, name: str, config_hash: str, params: Mapping[str, str], tags: Mapping[str, str],
-        *, rerun_finished: bool = False,
+        *, rerun_finished: bool = False, privacy: Privacy | None = None,
     ) -> ChildRun | None:
         """Create a RUNNING child run; use it as a context manager so it always ends FINISHED/FAILED/KILLED.
 
         Returns None, creating nothing, when a run with this hash is already RUNNING (a live process: dead
         ones are reaped first) or FINISHED (unless ``rerun_finished``). The check and the creation happen
         under the tracking lock, so two workers given the same configuration (say an atlas row swept over
-        two frameworks, which do not apply to it) run it once.
+        two frameworks, which do not apply to it) run it once. ``privacy`` filters everything the run sends,
+        its params and tags first (``bench.privacy``).
         """
         with self._lock():
             self.reap_stale(config_hash)
             active = ("RUNNING",) if rerun_finished else ("RUNNING", "FINISHED")
             if any(run.info.status in active for run in self._search(f"tags.`{TAG_HASH}` = '{config_hash}'")):
                 return None
-            child = self._create_child(parent_id, name, config_hash, params, tags)
+            child = self._create_child(parent_id, name, config_hash, params, tags, privacy or Privacy())
             if self.server:  # no lock: another worker may have claimed this hash at the same time
                 rivals = [run for run in self._search(f"tags.`{TAG_HASH}` = '{config_hash}'")
                           if run.info.status in active]
@@ -301,7 +304,8 @@ class Tracker:
             return child
 
     def _create_child(
-        self, parent_id: str, name: str, config_hash: str, params: Mapping[str, str], tags: Mapping[str, str]
+        self, parent_id: str, name: str, config_hash: str, params: Mapping[str, str], tags: Mapping[str, str],
+        privacy: Privacy,
     ) -> ChildRun:
         all_tags = {
             PARENT_ID_TAG: parent_id,
@@ -309,11 +313,11 @@ class Tracker:
             TAG_HASH: config_hash,
             TAG_PID: str(os.getpid()),
             TAG_HOST: socket.gethostname(),
-            **{k: str(v) for k, v in tags.items()},
+            **{k: privacy.text(str(v)) for k, v in tags.items()},
         }
         run = _retry(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags))
-        child = ChildRun(self.client, run.info.run_id)
-        self._log_params(child.run_id, params)
+        child = ChildRun(self.client, run.info.run_id, privacy)
+        self._log_params(child.run_id, {k: privacy.text(str(v)) for k, v in params.items()})
         return child
 
     def runs_frame(self, status: str | None = "FINISHED") -> pd.DataFrame:
@@ -348,11 +352,13 @@ def metric_name(name: str) -> str:
 
 
 class ChildRun:
-    """One configuration's MLflow run; also a ``RunLogger`` for adapters' per-epoch records."""
+    """One configuration's MLflow run; also a ``RunLogger`` for adapters' per-epoch records. Whatever it sends
+    (tags, dataset inputs, tables, artifacts, its error) passes ``privacy`` first (``bench.privacy``)."""
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, privacy: Privacy | None = None) -> None:
         self.client = client
         self.run_id = run_id
+        self.privacy = privacy or Privacy()
 
     def __enter__(self) -> ChildRun:
         return self
@@ -368,6 +374,7 @@ class ChildRun:
                 message = interruption(exc)[0]
             else:
                 message = hide_password(f"{type(exc).__name__}: {exc}")
+            message = self.privacy.text(message)
             with contextlib.suppress(Exception):
                 _retry(lambda: self.client.set_tag(self.run_id, TAG_ERROR, message[:5000]))
             self.end(status)
@@ -386,7 +393,7 @@ class ChildRun:
             _retry(functools.partial(self.client.log_batch, self.run_id, metrics=chunk))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        items = [RunTag(k, self.privacy.text(str(v))[:5000]) for k, v in tags.items()]
         _retry(lambda: self.client.log_batch(self.run_id, tags=items))
 
     def log_epoch(self, record: EpochRecord) -> None:
@@ -407,16 +414,29 @@ class ChildRun:
 
         with warnings.catch_warnings():  # a local path matches two registered local sources; either is right
             warnings.simplefilter("ignore", UserWarning)
-            dataset = from_pandas(frame, source=str(Path(source).resolve()), name=name, digest=digest)
+            dataset = from_pandas(self.privacy.frame(frame), source=self.privacy.text(str(Path(source).resolve())),
+                                  name=self.privacy.text(name), digest=digest)
         tags = [InputTag(key="mlflow.data.context", value=context)]
         entity = DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags)
         _retry(lambda: self.client.log_inputs(self.run_id, datasets=[entity]))
 
     def log_table(self, frame: pd.DataFrame, artifact_file: str) -> None:
+        frame = self.privacy.frame(frame)
         _retry(lambda: mlflow.MlflowClient(self.client.tracking_uri).log_table(self.run_id, frame, artifact_file))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        """Log one file; on a local artifact store it is hard-linked, not copied (see :func:`local_artifacts`)."""
+        """Log one file; on a local artifact store it is hard-linked, not copied (see :func:`local_artifacts`).
+        An image that ``privacy`` keeps back is not sent; a text file it filters is sent as a filtered copy."""
+        path = Path(path)
+        if not self.privacy.sends(path):
+            return
+        if self.privacy.rewrites(path):
+            with tempfile.TemporaryDirectory() as scratch:
+                self._send(self.privacy.copy(path, Path(scratch)), artifact_path)
+            return
+        self._send(path, artifact_path)
+
+    def _send(self, path: Path, artifact_path: str | None) -> None:
         local = self._local_artifacts(artifact_path)
         if local is not None:
             link_tree(path, local / Path(path).name)
@@ -424,7 +444,14 @@ class ChildRun:
             _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_artifacts(self, directory: Path, artifact_path: str | None = None) -> None:
-        """Log a folder's files; hard-linked on a local artifact store."""
+        """Log a folder's files; hard-linked on a local artifact store (file by file through ``privacy`` when on)."""
+        if self.privacy.active:
+            for path in sorted(Path(directory).rglob("*")):
+                if path.is_file():
+                    parent = path.relative_to(directory).parent.as_posix()
+                    within = "/".join(p for p in (artifact_path or "", "" if parent == "." else parent) if p)
+                    self.log_artifact(path, within or None)
+            return
         local = self._local_artifacts(artifact_path)
         if local is not None:
             link_tree(directory, local)
