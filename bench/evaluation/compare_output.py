@@ -14,7 +14,7 @@ import pandas as pd
 
 from bench.evaluation import stats
 from bench.evaluation.compare import COSTS, Comparison, along
-from bench.evaluation.runs import open_experiment
+from bench.evaluation.runs import log_report_files, open_experiment
 from bench.io import write_atomic, write_text_atomic
 
 UNITS = {"dice": "", "avd": " % points", "hd": " mm", "hd95": " mm", "assd": " mm"}
@@ -166,7 +166,5 @@ def write_comparison(experiment: str | None, out_dir: Path | None, uri: str | No
     out_dir = runs_root / "reports" / name if out_dir is None else out_dir
     comparison = along(tracker, axis, split, out_dir / ".artifacts", metrics, margin)
     written, text = write_files(comparison, out_dir, name)
-    parent = tracker.parent_run(name)
-    for path in written.values():
-        tracker.log_artifact(parent, path, "reports")
+    log_report_files(tracker, tracker.parent_run(name), written.values())
     return written, text

@@ -31,6 +31,7 @@ from bench.evaluation.ranking import write_ranking_stability
 from bench.evaluation.runs import (
     ConfigResult,
     load,
+    log_report_files,
     mixed_environment,
     open_experiment,
     row_numbers,
@@ -400,10 +401,5 @@ def write_report(
     written.update({"boxplots.png": out_dir / "boxplots.png", "ranking.png": out_dir / "ranking.png"})
     if overlays(results, out_dir / "overlays.png", tracker, labels):
         written["overlays.png"] = out_dir / "overlays.png"
-    parent = tracker.parent_run(name)
-    images_kept_local = any(str(run.get("params.tracking.log_images")) == "False"
-                            for runs in groups.values() for run in runs)
-    for path in written.values():
-        if not (images_kept_local and path.suffix == ".png"):  # tracking.log_images=false: no picture in the store
-            tracker.log_artifact(parent, path, "reports")
+    log_report_files(tracker, tracker.parent_run(name), written.values())
     return written

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,17 @@ def select_runs(tracker: Any, split: str | None = None, pooled: Sequence[str] = 
     failed = failed_note(every_run[status.isin(FAILED_STATUSES)], chosen, groups)
     note = "\n\n".join(filter(None, (note, failed)))
     return {key: [by_run[k] for k in sorted(by_run)] for key, by_run in groups.items()}, note
+
+
+def log_report_files(tracker: Any, parent: str, paths: Iterable[Path]) -> None:
+    """Log report files to the sweep's parent run; its PNGs only when no run of the experiment was made with
+    ``tracking.log_images=false`` (a picture of its subjects' results stays on this machine)."""
+    runs = tracker.runs_frame(status=None)
+    column = f"params.{PRIVACY_PARAMS}log_images"
+    private = column in runs.columns and bool((runs[column].astype(str) == "False").any())
+    for path in paths:
+        if not (private and path.suffix == ".png"):
+            tracker.log_artifact(parent, path, "reports")
 
 
 def identity_params(run: pd.Series, pooled: Sequence[str] = POOLED_PARAMS) -> dict[str, str]:
