@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.tracking.load import ARTIFACT_NAME, RunView, metric_names
+
 DEFAULT_DEADLINE_S = 300.0
 
 
@@ -66,20 +68,18 @@ class Check:
                         self.not_finished, self.artifacts_missing))
 
 
-def verify(expected: Sequence[str], views: Sequence[object], epochs: int, metrics: int) -> Check:
-    """Compare the server's runs (:class:`bench.tracking.load.RunView`) with ``expected`` run names, each meant to
+def verify(expected: Sequence[str], views: Sequence[RunView], epochs: int, metrics: int) -> Check:
+    """Compare the server's runs  with ``expected`` run names, each meant to
     hold steps ``0..epochs-1`` of ``metrics`` metrics, to be FINISHED and to carry the artifact. A lost run
     loses all its points; a duplicate run (a name seen twice) counts once in ``runs_duplicated`` and its extra
     copies are not checked further."""
-    from bench.tracking.load import ARTIFACT_NAME, metric_names
-
-    names = Counter(v.name for v in views)  # type: ignore[attr-defined]
+    names = Counter(v.name for v in views)
     runs_lost = sum(1 for name in expected if names[name] == 0)
     runs_duplicated = sum(count - 1 for count in names.values() if count > 1)
     points_lost = runs_lost * epochs * metrics
     points_duplicated = not_finished = artifacts_missing = 0
     wanted = set(range(epochs))
-    first = {v.name: v for v in reversed(list(views))}  # type: ignore[attr-defined]
+    first = {v.name: v for v in reversed(list(views))}
     for name in expected:
         view = first.get(name)
         if view is None:
