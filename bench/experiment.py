@@ -370,7 +370,8 @@ class EpochLog:
 
 
 def _log_file(child: ChildRun, path: Path) -> None:
-    """Log ``path`` with the run; a failure to do so is a warning, never the run's error."""
+    """Log ``path`` with a run that already failed; a failure to do so is a warning, never the run's error (every
+    artifact of a run that goes on is required: a store that refuses one fails the run)."""
     try:
         if path.is_file():
             child.log_artifact(path)
@@ -429,7 +430,7 @@ def run(spec: RunSpec) -> RunResult:
                     if isinstance(exc, Exception) and not isinstance(exc, BenchError) and is_no_space(exc, partial):
                         raise no_space_error(exc, partial.parent) from exc  # one line naming where
                     raise
-                _log_file(child, partial / RUN_LOG)
+                child.log_artifact(partial / RUN_LOG)  # part of the record: a store that refuses it fails the run
             partial.rename(out)
             return RunResult(spec.name, spec.config_hash, "finished", child.run_id, out, summary)
     finally:

@@ -235,15 +235,16 @@ def is_no_space(exc: BaseException, folder: str | Path | None = None) -> bool:
     return False
 
 
-def no_space_error(exc: BaseException, where: str | Path) -> DataError:
-    """One line for a full device: the file being written (``exc``'s, else ``where``) and what to do."""
+def no_space_error(exc: BaseException, where: str | Path, fix: str | None = None) -> DataError:
+    """One line for a full device: the file being written (``exc``'s, else ``where``) and what to do (``fix``,
+    else: free space or move the outputs)."""
     cause = exc
     while cause is not None and not (isinstance(cause, OSError) and cause.errno in NO_SPACE_ERRNOS):
         cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
     target = getattr(cause, "filename", None) if cause is not None else None
     target = target or where
     return DataError("no space left on the device", path=target,
-                     fix="free space, or point paths.outputs / paths.cache elsewhere, and run the same command again: "
+                     fix=fix or "free space, or point paths.outputs / paths.cache elsewhere, and run the same command again: "
                      "finished configurations are skipped")
 
 

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import functools
 import json
+import logging
 import math
 import os
 import re
@@ -35,16 +36,17 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow
 import pandas as pd
+import requests
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bench.contract import EpochRecord
 from bench.errors import BenchError, DataError
-from bench.io import link_tree
+from bench.io import is_no_space, link_tree, no_space_error
 from bench.privacy import Privacy
 from bench.processes import interruption, is_live_child, pid_alive
-from bench.redact import hide_password
+from bench.redact import hide_password, without_userinfo
 from bench.tracking.server import TrackingServerError, is_server
 from bench.tracking.store import check_store_uri, local_artifacts
 
@@ -65,6 +67,7 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 """Opens the experiment in the UI's model-training view (MLflow 3 otherwise may guess GenAI)."""
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def default_uri(root: Path = DEFAULT_ROOT) -> str:
@@ -76,15 +79,63 @@ def default_uri(root: Path = DEFAULT_ROOT) -> str:
     return f"sqlite:///{(root / 'mlflow.db').resolve()}?timeout=30"
 
 
-def _retry(call: Callable[[], T], attempts: int = 8) -> T:
+STORE_FULL = ("database or disk is full", "no space left on device", "could not extend file")
+"""How a full store reports itself: sqlite's SQLITE_FULL, the OS's ENOSPC, PostgreSQL's ``DiskFull``."""
+ARTIFACT_UPLOAD = re.compile(r"(\S*/mlflow-artifacts/artifacts/\S*)")
+SERVER_ERROR = ("too many 500 error responses", "500 Server Error")
+"""An artifact upload a server answered with HTTP 500, through MLflow's retries or without them."""
+
+
+class _QuietStoreFull(logging.Filter):
+    """Drop MLflow's traceback of a full sqlite store (``mlflow.store.db.utils`` logs one before it raises): the
+    run's ``error:`` line says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or not any(marker in str(error).lower() for marker in STORE_FULL)
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_QuietStoreFull())
+
+
+def store_full_error(exc: BaseException, where: str | None) -> DataError | None:
+    """The one-line error for a store that ran out of space while ``exc`` was raised (None: not that):
+    ``where`` is the tracking URI (a sqlite store is named by its file). A server answers an artifact upload on
+    a full artifact store with a bare HTTP 500 (the reason stays in its log), so that is reported as one."""
+    text = str(exc)
+    if any(marker in text.lower() for marker in STORE_FULL):
+        store = where or "the MLflow store"
+        if store.startswith("sqlite:///"):
+            store = store.removeprefix("sqlite:///").split("?", 1)[0]
+        return no_space_error(exc, without_userinfo(store), fix="free space on the store's disk, or move "
+                              "paths.runs / the tracking URI elsewhere, and run the same command again: finished "
+                              "configurations are skipped, one left RUNNING is marked KILLED")
+    upload = ARTIFACT_UPLOAD.search(text)
+    if upload and any(marker in text for marker in SERVER_ERROR):
+        server = without_userinfo(where or upload.group(1).split("/api/", 1)[0])
+        return DataError(f"the tracking server could not store {upload.group(1).split('/artifacts/', 1)[1]} in its "
+                         "artifact store (HTTP 500 on every try; no space left on the server's disk is the usual "
+                         "cause: its log says)", path=f"{server} (artifact store)",
+                         fix="free space on the server's artifact store (`bench stack`: <dir>/artifacts, the "
+                         "reason in <dir>/mlflow.log) and run the same command again")
+    return None
+
+
+def _retry(call: Callable[[], T], attempts: int = 8, where: str | None = None) -> T:
     """Retry an MLflow call that failed because sqlite was locked, or a server's insert raced, with another worker.
 
-    A server that stays unreachable through MLflow's own HTTP retries becomes a :class:`TrackingServerError`.
+    A server that stays unreachable through MLflow's own HTTP retries becomes a :class:`TrackingServerError`; a
+    full store (``where``: its URI) a ``DataError`` naming it (:func:`store_full_error`).
     """
     for attempt in range(attempts):
         try:
             return call()
-        except MlflowException as exc:
+        except (MlflowException, requests.HTTPError, OSError) as exc:
+            full = store_full_error(exc, where)
+            if full is not None:
+                raise full from exc
+            if not isinstance(exc, MlflowException):
+                raise
             text = str(exc)
             refused = re.search(r"API request to (?:endpoint )?(\S+) failed with error code (401|403)", text)
             if refused:
@@ -155,14 +206,14 @@ class Tracker:
             # MlflowClient opens the store at once, and a fresh sqlite store is created and migrated then:
             # two workers doing that together fail with "table ... already exists", so it happens under the lock.
             self.client = MlflowClient(tracking_uri=self.uri)
-            found = _retry(lambda: self.client.get_experiment_by_name(experiment))
+            found = self._call(lambda: self.client.get_experiment_by_name(experiment))
             if found is None:
                 location = None  # a server's own artifact root (served over HTTP: no shared disk needed)
                 if not self.server:
                     artifacts.mkdir(parents=True, exist_ok=True)
                     location = (artifacts / experiment).as_uri()
                 try:
-                    self.experiment_id = _retry(
+                    self.experiment_id = self._call(
                         lambda: self.client.create_experiment(
                             experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
                         )
@@ -170,16 +221,19 @@ class Tracker:
                 except MlflowException as exc:  # another worker created it first (no file lock on a server)
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise
-                    raced = _retry(lambda: self.client.get_experiment_by_name(experiment))
+                    raced = self._call(lambda: self.client.get_experiment_by_name(experiment))
                     if raced is None:
                         raise
                     self.experiment_id = raced.experiment_id
             else:
                 self.experiment_id = found.experiment_id
                 if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # stores made before the tag
-                    _retry(lambda: self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
+                    self._call(lambda: self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG,
                                                                   EXPERIMENT_KIND))
         self.experiment = experiment
+
+    def _call(self, call: Callable[[], T]) -> T:
+        return _retry(call, where=self.uri)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -197,7 +251,7 @@ class Tracker:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _search(self, filter_string: str) -> list[Any]:
-        return list(_retry(lambda: self.client.search_runs([self.experiment_id], filter_string, max_results=5000)))
+        return list(self._call(lambda: self.client.search_runs([self.experiment_id], filter_string, max_results=5000)))
 
     def parent_run(self, sweep: str, params: Mapping[str, str] | None = None) -> str:
         """The sweep's parent run id, created (and immediately terminated as FINISHED) when missing."""
@@ -205,19 +259,19 @@ class Tracker:
             runs = self._search(f"tags.`{TAG_KIND}` = 'parent' and tags.`{TAG_SWEEP}` = '{sweep}'")
             if runs:
                 return str(runs[0].info.run_id)
-            run = _retry(
+            run = self._call(
                 lambda: self.client.create_run(
                     self.experiment_id, run_name=f"sweep:{sweep}", tags={TAG_KIND: "parent", TAG_SWEEP: sweep}
                 )
             )
             if params:
                 self._log_params(run.info.run_id, params)
-            _retry(lambda: self.client.set_terminated(run.info.run_id, "FINISHED"))
+            self._call(lambda: self.client.set_terminated(run.info.run_id, "FINISHED"))
             if self.server:  # without the lock another worker may have created one too: the oldest wins
                 runs = self._search(f"tags.`{TAG_KIND}` = 'parent' and tags.`{TAG_SWEEP}` = '{sweep}'")
                 winner = _oldest(runs) if runs else run
                 if winner.info.run_id != run.info.run_id:
-                    _retry(lambda: self.client.delete_run(run.info.run_id))
+                    self._call(lambda: self.client.delete_run(run.info.run_id))
                 return str(winner.info.run_id)
             return str(run.info.run_id)
 
@@ -248,8 +302,8 @@ class Tracker:
             old = (time.time() * 1000 - (run.info.start_time or 0)) > 86_400_000
             if (same_host and not pid_alive(pid)) or (not same_host and old):
                 run_id = run.info.run_id
-                _retry(functools.partial(self.client.set_tag, run_id, TAG_ERROR, why))
-                _retry(functools.partial(self.client.set_terminated, run_id, "KILLED"))
+                self._call(functools.partial(self.client.set_tag, run_id, TAG_ERROR, why))
+                self._call(functools.partial(self.client.set_terminated, run_id, "KILLED"))
                 reaped.append(run)
         return reaped
 
@@ -275,7 +329,7 @@ class Tracker:
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
             chunk = items[start : start + 100]
-            _retry(functools.partial(self.client.log_batch, run_id, params=chunk))
+            self._call(functools.partial(self.client.log_batch, run_id, params=chunk))
 
     def start_child(
         self, parent_id: str, name: str, config_hash: str, params: Mapping[str, str], tags: Mapping[str, str],
@@ -299,7 +353,7 @@ class Tracker:
                 rivals = [run for run in self._search(f"tags.`{TAG_HASH}` = '{config_hash}'")
                           if run.info.status in active]
                 if rivals and _oldest(rivals).info.run_id != child.run_id:
-                    _retry(lambda: self.client.delete_run(child.run_id))
+                    self._call(lambda: self.client.delete_run(child.run_id))
                     return None
             return child
 
@@ -315,7 +369,7 @@ class Tracker:
             TAG_HOST: socket.gethostname(),
             **{k: privacy.text(str(v)) for k, v in tags.items()},
         }
-        run = _retry(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags))
+        run = self._call(lambda: self.client.create_run(self.experiment_id, run_name=name, tags=all_tags))
         child = ChildRun(self.client, run.info.run_id, privacy)
         self._log_params(child.run_id, {k: privacy.text(str(v)) for k, v in params.items()})
         return child
@@ -337,10 +391,10 @@ class Tracker:
 
     def download_artifact(self, run_id: str, path: str, dst: Path) -> Path:
         dst.mkdir(parents=True, exist_ok=True)
-        return Path(_retry(lambda: self.client.download_artifacts(run_id, path, str(dst))))
+        return Path(self._call(lambda: self.client.download_artifacts(run_id, path, str(dst))))
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        _retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path))
+        self._call(lambda: self.client.log_artifact(run_id, str(path), artifact_path))
 
 
 METRIC_NAME_UNSAFE = re.compile(r"[^0-9A-Za-z_\-. /:]")
@@ -360,6 +414,9 @@ class ChildRun:
         self.run_id = run_id
         self.privacy = privacy or Privacy()
 
+    def _call(self, call: Callable[[], T]) -> T:
+        return _retry(call, where=self.client.tracking_uri)
+
     def __enter__(self) -> ChildRun:
         return self
 
@@ -376,13 +433,17 @@ class ChildRun:
                 message = hide_password(f"{type(exc).__name__}: {exc}")
             message = self.privacy.text(message)
             with contextlib.suppress(Exception):
-                _retry(lambda: self.client.set_tag(self.run_id, TAG_ERROR, message[:5000]))
-            self.end(status)
+                self._call(lambda: self.client.set_tag(self.run_id, TAG_ERROR, message[:5000]))
+            try:
+                self.end(status)
+            except BenchError as unended:  # a full store: the run's own error comes first
+                log.warning("run %s could not be marked %s (%s); the next start marks it KILLED", self.run_id,
+                            status, unended.message)
         return False
 
     def end(self, status: str) -> None:
         RunStatus.from_string(status)
-        _retry(lambda: self.client.set_terminated(self.run_id, status))
+        self._call(lambda: self.client.set_terminated(self.run_id, status))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
@@ -390,11 +451,11 @@ class ChildRun:
                  and math.isfinite(float(v))]
         for start in range(0, len(items), 200):
             chunk = items[start : start + 200]
-            _retry(functools.partial(self.client.log_batch, self.run_id, metrics=chunk))
+            self._call(functools.partial(self.client.log_batch, self.run_id, metrics=chunk))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         items = [RunTag(k, self.privacy.text(str(v))[:5000]) for k, v in tags.items()]
-        _retry(lambda: self.client.log_batch(self.run_id, tags=items))
+        self._call(lambda: self.client.log_batch(self.run_id, tags=items))
 
     def log_epoch(self, record: EpochRecord) -> None:
         metrics: dict[str, float] = {"train_loss": record.train_loss, "lr": record.lr,
@@ -418,11 +479,11 @@ class ChildRun:
                                   name=self.privacy.text(name), digest=digest)
         tags = [InputTag(key="mlflow.data.context", value=context)]
         entity = DatasetInput(dataset=dataset._to_mlflow_entity(), tags=tags)
-        _retry(lambda: self.client.log_inputs(self.run_id, datasets=[entity]))
+        self._call(lambda: self.client.log_inputs(self.run_id, datasets=[entity]))
 
     def log_table(self, frame: pd.DataFrame, artifact_file: str) -> None:
         frame = self.privacy.frame(frame)
-        _retry(lambda: mlflow.MlflowClient(self.client.tracking_uri).log_table(self.run_id, frame, artifact_file))
+        self._call(lambda: mlflow.MlflowClient(self.client.tracking_uri).log_table(self.run_id, frame, artifact_file))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Log one file; on a local artifact store it is hard-linked, not copied (see :func:`local_artifacts`).
@@ -439,9 +500,9 @@ class ChildRun:
     def _send(self, path: Path, artifact_path: str | None) -> None:
         local = self._local_artifacts(artifact_path)
         if local is not None:
-            link_tree(path, local / Path(path).name)
+            _link(path, local / Path(path).name)
         else:
-            _retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+            self._call(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_artifacts(self, directory: Path, artifact_path: str | None = None) -> None:
         """Log a folder's files; hard-linked on a local artifact store (file by file through ``privacy`` when on)."""
@@ -454,15 +515,26 @@ class ChildRun:
             return
         local = self._local_artifacts(artifact_path)
         if local is not None:
-            link_tree(directory, local)
+            _link(directory, local)
         else:
-            _retry(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path))
+            self._call(lambda: self.client.log_artifacts(self.run_id, str(directory), artifact_path))
 
     def _local_artifacts(self, artifact_path: str | None) -> Path | None:
         if not hasattr(self, "_artifact_uri"):
-            self._artifact_uri = str(_retry(lambda: self.client.get_run(self.run_id)).info.artifact_uri)
+            self._artifact_uri = str(self._call(lambda: self.client.get_run(self.run_id)).info.artifact_uri)
         root = local_artifacts(self._artifact_uri)
         return None if root is None else root / (artifact_path or "")
+
+
+def _link(source: Path, target: Path) -> None:
+    """:func:`bench.io.link_tree` into a local artifact store (copied when on another disk); a full disk is one
+    ``DataError`` naming the file."""
+    try:
+        link_tree(source, target)
+    except OSError as exc:
+        if is_no_space(exc, target):
+            raise no_space_error(exc, target) from exc
+        raise
 
 
 def existing_store(uri: str | None = None, root: Path = DEFAULT_ROOT) -> str:
