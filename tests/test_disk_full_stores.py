@@ -132,6 +132,8 @@ def test_a_real_full_tmpfs_under_the_runs_folder(small_runs_tmpfs: Path, cohort_
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 39, open: the MLflow server with the ENOSPC injection did not become "
+                   "ready within 120 s, and uploads go through log_artifact_from_stream, which the injection misses")
 def test_a_full_artifact_store_on_the_server_fails_the_run_and_the_server_still_serves(
         tiny_cohort: Path, workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     require_postgres()
