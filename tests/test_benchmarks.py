@@ -210,7 +210,6 @@ def test_quick_suite_writes_results_and_report(tmp_path: Path) -> None:
     assert "## Waiting for data" in report
 
 
-@pytest.mark.parametrize("bad", [["--skip", "nonsense"], ["--threads", "x"]])
 class SlowSource:
     """A patch source whose every batch takes ``seconds`` to make (a sleep: no CPU, so load does not matter)."""
 
@@ -237,6 +236,7 @@ def test_data_wait_is_half_the_epoch_when_making_a_batch_takes_as_long_as_a_step
     assert ahead < 0.25  # only the epoch's first batch waits (1 of 8), and the thread's hand-over
 
 
+@pytest.mark.parametrize("bad", [["--skip", "nonsense"], ["--threads", "x"]])
 def test_suite_rejects_bad_arguments(bad: list[str]) -> None:
     with pytest.raises(SystemExit):
         suite.parse_args(bad)
