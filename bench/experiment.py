@@ -424,9 +424,8 @@ def run(spec: RunSpec) -> RunResult:
             with captured_log(partial / RUN_LOG):
                 try:
                     summary = execute(spec, cohort, partial, child, method)
-                except BaseException as exc:  # the log goes with the run whether it finished or not
-                    with contextlib.suppress(Exception):  # (a full disk may refuse it too: the error comes first)
-                        _log_file(child, partial / RUN_LOG)
+                except BaseException as exc:  # the log goes with the run whether it finished or not (a full disk
+                    _log_file(child, partial / RUN_LOG)  # may refuse it too: _log_file warns, the error comes first)
                     if isinstance(exc, Exception) and not isinstance(exc, BenchError) and is_no_space(exc, partial):
                         raise no_space_error(exc, partial.parent) from exc  # one line naming where
                     raise
