@@ -51,6 +51,15 @@ DB_NAME = "mlflow"
 AUTH_DB_NAME = "mlflow_auth"
 """The database of MLflow's basic-auth users and permissions (with ``auth``)."""
 SERVICES = ("postgres", "mlflow", "ray")
+SERVER_WORKERS = 2
+"""``mlflow server --workers``."""
+SERVER_POOL = {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "10", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "30"}
+"""Database connections per engine of a server worker (tracking store and basic-auth store, each up to 40: as
+many as the worker's request threads). MLflow's default, 5 + 10, made a server with 32 busy clients answer
+HTTP 400 "QueuePool limit ... reached" after 30 s (docs/results/2026-12-07-tracking-load.md). Set either
+variable in the environment of ``bench stack up`` to override."""
+PG_MAX_CONNECTIONS = 200
+"""PostgreSQL's ``max_connections``: room for every pool of :data:`SERVER_POOL` (2 workers x 2 engines x 40)."""
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 
@@ -247,7 +256,8 @@ def start_postgres(root: Path, ports: StackPorts) -> int:
                              fix=f"the folder and its parents must be reachable by {PG_USER!r}" if user else None)
     _check_port_free(ports.postgres, "PostgreSQL")
     process = _start(root, "postgres", [str(pg_bin("postgres")), "-D", str(data), "-h", HOST,
-                                        "-p", str(ports.postgres), "-k", str(data)], user=user, group=user)
+                                        "-p", str(ports.postgres), "-k", str(data),
+                                        "-c", f"max_connections={PG_MAX_CONNECTIONS}"], user=user, group=user)
 
     def ready() -> bool:
         import psycopg
@@ -298,9 +308,9 @@ def start_mlflow(root: Path, ports: StackPorts) -> int:
     artifacts = (root / "artifacts").resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
     mlflow = Path(sys.executable).parent / "mlflow"
-    argv = [str(mlflow), "server", "--host", ports.host, "--port", str(ports.mlflow), "--workers", "2",
+    argv = [str(mlflow), "server", "--host", ports.host, "--port", str(ports.mlflow), "--workers", str(SERVER_WORKERS),
             "--artifacts-destination", artifacts.as_uri()]
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": ports.database_uri}
+    env = {**SERVER_POOL, **os.environ, "MLFLOW_BACKEND_STORE_URI": ports.database_uri}
     cafile = None
     if ports.auth:
         keys = secrets_of(root)

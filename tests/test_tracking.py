@@ -6,13 +6,17 @@ missing driver). The same check run against a real PostgreSQL lives in ``tests/t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import BAD_REQUEST
 from stack_helpers import free_ports
 
 from bench.errors import ConfigError
-from bench.tracking.runs import Tracker, existing_store
+from bench.tracking import runs
+from bench.tracking.runs import Tracker, existing_store, retry_call
 from bench.tracking.server import TrackingServerError
 from bench.tracking.store import check_store_uri
 
@@ -65,3 +69,43 @@ def test_readers_and_the_tracker_refuse_the_same_uris(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="plain file store"):
         Tracker("exp", f"file://{tmp_path}/mlruns", tmp_path)
     assert list(tmp_path.iterdir()) == [], "a refused URI left files behind"
+
+
+def _failing(messages: list[str], result: int = 7) -> tuple[list[int], Callable[[], int]]:
+    """A call that raises an ``MlflowException`` with each of ``messages`` in turn, then returns ``result``."""
+    calls: list[int] = []
+
+    def call() -> int:
+        calls.append(1)
+        if len(calls) <= len(messages):
+            raise MlflowException(messages[len(calls) - 1], error_code=BAD_REQUEST)
+        return result
+
+    return calls, call
+
+
+POOL_TIMEOUT = "QueuePool limit of size 5 overflow 10 reached, connection timed out, timeout 30.00"
+
+
+def test_a_server_out_of_database_connections_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(runs.time, "sleep", waits.append)
+    calls, call = _failing([POOL_TIMEOUT, POOL_TIMEOUT])
+    assert retry_call(call) == 7
+    assert len(calls) == 3 and waits == [0.2, 0.4]
+
+
+def test_a_server_out_of_connections_for_every_try_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runs.time, "sleep", lambda s: None)
+    calls, call = _failing([POOL_TIMEOUT] * 3)
+    with pytest.raises(MlflowException, match="QueuePool limit"):
+        retry_call(call, attempts=3)
+    assert len(calls) == 3
+
+
+def test_any_other_bad_request_is_raised_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runs.time, "sleep", lambda s: None)
+    calls, call = _failing(["Invalid value 'x' for parameter 'max_results'"])
+    with pytest.raises(MlflowException, match="Invalid value"):
+        retry_call(call)
+    assert len(calls) == 1

@@ -61,6 +61,17 @@ def test_the_uri_check_accepts_a_live_database_and_a_live_server(running_stack: 
     assert isinstance(experiment_names(running_stack.database_uri), list)  # MLflow opens the same store
 
 
+def test_the_database_has_room_for_every_server_pool(running_stack: stack.StackPorts) -> None:
+    import psycopg
+
+    per_engine = sum(int(stack.SERVER_POOL[k]) for k in stack.SERVER_POOL)
+    conninfo = running_stack.database_uri.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, connect_timeout=5) as conn:
+        row = conn.execute("SHOW max_connections").fetchone()
+    assert row is not None and int(row[0]) == stack.PG_MAX_CONNECTIONS
+    assert stack.SERVER_WORKERS * 2 * per_engine <= stack.PG_MAX_CONNECTIONS  # tracking + auth engine per worker
+
+
 def test_a_run_logs_to_the_server_and_the_report_reads_it(tiny_cohort: Path, workspace: Workspace, server: str,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     args = workspace.overrides(tiny_cohort, "+experiment=table1/row7", f"tracking.uri={server}",

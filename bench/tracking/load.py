@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -22,6 +23,8 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+
+from bench.tracking.runs import retry_call
 
 ARTIFACT_BYTES = 4096
 """Size of the artifact each client logs (bytes)."""
@@ -61,12 +64,14 @@ def new_experiment(uri: str, name: str) -> str:
 
 def client_session(uri: str, experiment_id: str, name: str, epochs: int, metrics: int, deadline: float) -> ClientResult:
     """One client with its own ``MlflowClient``: create run ``name``, log ``epochs`` × ``metrics`` points (one
-    timed ``log_batch`` per epoch), log a ``ARTIFACT_BYTES`` artifact, end FINISHED. Stops (``error``) at
-    ``deadline`` (``time.monotonic()`` seconds) or at the first failed call."""
+    timed ``log_batch`` per epoch), log a ``ARTIFACT_BYTES`` artifact, end FINISHED, each call retried as a
+    brainbench worker retries it (:func:`bench.tracking.runs.retry_call`; a log call's time includes its
+    retries). Stops (``error``) at ``deadline`` (``time.monotonic()`` seconds) or at the first call that fails
+    for good."""
     result = ClientResult(name)
     client = MlflowClient(uri)
     try:
-        run_id = client.create_run(experiment_id, run_name=name).info.run_id
+        run_id = retry_call(lambda: client.create_run(experiment_id, run_name=name), where=uri).info.run_id
         result.calls += 1
         for epoch in range(epochs):
             if time.monotonic() > deadline:
@@ -74,15 +79,15 @@ def client_session(uri: str, experiment_id: str, name: str, epochs: int, metrics
             points = [Metric(m, float(epoch) + i / 10, int(time.time() * 1000), epoch)
                       for i, m in enumerate(metric_names(metrics))]
             t0 = time.perf_counter()
-            client.log_batch(run_id, metrics=points)
+            retry_call(functools.partial(client.log_batch, run_id, metrics=points), where=uri)
             result.log_s.append(time.perf_counter() - t0)
             result.calls += 1
         with tempfile.TemporaryDirectory() as folder:
             artifact = Path(folder) / ARTIFACT_NAME
             artifact.write_bytes(name.encode().ljust(ARTIFACT_BYTES, b"."))
-            client.log_artifact(run_id, str(artifact))
+            retry_call(lambda: client.log_artifact(run_id, str(artifact)), where=uri)
         result.calls += 1
-        client.set_terminated(run_id, "FINISHED")
+        retry_call(lambda: client.set_terminated(run_id, "FINISHED"), where=uri)
         result.calls += 1
     except Exception as exc:  # reported per client; the load test counts what reached the server
         result.error = f"{type(exc).__name__}: {str(exc)[:300]}"

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.errors import ConfigError, DataError
 from bench.io import link_tree
-from bench.tracking.runs import ChildRun, _retry
+from bench.tracking.runs import ChildRun, retry_call
 from bench.tracking.store import local_artifacts
 
 MODEL_TYPE = "brainbench"
@@ -42,8 +42,8 @@ def log_model(child: ChildRun, directory: Path, name: str, *, params: Mapping[st
     is created PENDING, its files uploaded, then marked READY (FAILED if the upload fails).
     """
     client = child.client
-    experiment_id = _retry(lambda: client.get_run(child.run_id)).info.experiment_id
-    model = _retry(lambda: client.create_logged_model(
+    experiment_id = retry_call(lambda: client.get_run(child.run_id)).info.experiment_id
+    model = retry_call(lambda: client.create_logged_model(
         experiment_id, name=name, source_run_id=child.run_id, model_type=MODEL_TYPE,
         params={k: str(v)[:6000] for k, v in params.items()}, tags=dict(tags)))
     try:
@@ -54,12 +54,12 @@ def log_model(child: ChildRun, directory: Path, name: str, *, params: Mapping[st
         if local is not None:  # a local store: hard links to the run folder's model, stored once
             link_tree(directory, local)
         else:
-            _retry(lambda: client.log_model_artifacts(model.model_id, str(directory)))
+            retry_call(lambda: client.log_model_artifacts(model.model_id, str(directory)))
     except BaseException:
-        _retry(lambda: client.finalize_logged_model(model.model_id, "FAILED"))
+        retry_call(lambda: client.finalize_logged_model(model.model_id, "FAILED"))
         raise
-    _retry(lambda: client.finalize_logged_model(model.model_id, "READY"))
-    _retry(lambda: client.log_outputs(child.run_id, [LoggedModelOutput(model.model_id, 0)]))
+    retry_call(lambda: client.finalize_logged_model(model.model_id, "READY"))
+    retry_call(lambda: client.log_outputs(child.run_id, [LoggedModelOutput(model.model_id, 0)]))
     return str(model.model_id)
 
 
@@ -75,10 +75,10 @@ def run_model_id(run_id: str, uri: str) -> str:
     """
     client = _client(uri)
     try:
-        run = _retry(lambda: client.get_run(run_id))
+        run = retry_call(lambda: client.get_run(run_id))
     except MlflowException as exc:
         raise DataError(f"no MLflow run {run_id!r} in {uri}", fix="check the run id and --tracking-uri") from exc
-    found = _retry(lambda: client.search_logged_models(
+    found = retry_call(lambda: client.search_logged_models(
         [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'", max_results=10))
     ready = [m for m in found if str(m.status).endswith("READY")]
     if not ready:
@@ -91,7 +91,7 @@ def run_model_id(run_id: str, uri: str) -> str:
 def _registered_model_id(name: str, version: str, uri: str) -> str:
     client = _client(uri)
     try:
-        found = _retry(functools.partial(client.get_model_version, name, version))
+        found = retry_call(functools.partial(client.get_model_version, name, version))
     except MlflowException as exc:
         raise DataError(f"no registered model {name!r} version {version!r} in {uri}",
                         fix="see `bench register`, or check the name, version and --tracking-uri") from exc
@@ -116,7 +116,7 @@ def download_model(reference: str, uri: str, dst: Path) -> Path:
         model_id = name if version is None else _registered_model_id(name, version, uri)
     client = _client(uri)
     try:
-        model = _retry(lambda: client.get_logged_model(model_id))
+        model = retry_call(lambda: client.get_logged_model(model_id))
     except MlflowException as exc:
         raise DataError(f"no logged model {model_id!r} in {uri}") from exc
     dst.mkdir(parents=True, exist_ok=True)
@@ -131,12 +131,12 @@ def register_model(run_id: str, name: str, uri: str) -> int:
     """Register run ``run_id``'s logged model under ``name`` in the model registry; the new version number."""
     model_id = run_model_id(run_id, uri)
     client = _client(uri)
-    model = _retry(lambda: client.get_logged_model(model_id))
+    model = retry_call(lambda: client.get_logged_model(model_id))
     try:
-        _retry(lambda: client.get_registered_model(name))
+        retry_call(lambda: client.get_registered_model(name))
     except MlflowException:
-        _retry(lambda: client.create_registered_model(name, tags={"brainbench.kind": "model"}))
-    version = _retry(lambda: client.create_model_version(
+        retry_call(lambda: client.create_registered_model(name, tags={"brainbench.kind": "model"}))
+    version = retry_call(lambda: client.create_model_version(
         name, source=model.artifact_location, run_id=run_id, model_id=model_id,
         tags={TAG_MODEL_ID: model_id, "framework": model.tags.get("framework", "")}))
     return int(version.version)
@@ -150,14 +150,14 @@ def run_record(run_id: str, uri: str, dst: Path) -> dict[str, Any]:
     """
     client = _client(uri)
     try:
-        run = _retry(lambda: client.get_run(run_id))
+        run = retry_call(lambda: client.get_run(run_id))
     except MlflowException as exc:
         raise DataError(f"no MLflow run {run_id!r} in {uri}", fix="check the run id and --tracking-uri") from exc
     if run.info.status != "FINISHED":
         raise DataError(f"run {run_id} is {run.info.status}, not FINISHED")
-    experiment = _retry(lambda: client.get_experiment(run.info.experiment_id))
+    experiment = retry_call(lambda: client.get_experiment(run.info.experiment_id))
     try:
-        local = _retry(lambda: client.download_artifacts(run_id, "summary.json", str(dst)))
+        local = retry_call(lambda: client.download_artifacts(run_id, "summary.json", str(dst)))
         summary = json.loads(Path(local).read_text())
     except (MlflowException, OSError, json.JSONDecodeError) as exc:
         raise DataError(f"run {run_id} has no readable summary.json ({exc})") from exc

@@ -121,8 +121,9 @@ def store_full_error(exc: BaseException, where: str | None) -> DataError | None:
     return None
 
 
-def _retry(call: Callable[[], T], attempts: int = 8, where: str | None = None) -> T:
-    """Retry an MLflow call that failed because sqlite was locked, or a server's insert raced, with another worker.
+def retry_call(call: Callable[[], T], attempts: int = 8, where: str | None = None) -> T:
+    """Retry an MLflow call that failed because sqlite was locked, a server's insert raced with another worker, or
+    a busy server ran out of database connections (``attempts`` tries, 0.2 s doubling: 51 s in all by default).
 
     A server that stays unreachable through MLflow's own HTTP retries becomes a :class:`TrackingServerError`; a
     full store (``where``: its URI) a ``DataError`` naming it (:func:`store_full_error`).
@@ -150,9 +151,10 @@ def _retry(call: Callable[[], T], attempts: int = 8, where: str | None = None) -
                                           f"({text.rsplit('(Caused by', 1)[-1].strip(' )')[:300]})") from exc
             # "locked": another worker holds sqlite; "duplicate key" (PostgreSQL) / "unique constraint failed"
             # (sqlite): a worker lost a race to insert the same row (say a dataset input two runs share) and the
-            # retry finds the winner's row
-            lost_race = ("locked", "duplicate key value", "unique constraint failed")
-            if not any(m in text.lower() for m in lost_race) or attempt == attempts - 1:
+            # retry finds the winner's row; "queuepool limit": a busy server waited 30 s for one of its database
+            # connections and answered HTTP 400 before touching the store (MLflow's client retries no 400)
+            transient = ("locked", "duplicate key value", "unique constraint failed", "queuepool limit")
+            if not any(m in text.lower() for m in transient) or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
@@ -233,7 +235,7 @@ class Tracker:
         self.experiment = experiment
 
     def _call(self, call: Callable[[], T]) -> T:
-        return _retry(call, where=self.uri)
+        return retry_call(call, where=self.uri)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -415,7 +417,7 @@ class ChildRun:
         self.privacy = privacy or Privacy()
 
     def _call(self, call: Callable[[], T]) -> T:
-        return _retry(call, where=self.client.tracking_uri)
+        return retry_call(call, where=self.client.tracking_uri)
 
     def __enter__(self) -> ChildRun:
         return self
@@ -563,10 +565,10 @@ def existing_store(uri: str | None = None, root: Path = DEFAULT_ROOT) -> str:
 def lookup_finished_run(uri: str, experiment: str, config_hash: str) -> FinishedRun | None:
     """The FINISHED run with this config hash in ``experiment`` (read only: creates no experiment or store)."""
     client = MlflowClient(tracking_uri=uri)
-    found = _retry(lambda: client.get_experiment_by_name(experiment))
+    found = retry_call(lambda: client.get_experiment_by_name(experiment))
     if found is None:
         return None
-    return _newest_finished(_retry(lambda: client.search_runs([found.experiment_id], _finished_with_hash(config_hash))))
+    return _newest_finished(retry_call(lambda: client.search_runs([found.experiment_id], _finished_with_hash(config_hash))))
 
 
 def _finished_with_hash(config_hash: str) -> str:
@@ -585,16 +587,16 @@ def _newest_finished(runs: list[Any]) -> FinishedRun | None:
 def experiment_names(uri: str) -> list[str]:
     """Names of the experiments in a tracking store (without MLflow's empty ``Default``)."""
     client = MlflowClient(tracking_uri=uri)
-    return sorted(e.name for e in _retry(lambda: client.search_experiments()) if e.name != "Default")
+    return sorted(e.name for e in retry_call(lambda: client.search_experiments()) if e.name != "Default")
 
 
 def latest_experiment(uri: str | None = None, root: Path = DEFAULT_ROOT) -> str | None:
     """Name of the experiment whose brainbench child run started most recently (None if there is none)."""
     client = MlflowClient(tracking_uri=uri or default_uri(root))
-    experiments = _retry(lambda: client.search_experiments())
+    experiments = retry_call(lambda: client.search_experiments())
     best: tuple[int, str] | None = None
     for exp in experiments:
-        runs = _retry(functools.partial(client.search_runs, [exp.experiment_id], f"tags.`{TAG_KIND}` = 'child'",
+        runs = retry_call(functools.partial(client.search_runs, [exp.experiment_id], f"tags.`{TAG_KIND}` = 'child'",
                                         max_results=1, order_by=["attributes.start_time DESC"]))
         if runs and (best is None or runs[0].info.start_time > best[0]):
             best = (runs[0].info.start_time, exp.name)

@@ -28,7 +28,7 @@ from mlflow.exceptions import MlflowException
 
 from bench.errors import BenchError, DataError
 from bench.io import write_atomic
-from bench.tracking.runs import PARENT_ID_TAG, TAG_HASH, TAG_KIND, TAG_SWEEP, Tracker, _retry
+from bench.tracking.runs import PARENT_ID_TAG, TAG_HASH, TAG_KIND, TAG_SWEEP, Tracker, retry_call
 
 EXPORT_FORMAT = "brainbench-runs"
 EXPORT_VERSION = 1
@@ -52,7 +52,7 @@ def _paged(tracker: Tracker, filter_string: str) -> Iterator[Any]:
     token = None
     while True:
         try:
-            page = _retry(functools.partial(tracker.client.search_runs, [tracker.experiment_id], filter_string,
+            page = retry_call(functools.partial(tracker.client.search_runs, [tracker.experiment_id], filter_string,
                                             max_results=1000, page_token=token))
         except MlflowException as exc:
             raise BenchError(f"MLflow cannot search with the filter {filter_string!r}: {exc.message}",
@@ -68,14 +68,14 @@ def _run_record(tracker: Tracker, run: Any, artifacts: Sequence[str]) -> dict[st
     client = tracker.client
     metrics: dict[str, list[list[float]]] = {}
     for key in sorted(run.data.metrics):
-        history = _retry(functools.partial(client.get_metric_history, run.info.run_id, key))
+        history = retry_call(functools.partial(client.get_metric_history, run.info.run_id, key))
         metrics[key] = [[m.step, m.timestamp, m.value] for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
     texts: dict[str, str] = {}
-    present = {info.path for info in _retry(functools.partial(client.list_artifacts, run.info.run_id))}
+    present = {info.path for info in retry_call(functools.partial(client.list_artifacts, run.info.run_id))}
     with tempfile.TemporaryDirectory() as scratch:
         for name in artifacts:
             if name in present:
-                local = Path(_retry(functools.partial(client.download_artifacts, run.info.run_id, name, scratch)))
+                local = Path(retry_call(functools.partial(client.download_artifacts, run.info.run_id, name, scratch)))
                 texts[name] = local.read_text()
     return {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
             "start_time": run.info.start_time, "end_time": run.info.end_time, "params": dict(run.data.params),
@@ -144,11 +144,11 @@ def _log_record(tracker: Tracker, run_id: str, record: Mapping[str, Any]) -> Non
     client = tracker.client
     params = [Param(key, str(value)) for key, value in record["params"].items()]
     for start in range(0, len(params), 100):
-        _retry(functools.partial(client.log_batch, run_id, params=params[start:start + 100]))
+        retry_call(functools.partial(client.log_batch, run_id, params=params[start:start + 100]))
     points = [Metric(key, float(value), int(timestamp), int(step))
               for key, history in record["metrics"].items() for step, timestamp, value in history]
     for start in range(0, len(points), _BATCH):
-        _retry(functools.partial(client.log_batch, run_id, metrics=points[start:start + _BATCH]))
+        retry_call(functools.partial(client.log_batch, run_id, metrics=points[start:start + _BATCH]))
     with tempfile.TemporaryDirectory() as scratch:
         for name, text in record["artifacts"].items():
             if name not in EXPORTED_ARTIFACTS:
@@ -161,15 +161,15 @@ def _log_record(tracker: Tracker, run_id: str, record: Mapping[str, Any]) -> Non
 def _create(tracker: Tracker, record: Mapping[str, Any], tags: Mapping[str, str]) -> str:
     """A new run of ``record`` with ``tags``, its records logged and its original status and end time."""
     client = tracker.client
-    run = _retry(functools.partial(client.create_run, tracker.experiment_id, start_time=record["start_time"],
+    run = retry_call(functools.partial(client.create_run, tracker.experiment_id, start_time=record["start_time"],
                                    tags=dict(tags), run_name=record["run_name"]))
     run_id = str(run.info.run_id)
     try:
         _log_record(tracker, run_id, record)
     except BaseException:
-        _retry(functools.partial(client.delete_run, run_id))  # never a half-imported run that looks real
+        retry_call(functools.partial(client.delete_run, run_id))  # never a half-imported run that looks real
         raise
-    _retry(functools.partial(client.set_terminated, run_id, record["status"], record["end_time"]))
+    retry_call(functools.partial(client.set_terminated, run_id, record["status"], record["end_time"]))
     return run_id
 
 
