@@ -60,7 +60,8 @@ def holm_by_hand(p: list[float]) -> list[float]:
 def test_precision_pairs_match_an_independent_computation(tmp_path: Path, use_tracker: Any,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """Three precisions of one configuration: three pairs; bf16 is clearly worse, fp16 ≈ fp32 (tiny
-    differences). fp32 ran two seeds: a subject's value is their mean; its costs are medians over both runs."""
+    differences). fp32 ran two seeds, the others seed 0: seeds are matched, so fp32's seed 1 is left out of the
+    differences (and named); its costs are medians over both runs."""
     rng = np.random.default_rng(7)
     base = dict(zip(CASES, rng.uniform(0.78, 0.88, len(CASES)), strict=True))
     bf16 = {c: v - 0.05 - 0.002 * i for i, (c, v) in enumerate(base.items())}
@@ -87,8 +88,7 @@ def test_precision_pairs_match_an_independent_computation(tmp_path: Path, use_tr
     table = pd.read_csv(out / "compare-train.precision.csv")
     assert table[["a_value", "b_value"]].drop_duplicates().values.tolist() == [
         ["bf16", "fp16"], ["bf16", "fp32"], ["fp16", "fp32"]]  # three pairs, each in axis order
-    fp32 = {c: (seeds[0][c] + seeds[1][c]) / 2 for c in CASES}  # the mean over seeds
-    values = {"bf16": bf16, "fp16": fp16, "fp32": fp32}
+    values = {"bf16": bf16, "fp16": fp16, "fp32": seeds[0]}  # seed 0, the one every side ran
     for shift, tissue in zip((0.0, 0.03, 0.05), TISSUES, strict=True):
         rows = table[table["class"] == tissue].sort_values("pair")
         expected_p = []
@@ -120,7 +120,10 @@ def test_precision_pairs_match_an_independent_computation(tmp_path: Path, use_tr
     assert costs.loc[2, "b_runs"] == 2 and pd.isna(costs.loc[1, "b_seconds_per_volume"])  # fp16 logged no cost
     markdown = (out / "compare-train.precision.md").read_text()
     assert "| 2 | row 9 unet3d torch: bf16 → fp32 | CSF | 8 |" in markdown
-    assert "| 2 | row 9 unet3d torch: bf16 → fp32 | 1 → 2 | 220 → 110 (×0.50) | 5.50 → 11.0 (×2.00) |" in markdown
+    assert ("| 2 | row 9 unet3d torch: bf16 → fp32 | 1 → 2 | 0 (B also ran 1: left out) | 220 → 110 (×0.50) | "
+            "5.50 → 11.0 (×2.00) |") in markdown
+    assert table.drop_duplicates("pair")["seeds"].tolist() == ["0", "0 (B also ran 1: left out)",
+                                                               "0 (B also ran 1: left out)"]
     assert "Not compared" not in markdown and "Holm: over the 3 tested pairs of each metric and class" in markdown
 
 
@@ -158,6 +161,43 @@ def test_framework_orders_tf_before_torch_and_names_a_configuration_without_part
     assert ("- row 5 (unet3d, torch) has no configuration that differs only in framework: the closest, row 9 "
             "(unet3d, tf) (framework=tf), also differs in model.params.base_filters (16 vs 8), train.optimizer.lr "
             "(0.1 vs 0.001)") in markdown
+
+
+def test_seeds_are_matched_and_a_subjects_value_is_its_mean_over_the_shared_seeds(tmp_path: Path,
+                                                                                  use_tracker: Any) -> None:
+    """torch ran seeds 0, 1, 2 and tf seeds 0, 1: seed by seed, torch's seed 2 is left out, and each side's value
+    is its mean over seeds 0 and 1 (the seed-2 run is far off, so including it would move every number)."""
+    rng = np.random.default_rng(3)
+    torch = [{c: v for c, v in zip(CASES, rng.uniform(0.75, 0.9, len(CASES)), strict=True)} for _ in range(3)]
+    torch[2] = {c: 0.2 for c in CASES}
+    tf = [{c: v - 0.001 * (i + 1) for i, (c, v) in enumerate(t.items())} for t in torch[:2]]
+    runs = [FakeRun(f"torch{k}", k, dice_table(torch[k]), row="5", seed=str(k), params=settings(seed=str(k)))
+            for k in range(3)]
+    runs += [FakeRun(f"tf{k}", 10 + k, dice_table(tf[k]), row="5", seed=str(k),
+                     params=settings(framework="tf", seed=str(k)), tags={"framework": "tf"}) for k in range(2)]
+    use_tracker(FakeTracker(runs))
+    out = tmp_path / "reports"
+    assert bench_main(["compare", "--axis", "framework", "--out", str(out)]) == 0
+    csf = pd.read_csv(out / "compare-framework.csv").query("`class` == 'CSF'").iloc[0]
+    d = np.array([(torch[0][c] + torch[1][c]) / 2 - (tf[0][c] + tf[1][c]) / 2 for c in CASES])  # torch − tf
+    assert csf["mean_diff"] == pytest.approx(d.mean(), abs=1e-12) and csf["n"] == 8
+    assert csf["p"] == pytest.approx(sps.wilcoxon(d, method="exact").pvalue, rel=1e-12)
+    assert csf["seeds"] == "0, 1 (B also ran 2: left out)"
+    assert "| 2 → 3 | 0, 1 (B also ran 2: left out) |" in (out / "compare-framework.md").read_text()
+
+
+def test_configurations_without_a_seed_in_common_use_all_their_seeds(tmp_path: Path, use_tracker: Any) -> None:
+    base = {c: 0.8 + 0.01 * i for i, c in enumerate(CASES)}
+    use_tracker(FakeTracker([
+        FakeRun("torch0", 1, dice_table(base), row="5", params=settings()),
+        FakeRun("torch1", 2, dice_table({c: v + 0.01 for c, v in base.items()}), row="5", seed="1",
+                params=settings(seed="1")),
+        FakeRun("tf2", 3, dice_table({c: v - 0.02 for c, v in base.items()}), row="5", seed="2",
+                params=settings(framework="tf", seed="2"), tags={"framework": "tf"})]))
+    out = tmp_path / "reports"
+    assert bench_main(["compare", "--axis", "framework", "--out", str(out)]) == 0
+    csf = pd.read_csv(out / "compare-framework.csv").query("`class` == 'CSF'").iloc[0]
+    assert csf["mean_diff"] == pytest.approx(0.005 + 0.02) and csf["seeds"] == "2 vs 0, 1"
 
 
 def test_axis_seed_pairs_the_seeds_of_one_configuration(tmp_path: Path, use_tracker: Any) -> None:

@@ -12,7 +12,10 @@ costs side by side.
   with k partners is in k pairs). A and B are in axis order (numeric when every value is a number, else by
   text: ``tf`` before ``torch``, ``bf16`` before ``fp32``) and every difference is d = B − A. A configuration
   without a partner is named, with its closest configuration and how that one differs; none is dropped.
-* **Per pair × metric × class**: a subject's value is its mean over the configuration's seeds (folds pool: each
+* **Seeds are matched**: where A and B ran seeds in common, only those seeds are compared (a seed one side ran
+  alone, say a same-framework control, is left out and named in column ``seeds``), so both sides average the
+  same number of training runs; without a seed in common (``--axis seed``), each side's seeds are used.
+* **Per pair × metric × class**: a subject's value is its mean over the compared seeds (folds pool: each
   subject is tested in one fold); d on the subjects both configurations were tested on; n; mean d with its
   95 % percentile bootstrap interval (``stats.bootstrap_ci``); the two-sided Wilcoxon signed-rank p of
   ``stats.paired_test`` (scipy's exact test without zero or tied differences; otherwise zeros dropped and all
@@ -83,7 +86,7 @@ COSTS = (("patches_per_s", "patches_per_s", 1.0, "Training patches/s"),
 """(column, run metric, scale, heading) of each cost."""
 TABLE_COLUMNS = ("pair", "label", "a", "b", "a_value", "b_value", "metric", "class", "margin", "n", "mean_a",
                  "mean_b", "mean_diff", "ci_low", "ci_high", "statistic", "p", "p_holm", "method", "note",
-                 "p_tost_lower", "p_tost_upper", "p_tost", "tost_method", "verdict")
+                 "p_tost_lower", "p_tost_upper", "p_tost", "tost_method", "verdict", "seeds")
 
 
 @dataclass(frozen=True)
@@ -318,10 +321,29 @@ def verdict(p_holm: float | None, p_tost: float | None, alpha: float = stats.ALP
     return DIFFERENT if p_holm is not None and p_holm < alpha else INCONCLUSIVE
 
 
+def _seed_list(seeds: Iterable[str]) -> str:
+    return ", ".join(sorted(seeds, key=_order(list(seeds))))
+
+
+def matched_seeds(pair: Pair) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """A's and B's per-subject tables limited to the seeds both ran (all of each side's when they share none),
+    and which seeds were compared: ``0, 1``; ``0 (B also ran 1: left out)``; ``0 vs 1`` (none shared)."""
+    a, b = pair.a.per_subject, pair.b.per_subject
+    seeds_a, seeds_b = set(a["seed"].astype(str)), set(b["seed"].astype(str))
+    shared = seeds_a & seeds_b
+    if not shared:
+        return a, b, f"{_seed_list(seeds_a)} vs {_seed_list(seeds_b)}"
+    alone = [f"{side} also ran {_seed_list(extra)}" for side, extra in (("A", seeds_a - shared), ("B", seeds_b - shared))
+             if extra]
+    text = _seed_list(shared) + (f" ({'; '.join(alone)}: left out)" if alone else "")
+    return a[a["seed"].astype(str).isin(shared)], b[b["seed"].astype(str).isin(shared)], text
+
+
 def pair_row(pair: Pair, metric: str, tissue: str, margin: float) -> dict[str, Any]:
     """One pair's numbers for one metric and class (``p_holm`` and ``verdict`` are filled by :func:`pair_table`)."""
-    a = stats.subject_values(pair.a.per_subject, metric, tissue)
-    b = stats.subject_values(pair.b.per_subject, metric, tissue)
+    table_a, table_b, seeds = matched_seeds(pair)
+    a = stats.subject_values(table_a, metric, tissue)
+    b = stats.subject_values(table_b, metric, tissue)
     shared = a.index.intersection(b.index)
     diff = (b.loc[shared] - a.loc[shared]).to_numpy(dtype=float)
     low, high = stats.bootstrap_ci(diff)
@@ -333,7 +355,7 @@ def pair_row(pair: Pair, metric: str, tissue: str, margin: float) -> dict[str, A
         "mean_b": float(b.loc[shared].mean()) if diff.size else nan,
         "mean_diff": float(diff.mean()) if diff.size else nan, "ci_low": low, "ci_high": high,
         "statistic": None, "p": None, "p_holm": None, "method": "", "note": "",
-        "p_tost_lower": None, "p_tost_upper": None, "p_tost": None, "tost_method": "", "verdict": INCONCLUSIVE}
+        "p_tost_lower": None, "p_tost_upper": None, "p_tost": None, "tost_method": "", "verdict": INCONCLUSIVE, "seeds": seeds}
     if diff.size < stats.MIN_PAIRS:
         row["note"] = stats.NOTE_FEW_PAIRS
         return row

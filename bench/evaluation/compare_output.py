@@ -67,12 +67,14 @@ def markdown(comparison: Comparison, title: str) -> str:
                          f" | {_p(r['p_holm'])} | {_p(r['p_tost'], r['tost_method'])} | {r['verdict']}{why} |")
         lines.append("")
     lines += ["#### Cost: A → B (×B/A), median over each configuration's runs", "",
-              "| # | Pair (A → B) | Runs | " + " | ".join(heading for *_, heading in COSTS) + " |",
-              "|---|---|---|" + "---|" * len(COSTS)]
+              "| # | Pair (A → B) | Runs | Seeds compared | " + " | ".join(heading for *_, heading in COSTS) + " |",
+              "|---|---|---|---|" + "---|" * len(COSTS)]
+    seeds = table.drop_duplicates("pair").set_index("pair")["seeds"]
     for pair, (_, row) in zip(comparison.pairs, comparison.costs.iterrows(), strict=True):
         cells = [_cost_cell(row, column) for column, *_ in COSTS]
         runs = f"{int(row['a_runs'])} → {int(row['b_runs'])}"
-        lines.append(f"| {int(row['pair'])} | {pair.label} | {runs} | " + " | ".join(cells) + " |")
+        lines.append(f"| {int(row['pair'])} | {pair.label} | {runs} | {seeds.get(int(row['pair']), '')} | "
+                     + " | ".join(cells) + " |")
     lines.append("")
     if comparison.unpaired:
         lines += [f"**Not compared** ({len(comparison.unpaired)} configuration"
@@ -90,7 +92,8 @@ def method_notes(comparison: Comparison) -> str:
     family = comparison.table.groupby(["metric", "class"])["p"].count()
     m = int(family.max()) if len(family) else 0
     margins = ", ".join(f"{k} ±{v:g}{UNITS.get(k, '')}" for k, v in comparison.margins.items())
-    return (f"Method: a subject's value is its mean over a configuration's seeds (folds pool: each subject is tested "
+    return (f"Method: seeds are matched (where A and B ran seeds in common only those are compared; column 'Seeds "
+            f"compared'), and a subject's value is its mean over the compared seeds (folds pool: each subject is tested "
             f"in one fold); differences B − A on the subjects both configurations were tested on. 95 % CI: "
             f"percentile bootstrap of the mean difference ({stats.BOOTSTRAP_RESAMPLES:,} resamples, seed "
             f"{stats.BOOTSTRAP_SEED}). p: two-sided Wilcoxon signed-rank test, exact without zero or tied differences;"
