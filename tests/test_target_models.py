@@ -174,6 +174,8 @@ def test_patch_too_small_names_the_smallest_patch(tiny_cohort: Path, workspace: 
     assert workspace.runs_() == []
 
 
+@pytest.mark.slow  # the MONAI models train in test_yaml_only_model_trains_in_both_frameworks and build in
+# test_zoo_model_configs_build_from_yaml_alone; this is the whole sweep beside two rows (52 s)
 def test_zoo_sweep_beside_rows_5_and_9_reports_each_model(tiny_cohort: Path, workspace: Workspace) -> None:
     """``+sweep=zoo``: MONAI's UNet, BasicUNet, SegResNet and DynUNet from YAML alone, beside rows 5 and 9;
     ``bench report`` shows each as its own row, named by its model."""
