@@ -82,8 +82,10 @@ def default_uri(root: Path = DEFAULT_ROOT) -> str:
 STORE_FULL = ("database or disk is full", "no space left on device", "could not extend file")
 """How a full store reports itself: sqlite's SQLITE_FULL, the OS's ENOSPC, PostgreSQL's ``DiskFull``."""
 ARTIFACT_UPLOAD = re.compile(r"(\S*/mlflow-artifacts/artifacts/\S*)")
-SERVER_ERROR = ("too many 500 error responses", "500 Server Error")
-"""An artifact upload a server answered with HTTP 500, through MLflow's retries or without them."""
+SERVER_ERROR = ("too many 500 error responses", "500 Server Error", "Connection aborted.")
+"""An artifact upload a server failed: HTTP 500, through MLflow's retries or without them, or the connection
+aborted (uvicorn closes it after a 500 from a failed upload: the retry on it, or the rest of a large body, is
+reset)."""
 
 
 class _QuietStoreFull(logging.Filter):
@@ -101,23 +103,26 @@ logging.getLogger("mlflow.store.db.utils").addFilter(_QuietStoreFull())
 def store_full_error(exc: BaseException, where: str | None) -> DataError | None:
     """The one-line error for a store that ran out of space while ``exc`` was raised (None: not that):
     ``where`` is the tracking URI (a sqlite store is named by its file). A server answers an artifact upload on
-    a full artifact store with a bare HTTP 500 (the reason stays in its log), so that is reported as one."""
+    a full artifact store with a bare HTTP 500 and closes the connection (the reason stays in its log), so that
+    is reported as one. A URI is named in the text: as a path, ``http://`` would lose a slash."""
     text = str(exc)
     if any(marker in text.lower() for marker in STORE_FULL):
         store = where or "the MLflow store"
         if store.startswith("sqlite:///"):
             store = store.removeprefix("sqlite:///").split("?", 1)[0]
-        return no_space_error(exc, without_userinfo(store), fix="free space on the store's disk, or move "
-                              "paths.runs / the tracking URI elsewhere, and run the same command again: finished "
-                              "configurations are skipped, one left RUNNING is marked KILLED")
+        fix = ("free space on the store's disk, or move paths.runs / the tracking URI elsewhere, and run the same "
+               "command again: finished configurations are skipped, one left RUNNING is marked KILLED")
+        if "://" in store:
+            return DataError(f"{without_userinfo(store)}: no space left on the device", fix=fix)
+        return no_space_error(exc, store, fix=fix)
     upload = ARTIFACT_UPLOAD.search(text)
     if upload and any(marker in text for marker in SERVER_ERROR):
         server = without_userinfo(where or upload.group(1).split("/api/", 1)[0])
-        return DataError(f"the tracking server could not store {upload.group(1).split('/artifacts/', 1)[1]} in its "
-                         "artifact store (HTTP 500 on every try; no space left on the server's disk is the usual "
-                         "cause: its log says)", path=f"{server} (artifact store)",
-                         fix="free space on the server's artifact store (`bench stack`: <dir>/artifacts, the "
-                         "reason in <dir>/mlflow.log) and run the same command again")
+        return DataError(f"{server} (artifact store): the server could not store "
+                         f"{upload.group(1).split('/artifacts/', 1)[1]}: HTTP 500 or a dropped upload on every try, "
+                         "most likely no space left on the device: the server's log has the reason",
+                         fix="free space on the server's artifact store, `bench stack`: <dir>/artifacts, and run "
+                         "the same command again: finished configurations are skipped")
     return None
 
 
