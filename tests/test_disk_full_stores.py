@@ -174,6 +174,7 @@ def small_runs_tmpfs(tmp_path: Path, workspace: Workspace) -> Iterator[Path]:
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow  # the injected SQLITE_FULL test above covers the same path in make test
 def test_a_real_full_tmpfs_under_the_runs_folder(small_runs_tmpfs: Path, cohort_copy: Path,
                                                  workspace: Workspace) -> None:
     uri = f"sqlite:///{small_runs_tmpfs / 'mlflow.db'}?timeout=30"
