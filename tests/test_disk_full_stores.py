@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from stack_helpers import assert_stack_gone, require_postgres, stack_dir, stack_ports
 
 from bench import stack
-from bench.tracking.runs import store_full_error
+from bench.tracking.calls import store_full_error
 
 CHEAP = ("data.split={train:[IBSR_01],val:[IBSR_07],test:[IBSR_11]}", "inference.overlap=0")
 

@@ -15,8 +15,9 @@ from mlflow.protos.databricks_pb2 import BAD_REQUEST
 from stack_helpers import free_ports
 
 from bench.errors import ConfigError
-from bench.tracking import runs
-from bench.tracking.runs import Tracker, existing_store, retry_call
+from bench.tracking import calls as tracking_calls
+from bench.tracking.calls import retry_call
+from bench.tracking.runs import Tracker, existing_store
 from bench.tracking.server import TrackingServerError
 from bench.tracking.store import check_store_uri
 
@@ -89,14 +90,14 @@ POOL_TIMEOUT = "QueuePool limit of size 5 overflow 10 reached, connection timed 
 
 def test_a_server_out_of_database_connections_is_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(runs.time, "sleep", waits.append)
+    monkeypatch.setattr(tracking_calls.time, "sleep", waits.append)
     calls, call = _failing([POOL_TIMEOUT, POOL_TIMEOUT])
     assert retry_call(call) == 7
     assert len(calls) == 3 and waits == [0.2, 0.4]
 
 
 def test_a_server_out_of_connections_for_every_try_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runs.time, "sleep", lambda s: None)
+    monkeypatch.setattr(tracking_calls.time, "sleep", lambda s: None)
     calls, call = _failing([POOL_TIMEOUT] * 3)
     with pytest.raises(MlflowException, match="QueuePool limit"):
         retry_call(call, attempts=3)
@@ -104,7 +105,7 @@ def test_a_server_out_of_connections_for_every_try_is_raised(monkeypatch: pytest
 
 
 def test_any_other_bad_request_is_raised_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runs.time, "sleep", lambda s: None)
+    monkeypatch.setattr(tracking_calls.time, "sleep", lambda s: None)
     calls, call = _failing(["Invalid value 'x' for parameter 'max_results'"])
     with pytest.raises(MlflowException, match="Invalid value"):
         retry_call(call)

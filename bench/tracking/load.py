@@ -24,7 +24,7 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from bench.tracking.runs import retry_call
+from bench.tracking.calls import retry_call
 
 ARTIFACT_BYTES = 4096
 """Size of the artifact each client logs (bytes)."""
@@ -65,7 +65,7 @@ def new_experiment(uri: str, name: str) -> str:
 def client_session(uri: str, experiment_id: str, name: str, epochs: int, metrics: int, deadline: float) -> ClientResult:
     """One client with its own ``MlflowClient``: create run ``name``, log ``epochs`` × ``metrics`` points (one
     timed ``log_batch`` per epoch), log a ``ARTIFACT_BYTES`` artifact, end FINISHED, each call retried as a
-    brainbench worker retries it (:func:`bench.tracking.runs.retry_call`; a log call's time includes its
+    brainbench worker retries it (:func:`bench.tracking.calls.retry_call`; a log call's time includes its
     retries). Stops (``error``) at ``deadline`` (``time.monotonic()`` seconds) or at the first call that fails
     for good."""
     result = ClientResult(name)

@@ -24,7 +24,8 @@ from mlflow.tracking import MlflowClient
 
 from bench.errors import ConfigError, DataError
 from bench.io import link_tree
-from bench.tracking.runs import ChildRun, retry_call
+from bench.tracking.calls import retry_call
+from bench.tracking.runs import ChildRun
 from bench.tracking.store import local_artifacts
 
 MODEL_TYPE = "brainbench"

@@ -28,7 +28,8 @@ from mlflow.exceptions import MlflowException
 
 from bench.errors import BenchError, DataError
 from bench.io import write_atomic
-from bench.tracking.runs import PARENT_ID_TAG, TAG_HASH, TAG_KIND, TAG_SWEEP, Tracker, retry_call
+from bench.tracking.calls import retry_call
+from bench.tracking.runs import PARENT_ID_TAG, TAG_HASH, TAG_KIND, TAG_SWEEP, Tracker
 
 EXPORT_FORMAT = "brainbench-runs"
 EXPORT_VERSION = 1
