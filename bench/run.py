@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from bench.config import run_spec_from_config
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError
 from bench.processes import interruption, stop_signals_raise
 from bench.spec import NetworkSpec, RunSpec
 from bench.sweeps import CONF_DIR, hydra_error_line, mark_stopped_jobs, to_container
@@ -108,6 +108,27 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+RAY_TOKEN_FIX = ("a Ray head started by `bench stack up --auth` requires its token: run `eval \"$(bench stack env)\"` "
+                 "on the stack's machine, elsewhere export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=<a copy of the "
+                 "stack's secrets/ray-token>")
+
+
+def ray_connection_error(exc: BaseException) -> ConfigError | None:
+    """The ``error:`` line for a sweep whose driver could not join the Ray cluster (``hydra/launcher=ray``),
+    or None for any other exception. Ray 2.60 refuses a client without the head's token in two ways: with
+    ``RAY_AUTH_MODE=token`` but no token, at once (``ray.exceptions.AuthenticationError``); with no
+    ``RAY_AUTH_MODE`` or a wrong token, after about 20 s of ``Unauthenticated`` retries that it logs, as a
+    plain ``ConnectionError: Failed to connect to Ray cluster at ADDRESS``."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if type(exc).__name__ == "AuthenticationError" and type(exc).__module__.startswith("ray."):
+        return ConfigError(f"Ray refused this sweep: {first.split('. ')[0][:300]}", fix=RAY_TOKEN_FIX)
+    if isinstance(exc, ConnectionError) and first.startswith("Failed to connect to Ray cluster"):
+        return ConfigError(f"{first[:300]}: its head refused this client (Ray's lines above say 'Unauthenticated' "
+                           "when the token is missing or wrong)", fix=f"{RAY_TOKEN_FIX}; else check "
+                           "hydra.launcher.ray.init.address and that the head is up (bench stack status)")
+    return None
+
+
 def _debug_requested(argv: list[str]) -> bool:
     flags = {f"{plus}debug={value}" for plus in ("", "+", "++") for value in ("true", "True", "1", "yes")}
     return bool(os.environ.get("BENCH_DEBUG")) or any(arg in flags for arg in argv)
@@ -151,6 +172,10 @@ def cli() -> None:
         print(f"error: {hydra_error_line(exc)}", file=sys.stderr, flush=True)
         sys.exit(2)
     except Exception as exc:
+        refused = None if debug else ray_connection_error(exc)
+        if refused is not None:
+            print(f"error: {refused.message}", file=sys.stderr, flush=True)
+            sys.exit(2)
         if debug or not type(exc).__module__.startswith("ray."):
             raise
         # A Ray worker died (SIGKILL, lost node): its run is left RUNNING, marked KILLED and redone next time.

@@ -348,10 +348,12 @@ def _ray_temp_dir(root: Path) -> Path:
 def start_ray(root: Path, ports: StackPorts) -> int:
     """Start a Ray head node (``ray start --head --block``, dashboard off) on ``host``; its pid. With ``auth``
     it requires Ray's token (``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN_PATH``), and its environment carries the
-    MLflow client's (:func:`client_env`), which the workers it starts inherit."""
+    MLflow client's (:func:`client_env`), which the workers it starts inherit. Without, ``RAY_AUTH_MODE=disabled``:
+    Ray 2.60 would otherwise turn token auth on by itself when ``~/.ray/auth_token`` exists (its first local
+    ``ray.init()`` writes one), and then refuse the sweeps that join it by address."""
     _check_port_free(ports.ray, "Ray's head")
     ray = Path(sys.executable).parent / "ray"
-    env = {**os.environ, **client_env(root, ports)}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", **client_env(root, ports)}
     argv = [str(ray), "start", "--head", "--block", "--node-ip-address", ports.host, "--port", str(ports.ray),
             "--ray-client-server-port", str(ports.ray + 1), "--dashboard-agent-listen-port", str(ports.ray + 2),
             "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(_ray_temp_dir(root))]
