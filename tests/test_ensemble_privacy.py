@@ -25,7 +25,7 @@ from bench.predict.members import strictest
 from bench.privacy import SALT_FILE, hashed_id
 
 BUDGET = ("profile.epochs=1", "profile.steps_per_epoch=1", "profile.batch_size=2", "profile.patches_per_epoch=2",
-          "profile.val_batches=1", "inference.batch_size=2")
+          "profile.val_batches=1", "inference.batch_size=2", "inference.overlap=0")
 TEST_IDS = ("IBSR_11", "IBSR_12")
 PRIVATE_PARAMS = {"tracking.log_images": "False", "tracking.log_paths": "False", "tracking.hash_subject_ids": "True"}
 
