@@ -38,7 +38,7 @@ from bench.evaluation.plots import history_plot
 from bench.io import is_no_space, link_tree, no_space_error, write_volume
 from bench.predict.package import PACKAGE_FILE, write_package
 from bench.preprocess.pipeline import Pipeline, PreparedCase, PreprocessCache
-from bench.privacy import HIDDEN, Privacy, subject_salt
+from bench.privacy import HIDDEN, Privacy, run_filter
 from bench.processes import PeakMemory
 from bench.segmenters import Method, PatchNetwork, TrainingData, build_method
 from bench.spec import NetworkSpec, RunSpec, effective_settings, spec_summary
@@ -243,15 +243,9 @@ def _log_model(child: ChildRun, spec: RunSpec, model_dir: Path) -> None:
 def run_privacy(spec: RunSpec, cohort: Cohort) -> Privacy:
     """The filter for what this run sends to the store (``spec.tracking``'s switches; ids of every subject the
     data root holds, loaded by this split or not)."""
-    tracking = spec.tracking
-    subjects = {case.id for case in cohort.cases}
-    if tracking.hash_subject_ids:
-        subjects |= {found.id for found in discover(spec.data.root).subjects}
-    folders = {"<data.root>": spec.data.root, "<paths.cache>": spec.cache_dir, "<paths.outputs>": spec.outputs_dir,
-               "<paths.runs>": spec.runs_dir, "~": str(Path.home())}
-    return Privacy.build(log_images=tracking.log_images, log_paths=tracking.log_paths,
-                         hash_ids=tracking.hash_subject_ids, folders=folders, subjects=subjects,
-                         salt=subject_salt(Path(spec.runs_dir)) if tracking.hash_subject_ids else None)
+    folders = {"<paths.cache>": spec.cache_dir, "<paths.outputs>": spec.outputs_dir, "<paths.runs>": spec.runs_dir}
+    return run_filter(spec.tracking.record(), data_root=spec.data.root, folders=folders,
+                      subjects=[case.id for case in cohort.cases], runs_dir=Path(spec.runs_dir))
 
 
 def run_params(spec: RunSpec) -> dict[str, str]:

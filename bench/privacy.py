@@ -23,6 +23,8 @@ from typing import Any
 
 import pandas as pd
 
+from bench.data.discovery import discover
+
 SALT_ENV = "BENCH_ID_SALT"
 SALT_FILE = "subject-id.salt"
 HIDDEN = "***"
@@ -42,6 +44,14 @@ def hashed_id(subject: str, salt: str) -> str:
     return "sub-" + hashlib.sha256(f"{salt}:{subject}".encode()).hexdigest()[:12]
 
 
+def known_salt(runs_dir: Path) -> str | None:
+    """``$BENCH_ID_SALT``, else the salt of ``<runs_dir>/subject-id.salt`` if there is one (creates nothing)."""
+    if os.environ.get(SALT_ENV):
+        return os.environ[SALT_ENV]
+    path = Path(runs_dir) / SALT_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
 def subject_salt(runs_dir: Path) -> str:
     """``$BENCH_ID_SALT``, else the salt of ``<runs_dir>/subject-id.salt`` (created once, mode 0600)."""
     if os.environ.get(SALT_ENV):
@@ -55,6 +65,21 @@ def subject_salt(runs_dir: Path) -> str:
     with os.fdopen(handle, "w") as out:  # two workers racing: the loser reads the winner's file above
         out.write(secrets.token_hex(32) + "\n")
     return path.read_text().strip()
+
+
+def run_filter(switches: Mapping[str, bool], *, data_root: str | None, folders: Mapping[str, str],
+               subjects: Iterable[str], runs_dir: Path) -> Privacy:
+    """The filter of a run with ``switches`` (``TrackingSpec.record()``'s keys: ``bench.run``'s own, ``bench
+    ensemble``'s the strictest of its members'): ``data_root`` as ``<data.root>``, ``folders`` (placeholder ->
+    folder) and the home folder as ``~``; ``subjects`` and, when ids are hashed, every subject the data root holds
+    (loaded by this run or not), hashed with the salt of ``runs_dir`` (:func:`subject_salt`)."""
+    subjects = set(subjects)
+    if switches["hash_subject_ids"] and data_root is not None:
+        subjects |= {found.id for found in discover(data_root).subjects}
+    places = {**({"<data.root>": data_root} if data_root is not None else {}), **folders, "~": str(Path.home())}
+    return Privacy.build(log_images=switches["log_images"], log_paths=switches["log_paths"],
+                         hash_ids=switches["hash_subject_ids"], folders=places, subjects=subjects,
+                         salt=subject_salt(runs_dir) if switches["hash_subject_ids"] else None)
 
 
 @dataclass(frozen=True)

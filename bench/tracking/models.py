@@ -144,7 +144,7 @@ def register_model(run_id: str, name: str, uri: str) -> int:
 
 
 def run_record(run_id: str, uri: str, dst: Path) -> dict[str, Any]:
-    """A FINISHED run's experiment name, tags and ``summary.json`` (downloaded into ``dst``).
+    """A FINISHED run's experiment name, tags, params and ``summary.json`` (downloaded into ``dst``).
 
     Raises:
         DataError: No such run, a run that did not finish, or one without ``summary.json``.
@@ -162,5 +162,5 @@ def run_record(run_id: str, uri: str, dst: Path) -> dict[str, Any]:
         summary = json.loads(Path(local).read_text())
     except (MlflowException, OSError, json.JSONDecodeError) as exc:
         raise DataError(f"run {run_id} has no readable summary.json ({exc})") from exc
-    return {"run_id": run_id, "experiment": experiment.name, "tags": dict(run.data.tags), "summary": summary,
-            "name": run.info.run_name}
+    return {"run_id": run_id, "experiment": experiment.name, "tags": dict(run.data.tags),
+            "params": dict(run.data.params), "summary": summary, "name": run.info.run_name}

@@ -19,6 +19,7 @@ class SweepMembers:
     runs_dir: Path
     run_ids: list[str]
     described: list[str]  # "<run name> (<run id>)" per member, for messages
+    outputs_dirs: list[Path]  # the jobs' paths.outputs (where their own summary.json files are)
 
 
 def sweep_member_runs(overrides: Sequence[str], tracking_uri: str | None = None) -> SweepMembers:
@@ -49,4 +50,6 @@ def sweep_member_runs(overrides: Sequence[str], tracking_uri: str | None = None)
             )
         run_ids.append(found.run_id)
         described.append(f"{found.name} ({found.run_id})")
-    return SweepMembers(uri=uri, runs_dir=Path(runs_dir), run_ids=run_ids, described=described)
+    outputs = [Path(spec.outputs_dir) for _, spec in jobs]
+    return SweepMembers(uri=uri, runs_dir=Path(runs_dir), run_ids=run_ids, described=described,
+                        outputs_dirs=list(dict.fromkeys(outputs)))
