@@ -56,11 +56,11 @@ stack-up: $(STAMP) postgres ## Start PostgreSQL + MLflow server + Ray head on 12
 stack-down: $(STAMP) ## Stop the local stack (each service by its own pid)
 	$(BIN)/bench stack down $(STACK_ARGS)
 
-test: $(STAMP) postgres ## Run the fast test suite (excludes tests marked slow; TEST_WORKERS=2 processes, 0: in one)
-	$(BIN)/python -m pytest -m "not slow" -q --timeout=600 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+test: $(STAMP) postgres ## Run the fast test suite (excludes tests marked slow; TEST_WORKERS=2 processes, 0: in one; PYTEST_ARGS=--durations=40)
+	$(BIN)/python -m pytest -m "not slow" -q --timeout=600 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-all: $(STAMP) postgres ## Run every test, slow ones included
-	$(BIN)/python -m pytest -q --timeout=1800 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q --timeout=1800 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 docs: $(STAMP) ## Build the documentation site from docs/ into runs/site (mkdocs, strict: a broken link fails)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir runs/site
