@@ -9,7 +9,8 @@
 # Fold by fold, so both frameworks of a fold run on one host: a sweep cut off (or spread over machines) resumes
 # where it stopped, finished runs are skipped by their settings hash. PRECISION (default fp32) is set explicitly
 # so that a resumed sweep stays in one precision whatever CPU it lands on. Environment: IBSR18_ROOT
-# (../shared/data/ibsr18), RUNS (runs/frameworks), PRECISION (fp32), FOLDS ("0 1 2 3 4"), JOBS (2).
+# (../shared/data/ibsr18), RUNS (runs/frameworks), PRECISION (fp32), FOLDS ("0 1 2 3 4"), JOBS (2); for `speed`
+# REPEATS (3) and STEPS (40).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -19,6 +20,8 @@ RUNS=${RUNS:-runs/frameworks}
 PRECISION=${PRECISION:-fp32}
 FOLDS=${FOLDS:-"0 1 2 3 4"}
 JOBS=${JOBS:-2}
+REPEATS=${REPEATS:-3}
+STEPS=${STEPS:-40}
 EXPERIMENT=frameworks-ibsr18-quick
 RUNS=$(realpath -m "$RUNS")
 IBSR18_ROOT=$(realpath -m "$IBSR18_ROOT")   # the data root is part of a run's settings: one spelling, absolute
@@ -42,11 +45,18 @@ sweep() {
 }
 
 speed() {
+  # REPEATS rounds, the frameworks' order alternating, each row a fresh process; the write-up takes each
+  # row x framework's median. One round of 20 steps was too noisy for inference: rows 5 and 8 (the same network)
+  # measured 131 and 85 patches/s in torch on an idle machine (docs/results/data/frameworks-ibsr18/).
   : > "$RUNS/train-speed.jsonl"
-  for framework in torch tf; do
-    for row in 2 3 5 8 9; do
-      "$BENCH" train-speed --row "$row" --profile quick --framework "$framework" --precision "$PRECISION" \
-        --steps 20 --warmup 3 >> "$RUNS/train-speed.jsonl"
+  local order
+  for round in $(seq 1 "$REPEATS"); do
+    if [ $((round % 2)) -eq 1 ]; then order="torch tf"; else order="tf torch"; fi
+    for framework in $order; do
+      for row in 2 3 5 8 9; do
+        "$BENCH" train-speed --row "$row" --profile quick --framework "$framework" --precision "$PRECISION" \
+          --steps "$STEPS" --warmup 3 >> "$RUNS/train-speed.jsonl"
+      done
     done
   done
 }
