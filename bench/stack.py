@@ -7,7 +7,9 @@ from ``<root>/artifacts`` (``--artifacts-destination``: workers need no shared d
 (``ray start --head --block``, dashboard off). Each service's pid is written to ``<root>/<name>.pid``; ``down``
 stops each by its own pid (then its own process group, which it leads), in reverse order.
 
-By default everything listens on 127.0.0.1 with no authentication (PostgreSQL ``trust``). ``host`` (the
+By default PostgreSQL and MLflow listen on 127.0.0.1 with no authentication (PostgreSQL ``trust``); Ray's GCS
+port listens on every interface whatever ``--node-ip-address`` says (Ray 2.60), so on a shared machine use
+``auth`` or a firewall for it. ``host`` (the
 address of the MLflow server and the Ray head; PostgreSQL stays on 127.0.0.1) may leave loopback only with
 ``auth``: then PostgreSQL's role has a scram password, the MLflow server runs MLflow's ``basic-auth`` app
 (default permission none) over TLS, and Ray uses token authentication (``RAY_AUTH_MODE=token``); the secrets are
