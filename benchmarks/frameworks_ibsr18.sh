@@ -2,7 +2,7 @@
 # The framework comparison on IBSR18 (issue 37): rows 5, 8, 9 x torch, tf x folds 0-4 at profile=quick, and a
 # same-framework control (row 5 torch, seed 1) per fold; then each network row's training speed and memory per
 # framework from `bench train-speed` (fresh serial processes), then `bench compare --axis framework` and
-# `--axis seed`.
+# `--axis seed` (the speed table: benchmarks/speed_table.py, medians over the speed rounds).
 #
 #   benchmarks/frameworks_ibsr18.sh [sweep|speed|compare|all]   (default: all)
 #
@@ -62,6 +62,7 @@ speed() {
 }
 
 compare() {
+  PYTHONPATH=. "$PY" -m benchmarks.speed_table "$RUNS/train-speed.jsonl" > "$RUNS/speed-table.md"
   "$BENCH" compare --runs-dir "$RUNS" --experiment "$EXPERIMENT" --axis framework --out "$RUNS/compare-framework"
   "$BENCH" compare --runs-dir "$RUNS" --experiment "$EXPERIMENT" --axis seed --out "$RUNS/compare-seed"
 }

@@ -240,3 +240,38 @@ def test_data_wait_is_half_the_epoch_when_making_a_batch_takes_as_long_as_a_step
 def test_suite_rejects_bad_arguments(bad: list[str]) -> None:
     with pytest.raises(SystemExit):
         suite.parse_args(bad)
+
+
+def _speed_line(row: int, framework: str, train: float, infer: float, peak: float, **changed: object) -> dict:
+    line = {"row": row, "framework": framework, "architecture": "unet3d", "train_patches_per_s": train,
+            "infer_patches_per_s": infer, "peak_memory_mb": peak, "device": "cpu" if framework == "torch" else "/CPU:0",
+            "precision": "fp32", "threads": 1, "patch": [32, 32, 32], "batch": 8, "profile": "quick"}
+    return {**line, **changed}
+
+
+def test_speed_table_takes_each_row_and_frameworks_median_over_rounds(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.speed_table import main, medians
+
+    lines = [_speed_line(5, "torch", t, 100.0 + t, 600.0) for t in (30.0, 10.0, 20.0)]
+    lines += [_speed_line(5, "tf", t, 90.0, 900.0) for t in (40.0, 44.0)]
+    found = medians(lines)
+    assert found[(5, "torch")] == {"train_patches_per_s": 20.0, "infer_patches_per_s": 120.0,
+                                   "peak_memory_mb": 600.0, "rounds": 3.0}
+    assert found[(5, "tf")]["train_patches_per_s"] == 42.0  # the median of two is their mean
+    path = tmp_path / "speed.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    assert main([str(path)]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row == "| 5 | unet3d | 20.0 | 42.0 | 120.0 | 90.0 | 600.0 | 900.0 | 2.10 | 0.75 | 1.50 | 3/2 |"
+
+
+def test_speed_table_refuses_lines_of_different_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.speed_table import main
+
+    path = tmp_path / "speed.jsonl"
+    path.write_text(json.dumps(_speed_line(5, "torch", 1, 1, 1)) + "\n"
+                    + json.dumps(_speed_line(5, "tf", 1, 1, 1, precision="bf16")) + "\n")
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differ in precision" in err[0] and str(path) in err[0]
