@@ -39,9 +39,14 @@ ID_COLUMNS = ("id", "case", "subject")
 """Table columns of subject ids: hashed even when the ids look like numbers."""
 
 
+HASH_PREFIX, HASH_DIGITS = "sub-", 12
+HASHED_ID = re.compile(rf"{HASH_PREFIX}[0-9a-f]{{{HASH_DIGITS}}}")
+"""A subject id as :func:`hashed_id` stores it."""
+
+
 def hashed_id(subject: str, salt: str) -> str:
     """The stored name of ``subject``: ``sub-`` and 12 hex digits of sha256(salt:subject)."""
-    return "sub-" + hashlib.sha256(f"{salt}:{subject}".encode()).hexdigest()[:12]
+    return HASH_PREFIX + hashlib.sha256(f"{salt}:{subject}".encode()).hexdigest()[:HASH_DIGITS]
 
 
 def known_salt(runs_dir: Path) -> str | None:

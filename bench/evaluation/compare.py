@@ -321,8 +321,8 @@ def verdict(p_holm: float | None, p_tost: float | None, alpha: float = stats.ALP
     return DIFFERENT if p_holm is not None and p_holm < alpha else INCONCLUSIVE
 
 
-def _seed_list(seeds: Iterable[str]) -> str:
-    return ", ".join(sorted(seeds, key=_order(list(seeds))))
+def _seed_list(seeds: set[str]) -> str:
+    return ", ".join(sorted(seeds, key=_order(seeds)))
 
 
 def matched_seeds(pair: Pair) -> tuple[pd.DataFrame, pd.DataFrame, str]:

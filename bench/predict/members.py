@@ -11,35 +11,34 @@ root's subjects with the same salt. The ensemble sends no more than its strictes
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.data.discovery import discover
 from bench.errors import DataError
-from bench.privacy import HIDDEN, SALT_ENV, SALT_FILE, hashed_id, known_salt
+from bench.privacy import HASHED_ID, HIDDEN, SALT_ENV, SALT_FILE, hashed_id, known_salt
 from bench.spec import TrackingSpec
 from bench.tracking.runs import TAG_HASH
 
 SWITCH_PARAMS = "tracking."
 """The params a run records its switches as (``tracking.log_images``, ...)."""
-_HASHED = re.compile(r"sub-[0-9a-f]{12}")
+DEFAULT_SWITCHES = TrackingSpec(uri=None, experiment="", sweep="").record()
+"""The switches of a run that set none (and of one made before they were recorded)."""
 
 
 def switches(params: Mapping[str, str]) -> dict[str, bool]:
     """A run's privacy switches as its params record them (one made before they were recorded: the defaults)."""
-    defaults = TrackingSpec(uri=None, experiment="", sweep="").record()
-    return {key: params.get(f"{SWITCH_PARAMS}{key}", str(default)) == "True" for key, default in defaults.items()}
+    return {key: params.get(f"{SWITCH_PARAMS}{key}", str(default)) == "True"
+            for key, default in DEFAULT_SWITCHES.items()}
 
 
 def strictest(records: Sequence[Mapping[str, Any]]) -> dict[str, bool]:
     """The switches that send no more than any member sent: a switch that any member turned from its default
     (``log_images=false``, ``log_paths=false``, ``hash_subject_ids=true``) is turned for the ensemble."""
-    defaults = TrackingSpec(uri=None, experiment="", sweep="").record()
     found = [switches(r["params"]) for r in records]
     return {key: default if all(f[key] == default for f in found) else not default
-            for key, default in defaults.items()}
+            for key, default in DEFAULT_SWITCHES.items()}
 
 
 def member_summary(record: Mapping[str, Any], runs_dir: Path, *, outputs_dirs: Sequence[Path] = (),
@@ -124,7 +123,7 @@ def _read_against(record: Mapping[str, Any], data_root: Path, runs_dir: Path) ->
             if text == root or text.startswith(root.rstrip("/") + "/"):
                 text = str(data_root) + text[len(root.rstrip("/")):]
                 break
-        return _HASHED.sub(lambda m: names.get(m.group(0), m.group(0)), text)
+        return HASHED_ID.sub(lambda m: names.get(m.group(0), m.group(0)), text)
 
     run = stored["run"]
     tests = [names.get(s, s) for s in run["test_subjects"]]

@@ -34,6 +34,13 @@ aborted (uvicorn closes it after a 500 from a failed upload: the retry on it, or
 reset)."""
 
 
+TRANSIENT = ("locked", "duplicate key value", "unique constraint failed", "queuepool limit")
+"""Failures a retry mends: "locked", another worker holds sqlite; "duplicate key" (PostgreSQL) / "unique
+constraint failed" (sqlite), a worker lost a race to insert the same row (say a dataset input two runs share) and
+the retry finds the winner's row; "queuepool limit", a busy server waited 30 s for one of its database
+connections and answered HTTP 400 before touching the store (MLflow's client retries no 400)."""
+
+
 class _QuietStoreFull(logging.Filter):
     """Drop MLflow's traceback of a full sqlite store (``mlflow.store.db.utils`` logs one before it raises): the
     run's ``error:`` line says it."""
@@ -100,12 +107,7 @@ def retry_call(call: Callable[[], T], attempts: int = 8, where: str | None = Non
                 url = text.removeprefix("API request to ").split(" ", 1)[0]
                 raise TrackingServerError(f"tracking server did not answer {url} "
                                           f"({text.rsplit('(Caused by', 1)[-1].strip(' )')[:300]})") from exc
-            # "locked": another worker holds sqlite; "duplicate key" (PostgreSQL) / "unique constraint failed"
-            # (sqlite): a worker lost a race to insert the same row (say a dataset input two runs share) and the
-            # retry finds the winner's row; "queuepool limit": a busy server waited 30 s for one of its database
-            # connections and answered HTTP 400 before touching the store (MLflow's client retries no 400)
-            transient = ("locked", "duplicate key value", "unique constraint failed", "queuepool limit")
-            if not any(m in text.lower() for m in transient) or attempt == attempts - 1:
+            if not any(m in text.lower() for m in TRANSIENT) or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")
